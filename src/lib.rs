@@ -1,0 +1,11 @@
+//! Sealpost: a self-hosted secure message portal. Staff send customers
+//! encrypted messages; customers get a one-time link and verify before
+//! anything is decrypted.
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod server;
+pub mod vault;
