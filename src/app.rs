@@ -1,0 +1,69 @@
+//! Wiring: from a [`Config`] to an open database and vault.
+
+use std::sync::Arc;
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::db::{Db, DbError};
+use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
+
+/// Everything a running Sealpost needs, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub vault: Vault,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("cannot open the blob folder {path}: {source}")]
+    Blobs {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Connections in the pool: SQLite has one writer anyway; PostgreSQL
+/// setups tune this in later issues.
+const MAX_CONNECTIONS: u32 = 10;
+
+/// Connects to the database and applies migrations.
+pub async fn open_db(config: &Config) -> Result<Db, DbError> {
+    let db = Db::connect(&config.database_url, MAX_CONNECTIONS).await?;
+    db.migrate().await?;
+    Ok(db)
+}
+
+impl App {
+    pub async fn open(config: Config) -> Result<App, StartError> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(config: Config, clock: SharedClock) -> Result<App, StartError> {
+        let db = open_db(&config).await?;
+        let blobs = LocalBlobStore::open(&config.blob_dir).map_err(|source| StartError::Blobs {
+            path: config.blob_dir.clone(),
+            source,
+        })?;
+        let vault = Vault::open(
+            db.clone(),
+            Arc::new(blobs),
+            VaultSettings {
+                master_key_file: config.master_key_file.clone(),
+                escrow_recipients: config.escrow_recipients.clone(),
+            },
+            clock,
+        )
+        .await?;
+        Ok(App {
+            config: Arc::new(config),
+            db,
+            vault,
+        })
+    }
+}

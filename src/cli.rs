@@ -1,0 +1,205 @@
+//! The command line: `sealpost serve | migrate | config | keys … | export … | sweep`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::vault::{MasterKeyId, MessageId};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealpost",
+    version,
+    about = "Self-hosted secure message portal"
+)]
+struct Cli {
+    /// TOML configuration file (settings in SEALPOST_* variables override it)
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run Sealpost (applies database migrations first)
+    Serve,
+    /// Apply database migrations and exit
+    Migrate,
+    /// Print the effective configuration, secrets redacted
+    Config,
+    /// Master key custody: status, rotation, retirement
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Write a message's age files and a manifest for an escrow holder
+    Export {
+        /// The message id
+        message_id: String,
+        /// Folder to create (must not exist, or be empty)
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+    /// Remove orphaned blobs and unfinished uploads now
+    Sweep {
+        /// Only remove orphans older than this many hours
+        #[arg(long, default_value_t = 24)]
+        grace_hours: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Show each master key and how many items it wraps
+    Status,
+    /// Add a new master key and re-wrap everything to it (resumes an
+    /// unfinished rotation instead, if there is one)
+    Rotate,
+    /// Remove a master key that nothing depends on any more
+    Retire {
+        /// The key id, as `keys status` shows it
+        id: String,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Command::Config = cli.command {
+        print!("{}", config.to_redacted_toml());
+        return Ok(());
+    }
+    init_tracing(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(dispatch(cli.command, config))
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn dispatch(command: Command, config: Config) -> Result<()> {
+    match command {
+        Command::Config => Ok(()),
+        Command::Migrate => {
+            let db = app::open_db(&config).await?;
+            db.close().await;
+            println!("database is up to date");
+            Ok(())
+        }
+        Command::Serve => {
+            let app = App::open(config).await?;
+            crate::server::serve(app).await?;
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Status) => {
+            let app = App::open(config).await?;
+            print_key_status(&app).await
+        }
+        Command::Keys(KeysCommand::Rotate) => {
+            let app = App::open(config).await?;
+            let report = app.vault.rotate().await?;
+            if report.added_key {
+                println!("added master key {}", report.target);
+            } else {
+                println!(
+                    "finished an interrupted rotation to master key {} (no new key added)",
+                    report.target
+                );
+            }
+            println!("re-wrapped {} item(s)", report.rewrapped);
+            println!(
+                "Back up {} now. Retire old keys with `sealpost keys retire ID` once `keys status` shows they wrap nothing.",
+                app.config.master_key_file.display()
+            );
+            Ok(())
+        }
+        Command::Keys(KeysCommand::Retire { id }) => {
+            let app = App::open(config).await?;
+            app.vault.retire(&MasterKeyId::from_db(id.clone())).await?;
+            println!("retired master key {id}; it is no longer in the key file");
+            Ok(())
+        }
+        Command::Export { message_id, out } => {
+            let id = MessageId::from_str(&message_id)
+                .map_err(|_| anyhow::anyhow!("{message_id:?} is not a message id"))?;
+            let app = App::open(config).await?;
+            let report = app.vault.export(id, &out).await?;
+            println!("exported to {}:", report.dir.display());
+            for f in report.files {
+                println!("  {f}");
+            }
+            Ok(())
+        }
+        Command::Sweep { grace_hours } => {
+            let app = App::open(config).await?;
+            let grace = Duration::from_secs(grace_hours.saturating_mul(3600));
+            let r = app.vault.sweep(grace).await?;
+            println!(
+                "removed {} orphaned blob(s) and {} unfinished upload(s); {} blob(s) in use",
+                r.removed_blobs, r.removed_partials, r.kept_blobs
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn print_key_status(app: &App) -> Result<()> {
+    let keys = app.vault.key_status().await?;
+    println!(
+        "{:<16}  {:<20}  {:<8}  {:>8}  {:>7}  {:<7}",
+        "ID", "CREATED", "STATE", "MESSAGES", "SECRETS", "IN FILE"
+    );
+    for k in keys {
+        let state = if k.retired_at.is_some() {
+            "retired"
+        } else if k.newest {
+            "wrapping"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<16}  {:<20}  {:<8}  {:>8}  {:>7}  {:<7}",
+            k.id,
+            format_time(k.created_at),
+            state,
+            k.messages,
+            k.secrets,
+            if k.in_key_file { "yes" } else { "no" }
+        );
+    }
+    Ok(())
+}
+
+fn format_time(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| unix.to_string())
+}

@@ -1,0 +1,81 @@
+//! `sealpost serve`: the HTTP listener and background housekeeping.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::app::App;
+
+/// How often orphaned blobs are swept, and how old an orphan must be: long
+/// enough that a slow multi-part upload still in flight is never touched.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+const SWEEP_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+pub fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(app)
+}
+
+async fn ready(State(app): State<App>) -> (StatusCode, &'static str) {
+    match app.db.ping().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
+        }
+    }
+}
+
+/// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+pub async fn serve(app: App) -> std::io::Result<()> {
+    let listener = TcpListener::bind(app.config.bind).await?;
+    tracing::info!(
+        bind = %listener.local_addr()?,
+        public_url = %app.config.public_url,
+        "sealpost is listening"
+    );
+    let sweeper = tokio::spawn(sweep_forever(app.clone()));
+    let result = axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    sweeper.abort();
+    app.db.close().await;
+    result
+}
+
+async fn sweep_forever(app: App) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = app.vault.sweep(SWEEP_GRACE).await {
+            tracing::warn!(error = %e, "blob sweep failed; will retry");
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
