@@ -1,0 +1,140 @@
+//! No plaintext at rest: customer data planted as canaries must not appear
+//! anywhere in the database or blob store, raw or as base64/hex.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use sealpost::vault::MessageMeta;
+
+use crate::common::{TestEnv, files_below, read_all, runtime, send};
+
+const BODY: &str = "CANARY-BODY-7f3a91 the account number is 12345678";
+const FILE_NAME: &str = "CANARY-FILE-c2e8d4-tax-return.pdf";
+const ADDRESS: &str = "canary-addr-5b1e77@example.com";
+const PHONE: &str = "+44 7700 CANARY-PHONE-9d2c";
+const TITLE: &str = "CANARY-TITLE-44aa10 mortgage papers";
+const FILE_CONTENT: &str = "CANARY-ATTACHMENT-CONTENT-0e6f2b";
+
+/// Every form a canary could take in stored bytes: raw, hex (both cases),
+/// and base64 (standard and URL-safe) at each of the three alignments.
+fn encodings(canary: &str) -> Vec<Vec<u8>> {
+    let raw = canary.as_bytes();
+    let mut forms = vec![
+        raw.to_vec(),
+        hex::encode(raw).into_bytes(),
+        hex::encode_upper(raw).into_bytes(),
+    ];
+    for engine in [&STANDARD, &URL_SAFE] {
+        for offset in 0..3 {
+            let mut padded = vec![0u8; offset];
+            padded.extend_from_slice(raw);
+            let enc = engine.encode(&padded);
+            // Drop the characters that depend on the neighbouring bytes.
+            let skip = if offset == 0 {
+                0
+            } else {
+                (offset * 8).div_ceil(6)
+            };
+            let core = &enc.as_bytes()[skip..enc.len().saturating_sub(4)];
+            forms.push(core.to_vec());
+        }
+    }
+    forms
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+pub fn assert_no_canaries(what: &str, data: &[u8], canaries: &[&str]) {
+    for canary in canaries {
+        for form in encodings(canary) {
+            assert!(
+                !contains(data, &form),
+                "{what} contains canary {canary:?} as {:?}",
+                String::from_utf8_lossy(&form)
+            );
+        }
+    }
+}
+
+#[test]
+fn nothing_readable_in_database_or_blobs() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    let meta = MessageMeta {
+        recipient_address: Some(ADDRESS.to_owned()),
+        recipient_phone: Some(PHONE.to_owned()),
+        title: Some(TITLE.to_owned()),
+        reference: Some("CANARY-REF-31c9".to_owned()),
+    };
+    let id = rt.block_on(send(
+        &app,
+        &meta,
+        BODY.as_bytes(),
+        &[(FILE_NAME, FILE_CONTENT.as_bytes())],
+    ));
+
+    // The scan only means something if the message is really there.
+    let parts = rt.block_on(read_all(&app, id)).expect("opens");
+    assert_eq!(parts[0], BODY.as_bytes());
+    let key = rt.block_on(app.vault.unlock(id)).expect("unlock");
+    assert_eq!(key.meta().expect("meta"), meta);
+    let stored = rt.block_on(app.vault.parts(id)).expect("parts");
+    assert_eq!(
+        key.part_meta(&stored[1])
+            .expect("part meta")
+            .file_name
+            .as_deref(),
+        Some(FILE_NAME)
+    );
+    // Exact-match search works through the blind index, case-insensitively.
+    let found = rt
+        .block_on(
+            app.vault
+                .find_by_recipient(" Canary-Addr-5B1E77@EXAMPLE.com "),
+        )
+        .expect("search");
+    assert_eq!(found, vec![id]);
+
+    let canaries = [
+        BODY,
+        FILE_NAME,
+        ADDRESS,
+        PHONE,
+        TITLE,
+        FILE_CONTENT,
+        "CANARY-REF-31c9",
+    ];
+    let db = rt.block_on(env.database_bytes(&app));
+    assert!(db.len() > 1000, "database dump suspiciously small");
+    assert_no_canaries("database", &db, &canaries);
+    let blobs = files_below(&env.blob_dir());
+    assert_eq!(blobs.len(), 2, "one blob per part");
+    for path in blobs {
+        let data = std::fs::read(&path).expect("read blob");
+        assert!(
+            data.starts_with(b"age-encryption.org/v1\n"),
+            "blobs are age files"
+        );
+        assert_no_canaries(&path.display().to_string(), &data, &canaries);
+    }
+}
+
+#[test]
+fn canary_scanner_finds_each_encoding() {
+    let canary = "CANARY-SELFTEST-1234";
+    for (i, form) in encodings(canary).into_iter().enumerate() {
+        let mut data = b"prefix-bytes:".to_vec();
+        data.extend(&form);
+        data.extend(b":suffix");
+        let found = std::panic::catch_unwind(|| assert_no_canaries("x", &data, &[canary]));
+        assert!(found.is_err(), "encoding #{i} not detected");
+    }
+    // And real base64 of a longer value containing the canary is caught.
+    for prefix in ["", "a", "ab"] {
+        let enc = STANDARD.encode(format!("{prefix}{canary}-tail"));
+        let found = std::panic::catch_unwind(|| assert_no_canaries("x", enc.as_bytes(), &[canary]));
+        assert!(found.is_err(), "base64 with prefix {prefix:?} not detected");
+    }
+}

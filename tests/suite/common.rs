@@ -1,0 +1,306 @@
+//! Shared test harness: a fresh data folder, blob folder and database per
+//! test. The database is a SQLite file by default, or a new PostgreSQL
+//! database when SEALPOST_TEST_DATABASE_URL names a server to create it on.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rand::{Rng, RngExt, SeedableRng};
+use sealpost::app::App;
+use sealpost::config::Config;
+use sealpost::vault::{MessageId, MessageMeta, PartKind, PartMeta};
+use sqlx::Connection;
+use tempfile::TempDir;
+
+pub const PG_ENV: &str = "SEALPOST_TEST_DATABASE_URL";
+
+pub struct TestEnv {
+    pub dir: TempDir,
+    pub database_url: String,
+    pub escrow: Option<String>,
+    postgres: Option<(String, String)>,
+}
+
+impl TestEnv {
+    pub async fn new() -> TestEnv {
+        Self::build(None).await
+    }
+
+    /// A test environment whose messages are also sealed to `escrow` (an `age1…` key).
+    pub async fn with_escrow(escrow: &str) -> TestEnv {
+        Self::build(Some(escrow.to_owned())).await
+    }
+
+    async fn build(escrow: Option<String>) -> TestEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (database_url, postgres) = match std::env::var(PG_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!(
+                    "sealpost_t_{}",
+                    hex::encode(rand::rng().random::<[u8; 6]>())
+                );
+                let mut conn = sqlx::PgConnection::connect(&admin_url)
+                    .await
+                    .expect("connect to the PostgreSQL test server");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                conn.close().await.ok();
+                (with_database(&admin_url, &name), Some((admin_url, name)))
+            }
+            _ => (
+                format!("sqlite://{}/data/sealpost.db", dir.path().display()),
+                None,
+            ),
+        };
+        TestEnv {
+            dir,
+            database_url,
+            escrow,
+            postgres,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn blob_dir(&self) -> PathBuf {
+        self.data_dir().join("blobs")
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.data_dir().join("master.key")
+    }
+
+    /// The SEALPOST_* variables that describe this environment.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let mut vars = vec![
+            (
+                "SEALPOST_DATA_DIR".to_owned(),
+                self.data_dir().display().to_string(),
+            ),
+            (
+                "SEALPOST_DATABASE_URL".to_owned(),
+                self.database_url.clone(),
+            ),
+            ("SEALPOST_BIND".to_owned(), "127.0.0.1:0".to_owned()),
+        ];
+        if let Some(e) = &self.escrow {
+            vars.push(("SEALPOST_ESCROW_RECIPIENTS".to_owned(), e.clone()));
+        }
+        vars
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(None, self.env_vars()).expect("test config")
+    }
+
+    pub async fn app(&self) -> App {
+        App::open(self.config()).await.expect("open app")
+    }
+
+    /// Runs the real `sealpost` binary with this environment.
+    pub fn sealpost(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        cmd.args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SEALPOST_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(self.env_vars());
+        cmd.output().expect("run sealpost")
+    }
+
+    /// Every byte the database holds: the SQLite files as they are on disk
+    /// (main file, WAL and shared memory), or every row of every table on
+    /// PostgreSQL rendered as text (bytea as hex).
+    pub async fn database_bytes(&self, app: &App) -> Vec<u8> {
+        if self.postgres.is_none() {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(self.data_dir()).expect("data dir") {
+                let path = entry.expect("entry").path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if name.is_some_and(|n| n.starts_with("sealpost.db")) {
+                    out.extend(std::fs::read(&path).expect("read db file"));
+                }
+            }
+            assert!(!out.is_empty(), "found no SQLite files to scan");
+            return out;
+        }
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_all(app.db.pool())
+        .await
+        .expect("list tables");
+        let mut out = Vec::new();
+        for t in tables {
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT CAST(row_to_json(x) AS TEXT) FROM \"{t}\" x"
+            ))
+            .fetch_all(app.db.pool())
+            .await
+            .expect("dump table");
+            for r in rows {
+                out.extend(r.into_bytes());
+            }
+        }
+        out
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        let Some((admin_url, name)) = self.postgres.take() else {
+            return;
+        };
+        // Drop runs inside or outside a runtime; a thread of its own works in both.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut v = vec![0u8; len];
+    rng.fill_bytes(&mut v);
+    v
+}
+
+/// Seals and commits a message with a body and the given attachments.
+pub async fn send(
+    app: &App,
+    meta: &MessageMeta,
+    body: &[u8],
+    attachments: &[(&str, &[u8])],
+) -> MessageId {
+    let mut draft = app.vault.begin_message();
+    draft
+        .seal_part(PartKind::Body, &PartMeta::default(), body)
+        .expect("seal body");
+    for (name, data) in attachments {
+        let meta = PartMeta {
+            file_name: Some((*name).to_owned()),
+            content_type: Some("application/octet-stream".to_owned()),
+        };
+        draft
+            .seal_part(PartKind::Attachment, &meta, *data)
+            .expect("seal attachment");
+    }
+    let mut tx = app.db.begin().await.expect("begin");
+    let id = app
+        .vault
+        .commit(&mut tx, draft, meta)
+        .await
+        .expect("commit");
+    tx.commit().await.expect("commit tx");
+    id
+}
+
+/// Decrypts every part of a message, in order.
+pub async fn read_all(
+    app: &App,
+    id: MessageId,
+) -> Result<Vec<Vec<u8>>, sealpost::vault::VaultError> {
+    let key = app.vault.unlock(id).await?;
+    let mut out = Vec::new();
+    for part in app.vault.parts(id).await? {
+        let mut plain = Vec::new();
+        app.vault.open_part(&key, &part)?.copy_to(&mut plain)?;
+        out.push(plain);
+    }
+    Ok(out)
+}
+
+/// Path of a blob in the local store.
+pub fn blob_path(env: &TestEnv, key: &str) -> PathBuf {
+    env.blob_dir().join(&key[..2]).join(format!("{key}.age"))
+}
+
+/// Every file below `dir`, recursively.
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+pub fn write_file(path: &Path, data: &[u8]) {
+    let mut f = std::fs::File::create(path).expect("create");
+    f.write_all(data).expect("write");
+}
+
+pub fn read_file(path: &Path) -> Vec<u8> {
+    let mut v = Vec::new();
+    std::fs::File::open(path)
+        .expect("open")
+        .read_to_end(&mut v)
+        .expect("read");
+    v
+}
+
+/// The `age` CLI, which the interop tests need (Debian package `age`).
+pub fn age_cli() -> Command {
+    let found = Command::new("age").arg("--version").output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "the `age` command is required for interop tests: apt-get install age (.ci/run does)"
+    );
+    Command::new("age")
+}

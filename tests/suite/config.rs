@@ -1,0 +1,517 @@
+//! Config layering: defaults → TOML file → `SEALPOST_*` env.
+
+use std::error::Error;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sealpost::config::{Config, ConfigError, ExposeSecret};
+
+type TestResult = Result<(), Box<dyn Error>>;
+
+const RECIPIENT_A: &str = "age1l6q9vunjepmft830pfqnw69gqp2r0tqq72ucpsq0adxvx8wyeufsx532z2";
+const RECIPIENT_B: &str = "age1n6g7v8cldwysjtdzve87mqhks7kt4dhu2st622pr4c879evryyqqzmmmqk";
+const PASSWORD: &str = "canary-pw-7f3a9";
+
+fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    vars.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn toml_file(dir: &tempfile::TempDir, text: &str) -> Result<PathBuf, Box<dyn Error>> {
+    let path = dir.path().join("sealpost.toml");
+    fs::write(&path, text)?;
+    Ok(path)
+}
+
+fn load_err(file: Option<&Path>, vars: &[(&str, &str)]) -> ConfigError {
+    match Config::load(file, env(vars)) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(err) => err,
+    }
+}
+
+fn database_url(config: &Config) -> &str {
+    config.database_url.expose_secret()
+}
+
+#[test]
+fn defaults() -> TestResult {
+    let config = Config::load(None, env(&[]))?;
+    assert_eq!(config.data_dir, Path::new("./data"));
+    assert_eq!(config.blob_dir, Path::new("./data/blobs"));
+    assert_eq!(config.master_key_file, Path::new("./data/master.key"));
+    assert_eq!(database_url(&config), "sqlite://./data/sealpost.db");
+    assert!(config.escrow_recipients.is_empty());
+    assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.public_url, "http://127.0.0.1:8080");
+    assert_eq!(config.log, "info");
+    assert!(!config.is_https());
+    Ok(())
+}
+
+#[test]
+fn derived_defaults_follow_final_data_dir_and_bind() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(&dir, "data_dir = \"/from/file\"\nbind = \"0.0.0.0:1\"\n")?;
+    let config = Config::load(
+        Some(&file),
+        env(&[
+            ("SEALPOST_DATA_DIR", "/srv/sp"),
+            ("SEALPOST_BIND", "[::1]:9000"),
+        ]),
+    )?;
+    assert_eq!(config.data_dir, Path::new("/srv/sp"));
+    assert_eq!(config.blob_dir, Path::new("/srv/sp/blobs"));
+    assert_eq!(config.master_key_file, Path::new("/srv/sp/master.key"));
+    assert_eq!(database_url(&config), "sqlite:///srv/sp/sealpost.db");
+    assert_eq!(config.public_url, "http://[::1]:9000");
+    Ok(())
+}
+
+#[test]
+fn relative_paths_stay_relative() -> TestResult {
+    let config = Config::load(None, env(&[("SEALPOST_DATA_DIR", "var/sp")]))?;
+    assert_eq!(config.blob_dir, Path::new("var/sp/blobs"));
+    assert_eq!(database_url(&config), "sqlite://var/sp/sealpost.db");
+    Ok(())
+}
+
+#[test]
+fn toml_overrides_defaults() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(
+        &dir,
+        r#"
+data_dir = "/var/lib/sealpost"
+blob_dir = "/mnt/blobs"
+master_key_file = "/etc/sealpost/master.key"
+database_url = "postgres://sp@db/sealpost"
+bind = "0.0.0.0:8443"
+public_url = "https://messages.example.com/"
+log = "sealpost=debug"
+escrow_recipients = ["age1l6q9vunjepmft830pfqnw69gqp2r0tqq72ucpsq0adxvx8wyeufsx532z2"]
+"#,
+    )?;
+    let config = Config::load(Some(&file), env(&[]))?;
+    assert_eq!(config.data_dir, Path::new("/var/lib/sealpost"));
+    assert_eq!(config.blob_dir, Path::new("/mnt/blobs"));
+    assert_eq!(
+        config.master_key_file,
+        Path::new("/etc/sealpost/master.key")
+    );
+    assert_eq!(database_url(&config), "postgres://sp@db/sealpost");
+    assert_eq!(config.bind.to_string(), "0.0.0.0:8443");
+    assert_eq!(config.public_url, "https://messages.example.com");
+    assert_eq!(config.log, "sealpost=debug");
+    assert_eq!(config.escrow_recipients.len(), 1);
+    assert!(config.is_https());
+    Ok(())
+}
+
+#[test]
+fn env_overrides_toml() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(
+        &dir,
+        "bind = \"0.0.0.0:1\"\nlog = \"warn\"\ndatabase_url = \"sqlite://file.db\"\n",
+    )?;
+    let config = Config::load(
+        Some(&file),
+        env(&[
+            ("SEALPOST_BIND", "127.0.0.1:2"),
+            ("SEALPOST_LOG", "debug"),
+            ("SEALPOST_DATABASE_URL", "sqlite://env.db"),
+        ]),
+    )?;
+    assert_eq!(config.bind.to_string(), "127.0.0.1:2");
+    assert_eq!(config.log, "debug");
+    assert_eq!(database_url(&config), "sqlite://env.db");
+    Ok(())
+}
+
+#[test]
+fn other_variables_are_ignored() -> TestResult {
+    let config = Config::load(
+        None,
+        env(&[
+            ("PATH", "/bin"),
+            ("sealpost_bind", "nonsense"),
+            ("SEALPOSTBIND", "nonsense"),
+            ("SEALPOST_TEST_DATABASE", "whatever"),
+            ("SEALPOST_TEST_", ""),
+        ]),
+    )?;
+    assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+    Ok(())
+}
+
+#[test]
+fn unknown_toml_key_errors() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(&dir, "bind = \"127.0.0.1:1\"\ndatabse_url = \"x\"\n")?;
+    let err = load_err(Some(&file), &[]);
+    assert!(matches!(&err, ConfigError::UnknownFileKey { key, .. } if key == "databse_url"));
+    let message = err.to_string();
+    assert!(message.contains("databse_url"), "{message}");
+    assert!(message.contains(&file.display().to_string()), "{message}");
+
+    // A table is an unknown key too, not a way around the check.
+    let file = toml_file(&dir, "[server]\nbind = \"127.0.0.1:1\"\n")?;
+    assert!(matches!(
+        load_err(Some(&file), &[]),
+        ConfigError::UnknownFileKey { key, .. } if key == "server"
+    ));
+    Ok(())
+}
+
+#[test]
+fn master_key_is_not_a_setting() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(&dir, "master_key = \"x\"\n")?;
+    assert!(matches!(
+        load_err(Some(&file), &[]),
+        ConfigError::UnknownFileKey { .. }
+    ));
+    assert!(matches!(
+        load_err(None, &[("SEALPOST_MASTER_KEY", "x")]),
+        ConfigError::UnknownEnvVar { .. }
+    ));
+    // SEALPOST_MASTER_KEY_FILE is the path setting; the file is not read.
+    let config = Config::load(
+        None,
+        env(&[("SEALPOST_MASTER_KEY_FILE", "/does/not/exist.key")]),
+    )?;
+    assert_eq!(config.master_key_file, Path::new("/does/not/exist.key"));
+    Ok(())
+}
+
+#[test]
+fn toml_wrong_type_errors() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(&dir, "bind = 8080\n")?;
+    let message = load_err(Some(&file), &[]).to_string();
+    assert!(
+        message.contains("bind") && message.contains("string"),
+        "{message}"
+    );
+    let file = toml_file(&dir, "escrow_recipients = [1]\n")?;
+    assert!(matches!(
+        load_err(Some(&file), &[]),
+        ConfigError::WrongType { .. }
+    ));
+    Ok(())
+}
+
+#[test]
+fn toml_syntax_error_does_not_quote_the_line() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(
+        &dir,
+        &format!("log = \"info\"\ndatabase_url = \"postgres://u:{PASSWORD}@db\n"),
+    )?;
+    let err = load_err(Some(&file), &[]);
+    let message = err.to_string();
+    assert!(
+        matches!(
+            err,
+            ConfigError::ParseFile {
+                position: Some((2, _)),
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(!message.contains(PASSWORD), "{message}");
+    assert!(!format!("{err:?}").contains(PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn missing_config_file_errors() {
+    let err = load_err(Some(Path::new("/no/such/sealpost.toml")), &[]);
+    assert!(err.to_string().contains("/no/such/sealpost.toml"), "{err}");
+}
+
+#[test]
+fn unknown_env_var_errors() {
+    let err = load_err(None, &[("SEALPOST_FOO", "1")]);
+    assert!(
+        err.to_string().contains("unknown setting SEALPOST_FOO"),
+        "{err}"
+    );
+    // Names must be uppercase exactly; a `_FILE` form exists only for secrets.
+    for var in ["SEALPOST_Bind", "SEALPOST_BIND_FILE", "SEALPOST_"] {
+        assert!(
+            matches!(
+                load_err(None, &[(var, "x")]),
+                ConfigError::UnknownEnvVar { .. }
+            ),
+            "{var}"
+        );
+    }
+}
+
+#[test]
+fn secret_file_is_read_and_trimmed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("db_url");
+    fs::write(&secret, "sqlite://from-file.db \n\r\n")?;
+    let secret_path = secret.to_string_lossy().into_owned();
+
+    let config = Config::load(None, env(&[("SEALPOST_DATABASE_URL_FILE", &secret_path)]))?;
+    assert_eq!(database_url(&config), "sqlite://from-file.db");
+
+    let file = toml_file(&dir, &format!("database_url_file = {secret_path:?}\n"))?;
+    let config = Config::load(Some(&file), env(&[]))?;
+    assert_eq!(database_url(&config), "sqlite://from-file.db");
+    Ok(())
+}
+
+#[test]
+fn missing_secret_file_names_the_path() {
+    let err = load_err(None, &[("SEALPOST_DATABASE_URL_FILE", "/run/secrets/nope")]);
+    assert!(matches!(err, ConfigError::ReadSecretFile { .. }));
+    let message = err.to_string();
+    assert!(message.contains("/run/secrets/nope"), "{message}");
+    assert!(message.contains("SEALPOST_DATABASE_URL_FILE"), "{message}");
+}
+
+#[test]
+fn secret_and_secret_file_together_error() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("db_url");
+    fs::write(&secret, "sqlite://a.db")?;
+    let secret_path = secret.to_string_lossy().into_owned();
+
+    let err = load_err(
+        None,
+        &[
+            ("SEALPOST_DATABASE_URL_FILE", &secret_path),
+            ("SEALPOST_DATABASE_URL", "sqlite://b.db"),
+        ],
+    );
+    assert!(matches!(err, ConfigError::SecretConflict { .. }));
+    let message = err.to_string();
+    assert!(
+        message.contains("SEALPOST_DATABASE_URL and SEALPOST_DATABASE_URL_FILE"),
+        "{message}"
+    );
+    assert!(!message.contains("b.db"), "{message}");
+
+    let file = toml_file(
+        &dir,
+        &format!("database_url = \"sqlite://b.db\"\ndatabase_url_file = {secret_path:?}\n"),
+    )?;
+    assert!(matches!(
+        load_err(Some(&file), &[]),
+        ConfigError::SecretConflict { .. }
+    ));
+    Ok(())
+}
+
+#[test]
+fn env_secret_form_replaces_toml_form() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("db_url");
+    fs::write(&secret, "sqlite://from-file.db\n")?;
+    let secret_path = secret.to_string_lossy().into_owned();
+
+    // Env `_FILE` beats a TOML value.
+    let file = toml_file(&dir, "database_url = \"sqlite://toml.db\"\n")?;
+    let config = Config::load(
+        Some(&file),
+        env(&[("SEALPOST_DATABASE_URL_FILE", &secret_path)]),
+    )?;
+    assert_eq!(database_url(&config), "sqlite://from-file.db");
+
+    // Env value beats a TOML `_file`, which is then not read at all.
+    let file = toml_file(&dir, "database_url_file = \"/no/such/file\"\n")?;
+    let config = Config::load(
+        Some(&file),
+        env(&[("SEALPOST_DATABASE_URL", "sqlite://env.db")]),
+    )?;
+    assert_eq!(database_url(&config), "sqlite://env.db");
+    Ok(())
+}
+
+#[test]
+fn escrow_recipients_parse() -> TestResult {
+    let list = format!(" {RECIPIENT_A} ,, {RECIPIENT_B},");
+    let config = Config::load(None, env(&[("SEALPOST_ESCROW_RECIPIENTS", &list)]))?;
+    let got: Vec<String> = config
+        .escrow_recipients
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(got, [RECIPIENT_A, RECIPIENT_B]);
+
+    let dir = tempfile::tempdir()?;
+    for text in [
+        format!("escrow_recipients = [\"{RECIPIENT_A}\", \"{RECIPIENT_B}\"]\n"),
+        format!("escrow_recipients = \"{RECIPIENT_A}, {RECIPIENT_B}\"\n"),
+    ] {
+        let file = toml_file(&dir, &text)?;
+        let config = Config::load(Some(&file), env(&[]))?;
+        assert_eq!(config.escrow_recipients.len(), 2, "{text}");
+    }
+
+    // An empty env value clears a list set in the file.
+    let file = toml_file(&dir, &format!("escrow_recipients = [\"{RECIPIENT_A}\"]\n"))?;
+    let config = Config::load(Some(&file), env(&[("SEALPOST_ESCROW_RECIPIENTS", "")]))?;
+    assert!(config.escrow_recipients.is_empty());
+    Ok(())
+}
+
+#[test]
+fn bad_escrow_recipient_names_its_index() {
+    let list = format!("{RECIPIENT_A},age1notakey");
+    let err = load_err(None, &[("SEALPOST_ESCROW_RECIPIENTS", &list)]);
+    assert!(
+        matches!(err, ConfigError::BadRecipient { index: 1, .. }),
+        "{err}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("escrow_recipients[1]"), "{message}");
+    assert!(message.contains("SEALPOST_ESCROW_RECIPIENTS"), "{message}");
+}
+
+#[test]
+fn pasted_secret_key_is_not_echoed() {
+    let key = "AGE-SECRET-KEY-1KTHFNYXWP3ZWNGNZF5N8ZRFKEGWVFRDPLF4AACDY2M04WSASJ40QQSWSNU";
+    let err = load_err(None, &[("SEALPOST_ESCROW_RECIPIENTS", key)]);
+    assert!(matches!(err, ConfigError::BadRecipient { index: 0, .. }));
+    assert!(!err.to_string().contains(&key[15..]), "{err}");
+    assert!(!format!("{err:?}").contains(&key[15..]));
+}
+
+#[test]
+fn bad_bind_errors() {
+    let err = load_err(None, &[("SEALPOST_BIND", "localhost:8080")]);
+    assert!(matches!(
+        err,
+        ConfigError::Invalid {
+            setting: "bind",
+            ..
+        }
+    ));
+    let message = err.to_string();
+    assert!(message.contains("SEALPOST_BIND"), "{message}");
+    assert!(message.contains("socket address"), "{message}");
+}
+
+#[test]
+fn empty_paths_error() {
+    for var in [
+        "SEALPOST_DATA_DIR",
+        "SEALPOST_BLOB_DIR",
+        "SEALPOST_MASTER_KEY_FILE",
+    ] {
+        let err = load_err(None, &[(var, "")]);
+        assert!(matches!(err, ConfigError::Invalid { .. }), "{var}: {err}");
+        assert!(err.to_string().contains(var), "{err}");
+    }
+}
+
+#[test]
+fn bad_public_url_errors() {
+    for url in [
+        "messages.example.com",
+        "ftp://example.com",
+        "https://",
+        "https:///path",
+        "https://example.com/?a=1",
+        "https://example.com/#top",
+        "https://user@example.com",
+        "https://exa mple.com",
+    ] {
+        let err = load_err(None, &[("SEALPOST_PUBLIC_URL", url)]);
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "public_url",
+                    ..
+                }
+            ),
+            "{url}: {err}"
+        );
+    }
+}
+
+#[test]
+fn public_url_trailing_slash_is_stripped() -> TestResult {
+    let config = Config::load(
+        None,
+        env(&[("SEALPOST_PUBLIC_URL", "https://example.com/portal/")]),
+    )?;
+    assert_eq!(config.public_url, "https://example.com/portal");
+    assert!(config.is_https());
+    let config = Config::load(None, env(&[("SEALPOST_PUBLIC_URL", "http://example.com/")]))?;
+    assert_eq!(config.public_url, "http://example.com");
+    assert!(!config.is_https());
+    Ok(())
+}
+
+#[test]
+fn bad_database_url_error_hides_the_value() {
+    let err = load_err(None, &[("SEALPOST_DATABASE_URL", PASSWORD)]);
+    assert!(matches!(
+        err,
+        ConfigError::Invalid {
+            setting: "database_url",
+            ..
+        }
+    ));
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+    assert!(!format!("{err:?}").contains(PASSWORD));
+}
+
+#[test]
+fn redacted_output_hides_postgres_password() -> TestResult {
+    let url = format!("postgres://sealpost:{PASSWORD}@db.internal:5432/sealpost");
+    let config = Config::load(
+        None,
+        env(&[
+            ("SEALPOST_DATABASE_URL", &url),
+            ("SEALPOST_ESCROW_RECIPIENTS", RECIPIENT_A),
+        ]),
+    )?;
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(
+        shown.contains(r#"database_url = "postgres://sealpost:***@db.internal:5432/sealpost""#),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(&format!("escrow_recipients = [\"{RECIPIENT_A}\"]")),
+        "{shown}"
+    );
+    assert!(shown.contains("bind = \"127.0.0.1:8080\""), "{shown}");
+
+    let debug = format!("{config:?}");
+    assert!(!debug.contains(PASSWORD), "{debug}");
+    assert!(!format!("{config:#?}").contains(PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn redacted_output_is_loadable_toml() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let original = Config::load(
+        None,
+        env(&[
+            ("SEALPOST_DATA_DIR", "/srv/\"quoted\" dir"),
+            (
+                "SEALPOST_ESCROW_RECIPIENTS",
+                &format!("{RECIPIENT_A},{RECIPIENT_B}"),
+            ),
+            ("SEALPOST_PUBLIC_URL", "https://example.com"),
+        ]),
+    )?;
+    let file = toml_file(&dir, &original.to_redacted_toml())?;
+    let reloaded = Config::load(Some(&file), env(&[]))?;
+    assert_eq!(reloaded.to_redacted_toml(), original.to_redacted_toml());
+    assert_eq!(reloaded.data_dir, original.data_dir);
+    Ok(())
+}

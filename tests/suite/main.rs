@@ -1,0 +1,13 @@
+//! One integration-test binary (builds once): the vault, keys, crash safety,
+//! interop with the `age` CLI, the command line and configuration.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod at_rest;
+mod cli;
+mod common;
+mod config;
+mod crash;
+mod interop;
+mod keys;
+mod roundtrip;
