@@ -27,11 +27,12 @@ pub mod blobs;
 mod envelope;
 mod export;
 pub mod keyring;
+mod pipeline;
 mod rotation;
 mod sweep;
 
 use std::fmt;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -51,6 +52,7 @@ use crate::db::{Db, Tx};
 pub use blobs::{BlobKey, BlobStore, LocalBlobStore};
 pub use export::ExportReport;
 pub use keyring::{KeyFileError, Keyring, MasterKeyId};
+pub use pipeline::{PipelinedReader, PipelinedWriter};
 pub use rotation::{KeyStatus, RotateReport};
 pub use sweep::SweepReport;
 
@@ -541,9 +543,9 @@ impl Vault {
         &self,
         key: &MessageKey,
         part: &StoredPart,
-    ) -> Result<PartReader<Box<dyn Read + Send>>, VaultError> {
-        let blob = self.inner.blobs.open(&part.blob)?;
-        key.open(blob)
+    ) -> Result<PartReader<pipeline::PipelinedReader>, VaultError> {
+        let blob = pipeline::PipelinedReader::new(self.inner.blobs.open(&part.blob)?)?;
+        key.open_buffered(blob)
     }
 
     /// Shreds a message: the wrapped identity and encrypted metadata go in
@@ -723,7 +725,7 @@ impl Draft {
             count: 0,
         };
         let mut writer =
-            envelope::encrypt_to(&recipients, BufWriter::with_capacity(IO_BUF, counted))?;
+            envelope::encrypt_to(&recipients, pipeline::PipelinedWriter::new(counted)?)?;
         let mut buf = Zeroizing::new(vec![0u8; IO_BUF]);
         let mut plain_size: u64 = 0;
         loop {
@@ -741,7 +743,7 @@ impl Draft {
             }
             Write::write_all(&mut writer, &buf[..n])?;
         }
-        let counted = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
+        let counted = writer.finish()?.finish()?;
         let cipher_size = counted.count;
         let key = counted.inner.commit()?;
 
@@ -817,7 +819,11 @@ impl MessageKey {
     }
 
     /// Starts decrypting any age file encrypted to this message.
-    pub fn open<R: Read>(&self, input: R) -> Result<PartReader<R>, VaultError> {
+    pub fn open<R: Read>(&self, input: R) -> Result<PartReader<BufReader<R>>, VaultError> {
+        self.open_buffered(BufReader::with_capacity(IO_BUF, input))
+    }
+
+    fn open_buffered<R: BufRead>(&self, input: R) -> Result<PartReader<R>, VaultError> {
         Ok(PartReader {
             inner: envelope::open_stream(&self.identity, input)?,
         })
@@ -837,17 +843,17 @@ impl MessageKey {
 /// Plaintext of one part, decrypted as it is read. A read error of kind
 /// `InvalidData`/`UnexpectedEof` means the ciphertext is corrupt: stop and
 /// discard what was read (an HTTP download must be aborted, not completed).
-pub struct PartReader<R: Read> {
-    inner: age::stream::StreamReader<io::BufReader<R>>,
+pub struct PartReader<R: BufRead> {
+    inner: age::stream::StreamReader<R>,
 }
 
-impl<R: Read> Read for PartReader<R> {
+impl<R: BufRead> Read for PartReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.inner.read(buf)
     }
 }
 
-impl<R: Read> PartReader<R> {
+impl<R: BufRead> PartReader<R> {
     /// Copies all plaintext to `out`, telling corruption
     /// ([`VaultError::Corrupt`]) apart from a failing writer ([`VaultError::Io`]).
     pub fn copy_to(&mut self, out: &mut impl Write) -> Result<u64, VaultError> {

@@ -2,7 +2,7 @@
 //! standard age v1 file (binary, X25519 recipients), so the `age` CLI can
 //! read it with the right identity.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, Read, Write};
 
 use age::stream::{StreamReader, StreamWriter};
 use age::{Decryptor, Encryptor, Identity, Recipient};
@@ -46,12 +46,11 @@ pub(crate) fn open_small(
 
 /// Starts decrypting an age file. Header problems and wrong keys are
 /// reported here; payload damage surfaces while reading.
-pub(crate) fn open_stream<R: Read>(
+pub(crate) fn open_stream<R: BufRead>(
     identity: &dyn Identity,
     input: R,
-) -> Result<StreamReader<BufReader<R>>, VaultError> {
-    let decryptor = Decryptor::new_buffered(BufReader::with_capacity(256 * 1024, input))
-        .map_err(from_decrypt_error)?;
+) -> Result<StreamReader<R>, VaultError> {
+    let decryptor = Decryptor::new_buffered(input).map_err(from_decrypt_error)?;
     decryptor
         .decrypt(std::iter::once(identity))
         .map_err(from_decrypt_error)
