@@ -1,6 +1,7 @@
 //! Drives the vault's public API for `bench/vault.sh`: one process per
 //! operation so the script can measure wall time and peak RSS of each.
 //!
+//!   vault_bench init STATE_DIR              -> first-run setup (key file, schema)
 //!   vault_bench seal STATE_DIR INPUT        -> prints the message id
 //!   vault_bench open STATE_DIR MESSAGE_ID OUTPUT
 //!
@@ -34,6 +35,9 @@ async fn main() -> Result<()> {
         .collect::<Vec<_>>()
         .as_slice()
     {
+        ["init", state] => {
+            App::open(config(Path::new(state))?).await?.db.close().await;
+        }
         ["seal", state, input] => {
             let app = App::open(config(Path::new(state))?).await?;
             let vault = app.vault.clone();
@@ -79,7 +83,9 @@ async fn main() -> Result<()> {
             })
             .await??;
         }
-        _ => bail!("usage: vault_bench seal STATE_DIR INPUT | open STATE_DIR MESSAGE_ID OUTPUT"),
+        _ => bail!(
+            "usage: vault_bench init STATE_DIR | seal STATE_DIR INPUT | open STATE_DIR MESSAGE_ID OUTPUT"
+        ),
     }
     Ok(())
 }

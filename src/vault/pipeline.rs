@@ -12,6 +12,8 @@ use std::thread::JoinHandle;
 const BLOCK: usize = 1024 * 1024;
 /// Blocks in flight between the two threads.
 const DEPTH: usize = 4;
+/// Bytes per write(2) on the writer thread.
+const WRITE_PIECE: usize = 64 * 1024;
 
 /// A writer whose writes reach `W` on a helper thread. Call
 /// [`PipelinedWriter::finish`] to flush and get `W` back (and any error);
@@ -19,17 +21,27 @@ const DEPTH: usize = 4;
 pub struct PipelinedWriter<W: Write + Send + 'static> {
     buf: Vec<u8>,
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Written blocks coming back for reuse (no allocation per block).
+    spare: Receiver<Vec<u8>>,
     worker: Option<JoinHandle<io::Result<W>>>,
 }
 
 impl<W: Write + Send + 'static> PipelinedWriter<W> {
     pub fn new(mut inner: W) -> io::Result<Self> {
         let (tx, rx): (SyncSender<Vec<u8>>, Receiver<Vec<u8>>) = sync_channel(DEPTH);
+        let (spare_tx, spare) = sync_channel(DEPTH + 1);
         let worker = std::thread::Builder::new()
             .name("vault-writer".into())
             .spawn(move || {
-                for block in rx {
-                    inner.write_all(&block)?;
+                for mut block in rx {
+                    // 1 MiB writes make the kernel allocate large page-cache
+                    // folios, measured here at a quarter of the speed of
+                    // 64 KiB writes (the size age itself writes).
+                    for piece in block.chunks(WRITE_PIECE) {
+                        inner.write_all(piece)?;
+                    }
+                    block.clear();
+                    let _ = spare_tx.try_send(block);
                 }
                 inner.flush()?;
                 Ok(inner)
@@ -37,6 +49,7 @@ impl<W: Write + Send + 'static> PipelinedWriter<W> {
         Ok(PipelinedWriter {
             buf: Vec::with_capacity(BLOCK),
             tx: Some(tx),
+            spare,
             worker: Some(worker),
         })
     }
@@ -45,7 +58,11 @@ impl<W: Write + Send + 'static> PipelinedWriter<W> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let block = std::mem::replace(&mut self.buf, Vec::with_capacity(BLOCK));
+        let next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BLOCK));
+        let block = std::mem::replace(&mut self.buf, next);
         let sent = self.tx.as_ref().map(|tx| tx.send(block).is_ok());
         if sent == Some(true) {
             Ok(())
@@ -103,6 +120,8 @@ impl<W: Write + Send + 'static> Drop for PipelinedWriter<W> {
 /// A reader fed by a helper thread that reads ahead from `R`.
 pub struct PipelinedReader {
     rx: Receiver<io::Result<Vec<u8>>>,
+    /// Consumed blocks going back to the helper for reuse.
+    spare: SyncSender<Vec<u8>>,
     block: Vec<u8>,
     pos: usize,
     done: bool,
@@ -111,11 +130,13 @@ pub struct PipelinedReader {
 impl PipelinedReader {
     pub fn new<R: Read + Send + 'static>(mut inner: R) -> io::Result<Self> {
         let (tx, rx) = sync_channel(DEPTH);
+        let (spare, spare_rx) = sync_channel::<Vec<u8>>(DEPTH + 1);
         std::thread::Builder::new()
             .name("vault-reader".into())
             .spawn(move || {
                 loop {
-                    let mut block = vec![0u8; BLOCK];
+                    let mut block = spare_rx.try_recv().unwrap_or_default();
+                    block.resize(BLOCK, 0);
                     let mut filled = 0;
                     let result = loop {
                         match inner.read(&mut block[filled..]) {
@@ -145,6 +166,7 @@ impl PipelinedReader {
             })?;
         Ok(PipelinedReader {
             rx,
+            spare,
             block: Vec::new(),
             pos: 0,
             done: false,
@@ -158,7 +180,10 @@ impl BufRead for PipelinedReader {
             match self.rx.recv() {
                 Ok(Ok(block)) => {
                     self.done = block.len() < BLOCK;
-                    self.block = block;
+                    let used = std::mem::replace(&mut self.block, block);
+                    if used.len() == BLOCK {
+                        let _ = self.spare.try_send(used);
+                    }
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
