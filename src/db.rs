@@ -8,6 +8,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+
+use crate::private_fs;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{Connection, Executor};
 
@@ -37,8 +39,8 @@ pub enum DbError {
     /// The URL is neither `sqlite:` nor `postgres:`/`postgresql:`.
     #[error("unsupported database URL: expected sqlite:… or postgres://…")]
     UnsupportedUrl,
-    /// The folder for the SQLite file could not be created.
-    #[error("cannot create the database folder {path}: {source}")]
+    /// The SQLite file or its folder could not be created.
+    #[error("cannot create the database file {path}: {source}")]
     CreateDir {
         path: PathBuf,
         source: std::io::Error,
@@ -137,18 +139,21 @@ impl Db {
 fn sqlite_url_creating_dir(url: &str) -> Result<String, DbError> {
     let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
     let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(dir) = Path::new(path)
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
-                path: dir.to_owned(),
-                source,
-            })?;
+    // A read-only or shared-cache URL is the operator's business.
+    let creating = !query.split('&').any(|kv| kv.starts_with("mode="));
+    if creating && !path.is_empty() && path != ":memory:" {
+        let file = Path::new(path);
+        let io_err = |source| DbError::CreateDir {
+            path: file.to_owned(),
+            source,
+        };
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            private_fs::create_dir(dir).map_err(io_err)?;
         }
+        // SQLite gives its -wal and -shm files the main file's mode.
+        private_fs::touch_file(file).map_err(io_err)?;
     }
-    if query.split('&').any(|kv| kv.starts_with("mode=")) {
+    if !creating {
         Ok(url.to_owned())
     } else if query.is_empty() {
         Ok(format!("{url}?mode=rwc"))

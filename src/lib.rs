@@ -7,5 +7,6 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod private_fs;
 pub mod server;
 pub mod vault;

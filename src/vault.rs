@@ -38,6 +38,7 @@ use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 
 use age::x25519;
+use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use rand::RngExt;
 use secrecy::ExposeSecret;
@@ -231,7 +232,8 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     keyring: RwLock<Arc<Keyring>>,
     escrow: Vec<x25519::Recipient>,
-    index_key: Zeroizing<[u8; 32]>,
+    /// HMAC-SHA256 key for the blind index (one hash block long).
+    index_key: Zeroizing<[u8; 64]>,
     clock: SharedClock,
 }
 
@@ -447,11 +449,9 @@ impl Vault {
     /// reveals nothing without the key.
     pub fn recipient_index(&self, address: &str) -> Vec<u8> {
         let normalised = Zeroizing::new(address.trim().to_lowercase());
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&self.inner.index_key[..]) {
-            Ok(m) => m,
-            Err(_) => return Vec::new(),
-        };
+        // The key is exactly one SHA-256 block, so no length can be wrong here.
+        let key = hmac::digest::generic_array::GenericArray::from_slice(&self.inner.index_key[..]);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(key);
         mac.update(b"recipient-address\0");
         mac.update(normalised.as_bytes());
         mac.finalize().into_bytes().to_vec()
@@ -656,8 +656,8 @@ async fn ensure_secret(
     envelope::open_small(key.identity(), &wrapped)
 }
 
-fn derive_index_key(secret: &[u8]) -> Result<Zeroizing<[u8; 32]>, VaultError> {
-    let mut out = Zeroizing::new([0u8; 32]);
+fn derive_index_key(secret: &[u8]) -> Result<Zeroizing<[u8; 64]>, VaultError> {
+    let mut out = Zeroizing::new([0u8; 64]);
     hkdf::Hkdf::<Sha256>::new(None, secret)
         .expand(b"sealpost/v1/blind-index", &mut out[..])
         .map_err(|_| VaultError::Encrypt("key derivation failed".into()))?;

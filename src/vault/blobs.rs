@@ -14,6 +14,8 @@ use std::time::SystemTime;
 
 use rand::RngExt;
 
+use crate::private_fs;
+
 /// A generated blob name: 32 lowercase hex characters (128 random bits).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobKey(String);
@@ -96,22 +98,15 @@ impl LocalBlobStore {
     }
 }
 
+/// The store's own folders are always private, even if they existed before.
 fn create_private_dir(dir: &Path) -> io::Result<()> {
-    match fs::create_dir_all(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
+    private_fs::create_dir(dir)?;
     let mut perms = fs::metadata(dir)?.permissions();
     if perms.mode() & 0o077 != 0 {
         perms.set_mode(0o700);
         fs::set_permissions(dir, perms)?;
     }
     Ok(())
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl BlobStore for LocalBlobStore {
@@ -218,11 +213,11 @@ impl BlobWriter for LocalBlobWriter {
         let shard = self.root.join(&key.0[..2]);
         if !shard.exists() {
             create_private_dir(&shard)?;
-            sync_dir(&self.root)?;
+            private_fs::sync_dir(&self.root)?;
         }
         let dest = shard.join(format!("{}{BLOB_SUFFIX}", key.0));
         fs::rename(&self.tmp_path, &dest)?;
-        sync_dir(&shard)?;
+        private_fs::sync_dir(&shard)?;
         Ok(key)
     }
 }

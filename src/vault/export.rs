@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -15,6 +15,8 @@ use age::x25519;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::private_fs;
 
 use super::{MessageId, MessageMeta, PartKind, PartMeta, Vault, VaultError, envelope};
 
@@ -137,7 +139,7 @@ impl Vault {
         let text = serde_json::to_vec_pretty(&manifest).map_err(io::Error::other)?;
         write_file(&dir.join("manifest.json"), &text)?;
         files.push("manifest.json".to_owned());
-        File::open(dir)?.sync_all()?;
+        private_fs::sync_dir(dir)?;
         Ok(ExportReport {
             dir: dir.to_owned(),
             files,
@@ -157,10 +159,7 @@ fn prepare_dir(dir: &Path) -> Result<(), VaultError> {
             Ok(())
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
+            private_fs::create_dir(dir)?;
             Ok(())
         }
         Err(e) => Err(e.into()),

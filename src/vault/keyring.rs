@@ -4,7 +4,7 @@
 //! file unwraps. The file must not be readable by group or others.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ use age::x25519;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
+
+use crate::private_fs;
 
 /// A master key's id: the first 16 hex characters of SHA-256 over its public
 /// key. Stable, public, and safe to print.
@@ -222,7 +224,7 @@ fn write_key_file(path: &Path, text: &str, must_be_new: bool) -> Result<(), KeyF
         Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&dir).map_err(io_err)?;
+    private_fs::create_dir(&dir).map_err(io_err)?;
     if must_be_new && path.exists() {
         return Err(io_err(io::Error::new(
             io::ErrorKind::AlreadyExists,
@@ -245,7 +247,7 @@ fn write_key_file(path: &Path, text: &str, must_be_new: bool) -> Result<(), KeyF
         f.sync_all()?;
         drop(f);
         fs::rename(&tmp, path)?;
-        File::open(&dir)?.sync_all()
+        private_fs::sync_dir(&dir)
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);

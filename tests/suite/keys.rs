@@ -125,6 +125,18 @@ fn first_run_generates_a_private_key_file_and_says_to_back_it_up() {
     assert_eq!(mode & 0o777, 0o600);
     assert!(stderr(&out).contains("BACK IT UP"), "{}", stderr(&out));
     assert!(stdout(&out).contains("wrapping"), "{}", stdout(&out));
+    // Everything Sealpost creates is private to its service account.
+    let mode =
+        |p: std::path::PathBuf| std::fs::metadata(&p).map(|m| m.permissions().mode() & 0o777);
+    assert_eq!(mode(env.data_dir()).ok(), Some(0o700));
+    assert_eq!(mode(env.blob_dir()).ok(), Some(0o700));
+    if env.database_url.starts_with("sqlite:") {
+        for name in ["sealpost.db", "sealpost.db-wal", "sealpost.db-shm"] {
+            let m = mode(env.data_dir().join(name));
+            assert!(m.as_ref().map_or(true, |m| *m == 0o600), "{name}: {m:?}");
+        }
+        assert_eq!(mode(env.data_dir().join("sealpost.db")).ok(), Some(0o600));
+    }
 }
 
 #[test]
@@ -138,6 +150,7 @@ fn rotate_then_retire_keeps_everything_readable_with_only_the_new_key() {
                 &app,
                 &MessageMeta {
                     title: Some(format!("t{i}")),
+                    recipient_address: Some(format!("customer{}@example.com", i % 2)),
                     ..Default::default()
                 },
                 &bytes(1000 + i, i as u64),
@@ -231,6 +244,15 @@ fn rotate_then_retire_keeps_everything_readable_with_only_the_new_key() {
         let key = rt.block_on(app.vault.unlock(*id)).expect("unlock");
         assert_eq!(key.meta().expect("meta").title, Some(format!("t{i}")));
     }
+    // The blind index key survived the rotation: search still finds them.
+    let found = rt
+        .block_on(app.vault.find_by_recipient("customer1@example.com"))
+        .expect("search");
+    let mut want = vec![ids[1], ids[3]];
+    want.sort();
+    let mut found_sorted = found.clone();
+    found_sorted.sort();
+    assert_eq!(found_sorted, want);
 }
 
 #[test]
