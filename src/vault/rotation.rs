@@ -37,6 +37,12 @@ pub struct RotateReport {
     pub rewrapped: u64,
 }
 
+#[derive(Clone, Copy)]
+enum Wrapped {
+    By,
+    NotBy,
+}
+
 /// The two tables holding wrapped material, with their key column.
 const WRAPPED: [(&str, &str, &str); 2] = [
     ("message_keys", "message_id", "wrapped_identity"),
@@ -71,14 +77,19 @@ impl Vault {
             .collect()
     }
 
-    /// Number of wrapped items not yet on `target`.
-    async fn pending(&self, target: &MasterKeyId) -> Result<i64, VaultError> {
+    /// Number of wrapped items on key `id` (`Wrapped::By`) or on any
+    /// other key (`Wrapped::NotBy`).
+    async fn count_wrapped(&self, which: Wrapped, id: &MasterKeyId) -> Result<i64, VaultError> {
+        let op = match which {
+            Wrapped::By => "=",
+            Wrapped::NotBy => "<>",
+        };
         let mut total = 0;
         for (table, _, _) in WRAPPED {
             let n: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM {table} WHERE master_key_id <> $1"
+                "SELECT COUNT(*) FROM {table} WHERE master_key_id {op} $1"
             ))
-            .bind(target.as_str())
+            .bind(id.as_str())
             .fetch_one(self.db().pool())
             .await?;
             total += n;
@@ -93,7 +104,11 @@ impl Vault {
         // A crash between writing the key file and registering the key.
         register_keys(self.db(), &ring, self.inner.clock.now()).await?;
         let mut added_key = false;
-        if self.pending(&ring.newest().id).await? == 0 {
+        if self
+            .count_wrapped(Wrapped::NotBy, &ring.newest().id)
+            .await?
+            == 0
+        {
             let id = ring.add_new_key()?;
             tracing::warn!(key_id = %id, key_file = %ring.path().display(),
                 "added a new master key. Back up the key file again now");
@@ -172,16 +187,7 @@ impl Vault {
                 "master key {id} is the newest key and wraps new messages; rotate to a new key first"
             )));
         }
-        let mut dependents = 0;
-        for (table, _, _) in WRAPPED {
-            let n: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM {table} WHERE master_key_id = $1"
-            ))
-            .bind(id.as_str())
-            .fetch_one(self.db().pool())
-            .await?;
-            dependents += n;
-        }
+        let dependents = self.count_wrapped(Wrapped::By, id).await?;
         if dependents > 0 {
             return Err(VaultError::KeyManagement(format!(
                 "master key {id} still wraps {dependents} item(s); run `sealpost keys rotate` to finish re-wrapping, then retire"

@@ -29,6 +29,14 @@ fn escrow_in(dir: &std::path::Path) -> Escrow {
     }
 }
 
+/// A test environment sealing to a fresh escrow identity (kept in its own folder).
+fn escrowed_env(rt: &tokio::runtime::Runtime) -> (tempfile::TempDir, Escrow, TestEnv) {
+    let keys = tempfile::tempdir().expect("dir");
+    let escrow = escrow_in(keys.path());
+    let env = rt.block_on(TestEnv::with_escrow(&escrow.recipient));
+    (keys, escrow, env)
+}
+
 fn age_decrypt(identity: &std::path::Path, file: &std::path::Path) -> Vec<u8> {
     let out = age_cli()
         .arg("-d")
@@ -49,9 +57,7 @@ fn age_decrypt(identity: &std::path::Path, file: &std::path::Path) -> Vec<u8> {
 #[test]
 fn vault_blobs_decrypt_with_the_age_cli_and_escrow_identity() {
     let rt = runtime();
-    let keys = tempfile::tempdir().expect("dir");
-    let escrow = escrow_in(keys.path());
-    let env = rt.block_on(TestEnv::with_escrow(&escrow.recipient));
+    let (_keys, escrow, env) = escrowed_env(&rt);
     let app = rt.block_on(env.app());
     let body = bytes(200_000, 7);
     let file = bytes(65_537, 8);
@@ -114,9 +120,7 @@ fn files_written_by_the_age_cli_open_through_the_vault() {
 #[test]
 fn export_decrypts_with_the_age_cli() {
     let rt = runtime();
-    let keys = tempfile::tempdir().expect("dir");
-    let escrow = escrow_in(keys.path());
-    let env = rt.block_on(TestEnv::with_escrow(&escrow.recipient));
+    let (_keys, escrow, env) = escrowed_env(&rt);
     let app = rt.block_on(env.app());
     let meta = MessageMeta {
         recipient_address: Some("CANARY-EXPORT-ADDR-81f2@example.com".into()),
