@@ -23,6 +23,39 @@ fn migrate_is_idempotent_and_config_redacts_secrets() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("data_dir"), "{text}");
     assert!(text.contains("master_key_file"), "{text}");
+
+    // A database password never shows, whether given directly or from a file.
+    let secret_file = env.dir.path().join("db-url");
+    std::fs::write(
+        &secret_file,
+        "postgres://app:CANARY-PASS-51d2@db.internal/sealpost\n",
+    )
+    .expect("write");
+    for (var, value) in [
+        (
+            "SEALPOST_DATABASE_URL",
+            "postgres://app:CANARY-PASS-51d2@db.internal/sealpost",
+        ),
+        (
+            "SEALPOST_DATABASE_URL_FILE",
+            secret_file.to_str().expect("utf8"),
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("config")
+            .env("SEALPOST_DATA_DIR", env.data_dir())
+            .env(var, value)
+            .output()
+            .expect("run");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{var}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("app:***@db.internal"), "{var}: {text}");
+        assert!(!text.contains("CANARY-PASS"), "{var}: {text}");
+    }
 }
 
 #[test]
@@ -68,6 +101,44 @@ fn serve_answers_health_checks() {
             stream.read_to_string(&mut resp).await.expect("read");
             assert!(resp.starts_with("HTTP/1.1 200"), "{path}: {resp}");
             assert!(resp.ends_with(want), "{path}: {resp}");
+        }
+    });
+}
+
+#[test]
+fn sqlite_durability_settings_are_in_force() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    if app.db.backend() != sealpost::db::Backend::Sqlite {
+        // PostgreSQL's durability is the server's configuration, not ours.
+        assert_eq!(app.db.backend(), sealpost::db::Backend::Postgres);
+        return;
+    }
+    rt.block_on(async {
+        // Every pooled connection, not just the first, carries the settings.
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(app.db.pool().acquire().await.expect("connection"));
+        }
+        for conn in &mut conns {
+            let journal: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("journal_mode");
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("synchronous");
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("foreign_keys");
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut **conn)
+                .await
+                .expect("busy_timeout");
+            assert_eq!((journal.as_str(), sync, fk, busy), ("wal", 2, 1, 5000));
         }
     });
 }
