@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
@@ -13,6 +14,7 @@ pub struct App {
     pub config: Arc<Config>,
     pub db: Db,
     pub vault: Vault,
+    pub audit: AuditLog,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,13 +59,15 @@ impl App {
                 master_key_file: config.master_key_file.clone(),
                 escrow_recipients: config.escrow_recipients.clone(),
             },
-            clock,
+            clock.clone(),
         )
         .await?;
+        let audit = AuditLog::new(vault.clone(), clock);
         Ok(App {
             config: Arc::new(config),
             db,
             vault,
+            audit,
         })
     }
 }

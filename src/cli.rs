@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, App};
+use crate::audit::{Action, Actor, Event, Verification};
 use crate::config::Config;
 use crate::vault::{MasterKeyId, MessageId};
 
@@ -45,12 +46,21 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
+    /// The audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Remove orphaned blobs and unfinished uploads now
     Sweep {
         /// Only remove orphans older than this many hours
         #[arg(long, default_value_t = 24)]
         grace_hours: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exits non-zero and names the first bad event
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +132,14 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
         Command::Keys(KeysCommand::Rotate) => {
             let app = App::open(config).await?;
             let report = app.vault.rotate().await?;
+            let detail = serde_json::json!({
+                "key_id": report.target.as_str(),
+                "added_key": report.added_key,
+                "rewrapped": report.rewrapped,
+            });
+            app.audit
+                .record_now(&Event::new(Actor::Cli, Action::KeysRotated).detail(detail))
+                .await?;
             if report.added_key {
                 println!("added master key {}", report.target);
             } else {
@@ -140,6 +158,10 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
         Command::Keys(KeysCommand::Retire { id }) => {
             let app = App::open(config).await?;
             app.vault.retire(&MasterKeyId::from_db(id.clone())).await?;
+            let detail = serde_json::json!({ "key_id": id });
+            app.audit
+                .record_now(&Event::new(Actor::Cli, Action::KeyRetired).detail(detail))
+                .await?;
             println!("retired master key {id}; it is no longer in the key file");
             Ok(())
         }
@@ -148,16 +170,38 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
                 .map_err(|_| anyhow::anyhow!("{message_id:?} is not a message id"))?;
             let app = App::open(config).await?;
             let report = app.vault.export(id, &out).await?;
+            app.audit
+                .record_now(&Event::new(Actor::Cli, Action::MessageExported).message(id))
+                .await?;
             println!("exported to {}:", report.dir.display());
             for f in report.files {
                 println!("  {f}");
             }
             Ok(())
         }
+        Command::Audit(AuditCommand::Verify) => {
+            let app = App::open(config).await?;
+            match app.audit.verify().await? {
+                Verification::Intact { events } => {
+                    println!("audit log intact: {events} event(s) verified");
+                    Ok(())
+                }
+                Verification::Broken { id, reason } => {
+                    anyhow::bail!("audit log broken at event #{id}: {reason}")
+                }
+            }
+        }
         Command::Sweep { grace_hours } => {
             let app = App::open(config).await?;
             let grace = Duration::from_secs(grace_hours.saturating_mul(3600));
             let r = app.vault.sweep(grace).await?;
+            let detail = serde_json::json!({
+                "removed_blobs": r.removed_blobs,
+                "removed_partials": r.removed_partials,
+            });
+            app.audit
+                .record_now(&Event::new(Actor::Cli, Action::OrphansSwept).detail(detail))
+                .await?;
             println!(
                 "removed {} orphaned blob(s) and {} unfinished upload(s); {} blob(s) in use",
                 r.removed_blobs, r.removed_partials, r.kept_blobs

@@ -3,6 +3,7 @@
 //! anything is decrypted.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -9,6 +9,7 @@ use axum::routing::get;
 use tokio::net::TcpListener;
 
 use crate::app::App;
+use crate::audit::{Action, Actor, Event};
 
 /// How often orphaned blobs are swept, and how old an orphan must be: long
 /// enough that a slow multi-part upload still in flight is never touched.
@@ -53,8 +54,19 @@ async fn sweep_forever(app: App) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
         tick.tick().await;
-        if let Err(e) = app.vault.sweep(SWEEP_GRACE).await {
-            tracing::warn!(error = %e, "blob sweep failed; will retry");
+        match app.vault.sweep(SWEEP_GRACE).await {
+            Ok(r) if r.removed_blobs + r.removed_partials > 0 => {
+                let detail = serde_json::json!({
+                    "removed_blobs": r.removed_blobs,
+                    "removed_partials": r.removed_partials,
+                });
+                let event = Event::new(Actor::System, Action::OrphansSwept).detail(detail);
+                if let Err(e) = app.audit.record_now(&event).await {
+                    tracing::warn!(error = %e, "could not audit a blob sweep");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "blob sweep failed; will retry"),
         }
     }
 }

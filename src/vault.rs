@@ -59,7 +59,10 @@ pub use sweep::SweepReport;
 
 /// Plaintext is moved through the vault in pieces this big.
 const IO_BUF: usize = 256 * 1024;
-const BLIND_INDEX_SECRET: &str = "blind_index";
+/// The installation's root secret (wrapped like message keys); the blind
+/// index and audit chain keys are derived from it, so they survive master
+/// key rotation unchanged.
+const ROOT_SECRET: &str = "installation_root";
 
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
@@ -234,6 +237,8 @@ struct Inner {
     escrow: Vec<x25519::Recipient>,
     /// HMAC-SHA256 key for the blind index (one hash block long).
     index_key: Zeroizing<[u8; 64]>,
+    /// HMAC-SHA256 key chaining the audit log.
+    audit_key: Zeroizing<[u8; 64]>,
     clock: SharedClock,
 }
 
@@ -272,8 +277,9 @@ impl Vault {
         };
         let now = clock.now();
         register_keys(&db, &keyring, now).await?;
-        let secret = ensure_secret(&db, &keyring, BLIND_INDEX_SECRET).await?;
-        let index_key = derive_index_key(&secret)?;
+        let secret = ensure_secret(&db, &keyring, ROOT_SECRET).await?;
+        let index_key = derive_key(&secret, b"sealpost/v1/blind-index")?;
+        let audit_key = derive_key(&secret, b"sealpost/v1/audit-chain")?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 db,
@@ -281,6 +287,7 @@ impl Vault {
                 keyring: RwLock::new(Arc::new(keyring)),
                 escrow: settings.escrow_recipients,
                 index_key,
+                audit_key,
                 clock,
             }),
         })
@@ -288,6 +295,12 @@ impl Vault {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
+    }
+
+    /// The audit chain's HMAC key: whoever rewrites the audit log without
+    /// the master key cannot make the chain verify again.
+    pub(crate) fn audit_key(&self) -> &[u8; 64] {
+        &self.inner.audit_key
     }
 
     fn keyring(&self) -> Arc<Keyring> {
@@ -656,10 +669,11 @@ async fn ensure_secret(
     envelope::open_small(key.identity(), &wrapped)
 }
 
-fn derive_index_key(secret: &[u8]) -> Result<Zeroizing<[u8; 64]>, VaultError> {
+/// A 64-byte (one SHA-256 block) HMAC key for one purpose.
+fn derive_key(secret: &[u8], purpose: &[u8]) -> Result<Zeroizing<[u8; 64]>, VaultError> {
     let mut out = Zeroizing::new([0u8; 64]);
     hkdf::Hkdf::<Sha256>::new(None, secret)
-        .expand(b"sealpost/v1/blind-index", &mut out[..])
+        .expand(purpose, &mut out[..])
         .map_err(|_| VaultError::Encrypt("key derivation failed".into()))?;
     Ok(out)
 }

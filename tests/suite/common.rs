@@ -281,6 +281,11 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+pub fn now() -> i64 {
+    use sealpost::clock::Clock;
+    sealpost::clock::SystemClock.now()
+}
+
 pub fn write_file(path: &Path, data: &[u8]) {
     let mut f = std::fs::File::create(path).expect("create");
     f.write_all(data).expect("write");

@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod at_rest;
+mod audit;
 mod cli;
 mod common;
 mod config;

@@ -1,0 +1,321 @@
+//! The audit log: who did what to which message, when, from where.
+//!
+//! Append-only (database triggers refuse UPDATE and DELETE) and hash-chained:
+//! each event's `hash` is an HMAC-SHA256 over its fields and the previous
+//! event's hash, under a key derived from the installation secret (itself
+//! wrapped by the master key). Changing, removing or inserting a row breaks
+//! the chain at that row, and nobody without the master key can re-forge it.
+//! Events carry ids only, never customer data.
+//!
+//! Events are written inside the caller's transaction ([`AuditLog::record`]),
+//! so an action and its audit event commit together or not at all.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use sqlx::Row;
+
+use crate::clock::SharedClock;
+use crate::db::{Backend, Db, Tx};
+use crate::vault::{MessageId, Vault};
+
+/// Events verified per query.
+const VERIFY_BATCH: i64 = 1000;
+const GENESIS: [u8; 32] = [0; 32];
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Who acted. Staff are named by their account id, never their address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// Sealpost itself (expiry, sweeps).
+    System,
+    /// An operator at the command line.
+    Cli,
+    Staff(String),
+    /// The customer holding a message's link.
+    Customer,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::System => f.write_str("system"),
+            Actor::Cli => f.write_str("cli"),
+            Actor::Staff(id) => write!(f, "staff:{id}"),
+            Actor::Customer => f.write_str("customer"),
+        }
+    }
+}
+
+/// What happened. The string forms are stable: they are stored and chained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    KeysRotated,
+    KeyRetired,
+    MessageExported,
+    MessageShredded,
+    OrphansSwept,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::KeysRotated => "keys.rotated",
+            Action::KeyRetired => "keys.retired",
+            Action::MessageExported => "message.exported",
+            Action::MessageShredded => "message.shredded",
+            Action::OrphansSwept => "blobs.swept",
+        }
+    }
+}
+
+/// One event to record. `detail` is a small JSON object of ids and counts.
+#[derive(Clone, Debug)]
+pub struct Event {
+    pub actor: Actor,
+    pub action: Action,
+    pub message_id: Option<MessageId>,
+    pub ip: Option<IpAddr>,
+    pub detail: Option<serde_json::Value>,
+}
+
+impl Event {
+    pub fn new(actor: Actor, action: Action) -> Self {
+        Event {
+            actor,
+            action,
+            message_id: None,
+            ip: None,
+            detail: None,
+        }
+    }
+
+    pub fn message(mut self, id: MessageId) -> Self {
+        self.message_id = Some(id);
+        self
+    }
+
+    pub fn ip(mut self, ip: IpAddr) -> Self {
+        self.ip = Some(ip);
+        self
+    }
+
+    pub fn detail(mut self, detail: serde_json::Value) -> Self {
+        self.detail = Some(detail);
+        self
+    }
+}
+
+/// A stored event, as read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub message_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// The outcome of [`AuditLog::verify`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verification {
+    Intact {
+        events: u64,
+    },
+    /// The first event that does not check out, and why.
+    Broken {
+        id: i64,
+        reason: &'static str,
+    },
+}
+
+#[derive(Clone)]
+pub struct AuditLog {
+    vault: Vault,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditLog { .. }")
+    }
+}
+
+impl AuditLog {
+    pub fn new(vault: Vault, clock: SharedClock) -> Self {
+        AuditLog { vault, clock }
+    }
+
+    fn db(&self) -> &Db {
+        self.vault.db()
+    }
+
+    /// Appends `event` inside `tx`. Appends are serialised (SQLite's write
+    /// lock; a table lock on PostgreSQL) so the chain never forks.
+    pub async fn record(&self, tx: &mut Tx, event: &Event) -> Result<i64, AuditError> {
+        if self.db().backend() == Backend::Postgres {
+            // Readers go on; only other appends wait.
+            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+                .execute(&mut **tx)
+                .await?;
+        }
+        let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut **tx)
+            .await?;
+        let (id, prev) = match last {
+            Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<Vec<u8>, _>(1)?),
+            None => (1, GENESIS.to_vec()),
+        };
+        let stored = StoredEvent {
+            id,
+            at: self.clock.now(),
+            actor: event.actor.to_string(),
+            action: event.action.as_str().to_owned(),
+            message_id: event.message_id.map(|m| m.to_string()),
+            ip: event.ip.map(|ip| ip.to_string()),
+            detail: event.detail.as_ref().map(|d| d.to_string()),
+        };
+        let hash = self.chain(&stored, &prev);
+        sqlx::query(
+            "INSERT INTO audit_log (id, at, actor, action, message_id, ip, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(stored.id)
+        .bind(stored.at)
+        .bind(&stored.actor)
+        .bind(&stored.action)
+        .bind(&stored.message_id)
+        .bind(&stored.ip)
+        .bind(&stored.detail)
+        .bind(prev)
+        .bind(hash.to_vec())
+        .execute(&mut **tx)
+        .await?;
+        Ok(id)
+    }
+
+    /// Appends `event` in a transaction of its own.
+    pub async fn record_now(&self, event: &Event) -> Result<i64, AuditError> {
+        let mut tx = self.db().begin().await?;
+        let id = self.record(&mut tx, event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Checks the whole chain, oldest first, and reports the first event
+    /// that was changed, removed or inserted.
+    pub async fn verify(&self) -> Result<Verification, AuditError> {
+        let mut prev = GENESIS.to_vec();
+        let mut expected = 1i64;
+        loop {
+            let rows = sqlx::query(
+                "SELECT id, at, actor, action, message_id, ip, detail, prev_hash, hash
+                 FROM audit_log WHERE id >= $1 ORDER BY id LIMIT $2",
+            )
+            .bind(expected)
+            .bind(VERIFY_BATCH)
+            .fetch_all(self.db().pool())
+            .await?;
+            let batch = rows.len();
+            for row in rows {
+                let event = StoredEvent {
+                    id: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    actor: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    message_id: row.try_get(4)?,
+                    ip: row.try_get(5)?,
+                    detail: row.try_get(6)?,
+                };
+                let prev_hash: Vec<u8> = row.try_get(7)?;
+                let hash: Vec<u8> = row.try_get(8)?;
+                let broken = |reason| Verification::Broken {
+                    id: event.id,
+                    reason,
+                };
+                if event.id != expected {
+                    return Ok(broken("events before this one are missing"));
+                }
+                if prev_hash != prev {
+                    return Ok(broken("does not follow the event before it"));
+                }
+                if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                    &self.chain(&event, &prev)[..],
+                    &hash[..],
+                )) {
+                    return Ok(broken("its contents were changed"));
+                }
+                prev = hash;
+                expected += 1;
+            }
+            if i64::try_from(batch).unwrap_or(0) < VERIFY_BATCH {
+                let events = u64::try_from(expected - 1).unwrap_or(0);
+                return Ok(Verification::Intact { events });
+            }
+        }
+    }
+
+    /// Events in `[from, to)` (unix seconds), oldest first.
+    pub async fn events_between(&self, from: i64, to: i64) -> Result<Vec<StoredEvent>, AuditError> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, message_id, ip, detail FROM audit_log
+             WHERE at >= $1 AND at < $2 ORDER BY id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(self.db().pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    id: row.try_get(0)?,
+                    at: row.try_get(1)?,
+                    actor: row.try_get(2)?,
+                    action: row.try_get(3)?,
+                    message_id: row.try_get(4)?,
+                    ip: row.try_get(5)?,
+                    detail: row.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// HMAC over an unambiguous encoding of the event and its predecessor.
+    fn chain(&self, e: &StoredEvent, prev: &[u8]) -> [u8; 32] {
+        let key =
+            hmac::digest::generic_array::GenericArray::from_slice(&self.vault.audit_key()[..]);
+        let mut mac = <Hmac<Sha256> as KeyInit>::new(key);
+        mac.update(b"sealpost-audit-v1\0");
+        mac.update(&e.id.to_be_bytes());
+        mac.update(&e.at.to_be_bytes());
+        for field in [
+            Some(e.actor.as_str()),
+            Some(e.action.as_str()),
+            e.message_id.as_deref(),
+            e.ip.as_deref(),
+            e.detail.as_deref(),
+        ] {
+            match field {
+                None => mac.update(&[0]),
+                Some(s) => {
+                    mac.update(&[1]);
+                    mac.update(&(s.len() as u64).to_be_bytes());
+                    mac.update(s.as_bytes());
+                }
+            }
+        }
+        mac.update(&(prev.len() as u64).to_be_bytes());
+        mac.update(prev);
+        mac.finalize().into_bytes().into()
+    }
+}

@@ -1,0 +1,201 @@
+//! The audit log: append-only, hash-chained, verified end to end; tampering
+//! is reported at the right row; concurrent appends never fork the chain.
+
+use sealpost::audit::{Action, Actor, Event, Verification};
+use sealpost::vault::MessageId;
+
+use crate::common::{TestEnv, runtime};
+
+fn event(i: u32) -> Event {
+    let e = Event::new(
+        if i % 3 == 0 {
+            Actor::Cli
+        } else {
+            Actor::Staff(format!("user-{i}"))
+        },
+        if i % 2 == 0 {
+            Action::MessageExported
+        } else {
+            Action::KeysRotated
+        },
+    );
+    let e = if i % 2 == 0 {
+        e.message(MessageId::new())
+    } else {
+        e
+    };
+    let e = if i % 5 == 0 {
+        e.ip("192.0.2.7".parse().expect("ip"))
+    } else {
+        e
+    };
+    e.detail(serde_json::json!({ "n": i }))
+}
+
+/// Drops the append-only triggers, as someone with raw database access could.
+async fn disable_guards(app: &sealpost::app::App) {
+    let statements: &[&str] = match app.db.backend() {
+        sealpost::db::Backend::Sqlite => &[
+            "DROP TRIGGER audit_log_no_update",
+            "DROP TRIGGER audit_log_no_delete",
+        ],
+        sealpost::db::Backend::Postgres => &[
+            "DROP TRIGGER audit_log_no_update ON audit_log",
+            "DROP TRIGGER audit_log_no_delete ON audit_log",
+        ],
+    };
+    for s in statements {
+        sqlx::query(s)
+            .execute(app.db.pool())
+            .await
+            .expect("drop trigger");
+    }
+}
+
+#[test]
+fn chain_verifies_and_tampering_is_found_at_the_right_row() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    for i in 1..=40 {
+        let id = rt
+            .block_on(app.audit.record_now(&event(i)))
+            .expect("record");
+        assert_eq!(id, i64::from(i));
+    }
+    assert_eq!(
+        rt.block_on(app.audit.verify()).expect("verify"),
+        Verification::Intact { events: 40 }
+    );
+    let out = env.sealpost(&["audit", "verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("40 event(s)"));
+
+    // The database refuses edits and deletions outright.
+    let update = rt.block_on(
+        sqlx::query("UPDATE audit_log SET actor = 'cli' WHERE id = 7").execute(app.db.pool()),
+    );
+    assert!(update.is_err(), "append-only trigger must refuse UPDATE");
+    let delete =
+        rt.block_on(sqlx::query("DELETE FROM audit_log WHERE id = 7").execute(app.db.pool()));
+    assert!(delete.is_err(), "append-only trigger must refuse DELETE");
+
+    // Someone with raw access rewrites event 23: verification names it.
+    rt.block_on(disable_guards(&app));
+    rt.block_on(
+        sqlx::query("UPDATE audit_log SET actor = 'staff:someone-else' WHERE id = 23")
+            .execute(app.db.pool()),
+    )
+    .expect("tamper");
+    assert_eq!(
+        rt.block_on(app.audit.verify()).expect("verify"),
+        Verification::Broken {
+            id: 23,
+            reason: "its contents were changed"
+        }
+    );
+    let out = env.sealpost(&["audit", "verify"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("event #23"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn removed_or_recomputed_rows_break_the_chain() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    for i in 1..=12 {
+        rt.block_on(app.audit.record_now(&event(i)))
+            .expect("record");
+    }
+    rt.block_on(disable_guards(&app));
+    // Deleting an event shows up at the next one.
+    rt.block_on(sqlx::query("DELETE FROM audit_log WHERE id = 5").execute(app.db.pool()))
+        .expect("delete");
+    assert_eq!(
+        rt.block_on(app.audit.verify()).expect("verify"),
+        Verification::Broken {
+            id: 6,
+            reason: "events before this one are missing"
+        }
+    );
+    // Renumbering to hide the gap does not help: the chain no longer links.
+    for id in 6..=12 {
+        rt.block_on(
+            sqlx::query("UPDATE audit_log SET id = $1 WHERE id = $2")
+                .bind(id - 1)
+                .bind(id)
+                .execute(app.db.pool()),
+        )
+        .expect("renumber");
+    }
+    let broken = rt.block_on(app.audit.verify()).expect("verify");
+    assert!(
+        matches!(broken, Verification::Broken { id: 5, .. }),
+        "{broken:?}"
+    );
+}
+
+#[test]
+fn concurrent_appends_from_two_instances_keep_one_chain() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let one = rt.block_on(env.app());
+    let two = rt.block_on(env.app());
+    let tasks: Vec<_> = [one.clone(), two.clone()]
+        .into_iter()
+        .enumerate()
+        .map(|(n, app)| {
+            rt.spawn(async move {
+                for i in 0..30u32 {
+                    app.audit
+                        .record_now(&event(i + 100 * n as u32))
+                        .await
+                        .expect("record");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        rt.block_on(t).expect("task");
+    }
+    assert_eq!(
+        rt.block_on(one.audit.verify()).expect("verify"),
+        Verification::Intact { events: 60 }
+    );
+    let now = crate::common::now();
+    let events = rt
+        .block_on(two.audit.events_between(now - 60, now + 60))
+        .expect("range");
+    assert_eq!(events.len(), 60);
+    assert!(events.windows(2).all(|w| w[0].id + 1 == w[1].id));
+}
+
+#[test]
+fn command_line_key_operations_are_audited() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    drop(rt.block_on(env.app()));
+    assert!(env.sealpost(&["keys", "rotate"]).status.success());
+    assert!(env.sealpost(&["sweep"]).status.success());
+    let app = rt.block_on(env.app());
+    let now = crate::common::now();
+    let events = rt
+        .block_on(app.audit.events_between(0, now + 60))
+        .expect("events");
+    let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["keys.rotated", "blobs.swept"]);
+    assert!(events.iter().all(|e| e.actor == "cli"));
+    assert_eq!(
+        rt.block_on(app.audit.verify()).expect("verify"),
+        Verification::Intact { events: 2 }
+    );
+}
