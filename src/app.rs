@@ -6,6 +6,7 @@ use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
+use crate::staff::Accounts;
 use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
 
 /// Everything a running Sealpost needs, cheap to clone.
@@ -15,6 +16,7 @@ pub struct App {
     pub db: Db,
     pub vault: Vault,
     pub audit: AuditLog,
+    pub accounts: Accounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +64,14 @@ impl App {
             clock.clone(),
         )
         .await?;
-        let audit = AuditLog::new(vault.clone(), clock);
+        let audit = AuditLog::new(vault.clone(), clock.clone());
+        let accounts = Accounts::new(db.clone(), audit.clone(), clock);
         Ok(App {
             config: Arc::new(config),
             db,
             vault,
             audit,
+            accounts,
         })
     }
 }

@@ -63,6 +63,9 @@ pub enum Action {
     MessageExported,
     MessageShredded,
     OrphansSwept,
+    StaffCreated,
+    StaffPasswordReset,
+    StaffDisabled,
 }
 
 impl Action {
@@ -73,6 +76,9 @@ impl Action {
             Action::MessageExported => "message.exported",
             Action::MessageShredded => "message.shredded",
             Action::OrphansSwept => "blobs.swept",
+            Action::StaffCreated => "staff.created",
+            Action::StaffPasswordReset => "staff.password_reset",
+            Action::StaffDisabled => "staff.disabled",
         }
     }
 }

@@ -11,7 +11,9 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, App};
 use crate::audit::{Action, Actor, Event, Verification};
 use crate::config::Config;
+use crate::staff::{Role, StaffEmail};
 use crate::vault::{MasterKeyId, MessageId};
+use secrecy::SecretString;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,11 +51,41 @@ enum Command {
     /// The audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Staff accounts
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// Remove orphaned blobs and unfinished uploads now
     Sweep {
         /// Only remove orphans older than this many hours
         #[arg(long, default_value_t = 24)]
         grace_hours: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create a staff account
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = ["admin", "agent"])]
+        role: String,
+        /// Read the password from this file instead of prompting
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Set a new password for a staff account
+    ResetPassword {
+        #[arg(long)]
+        email: String,
+        /// Read the password from this file instead of prompting
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
+    /// Disable a staff account (it can no longer sign in)
+    DisableUser {
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -179,6 +211,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             }
             Ok(())
         }
+        Command::Admin(admin) => run_admin(admin, config).await,
         Command::Audit(AuditCommand::Verify) => {
             let app = App::open(config).await?;
             match app.audit.verify().await? {
@@ -209,6 +242,68 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             Ok(())
         }
     }
+}
+
+async fn run_admin(command: AdminCommand, config: Config) -> Result<()> {
+    match command {
+        AdminCommand::CreateUser {
+            email,
+            role,
+            password_file,
+        } => {
+            let email = StaffEmail::parse(&email)?;
+            let role: Role = role.parse()?;
+            let password = read_password(password_file.as_deref())?;
+            let app = App::open(config).await?;
+            let id = app
+                .accounts
+                .create(Actor::Cli, &email, role, password)
+                .await?;
+            println!("created {} account {id}", role.as_str());
+        }
+        AdminCommand::ResetPassword {
+            email,
+            password_file,
+        } => {
+            let email = StaffEmail::parse(&email)?;
+            let password = read_password(password_file.as_deref())?;
+            let app = App::open(config).await?;
+            app.accounts
+                .reset_password(Actor::Cli, &email, password)
+                .await?;
+            println!("password changed");
+        }
+        AdminCommand::DisableUser { email } => {
+            let email = StaffEmail::parse(&email)?;
+            let app = App::open(config).await?;
+            if app.accounts.disable(Actor::Cli, &email).await? {
+                println!("account disabled");
+            } else {
+                println!("account was already disabled");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A password from a file (trailing newline removed) or typed twice at a
+/// prompt that does not echo.
+fn read_password(file: Option<&std::path::Path>) -> Result<SecretString> {
+    if let Some(path) = file {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the password file {}", path.display()))?,
+        );
+        return Ok(SecretString::from(
+            text.trim_end_matches(['\r', '\n']).to_owned(),
+        ));
+    }
+    let first = zeroize::Zeroizing::new(rpassword::prompt_password("Password: ")?);
+    let second = zeroize::Zeroizing::new(rpassword::prompt_password("Repeat password: ")?);
+    if *first != *second {
+        anyhow::bail!("the passwords do not match");
+    }
+    Ok(SecretString::from(first.to_string()))
 }
 
 async fn print_key_status(app: &App) -> Result<()> {

@@ -10,4 +10,5 @@ pub mod config;
 pub mod db;
 pub mod private_fs;
 pub mod server;
+pub mod staff;
 pub mod vault;

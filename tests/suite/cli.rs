@@ -142,3 +142,47 @@ fn sqlite_durability_settings_are_in_force() {
         }
     });
 }
+
+#[test]
+fn commits_through_one_pool_are_seen_at_once_through_another() {
+    // Two instances (or serve and a CLI command) share one database: a read
+    // right after another's commit must not see an older snapshot.
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let reader = rt.block_on(env.app());
+    let writer = rt.block_on(env.app());
+    rt.block_on(async {
+        sqlx::query("CREATE TABLE visibility_probe (k BIGINT PRIMARY KEY, v BIGINT NOT NULL)")
+            .execute(reader.db.pool())
+            .await
+            .expect("create");
+        sqlx::query("INSERT INTO visibility_probe (k, v) VALUES (1, 0)")
+            .execute(reader.db.pool())
+            .await
+            .expect("insert");
+        for i in 1..200i64 {
+            // Leave the reader's pooled connections in every state a query can.
+            let _: Option<i64> = sqlx::query_scalar("SELECT v FROM visibility_probe WHERE k = 1")
+                .fetch_optional(reader.db.pool())
+                .await
+                .expect("optional");
+            let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM visibility_probe")
+                .fetch_one(reader.db.pool())
+                .await
+                .expect("one");
+            let mut tx = writer.db.begin().await.expect("begin");
+            sqlx::query("UPDATE visibility_probe SET v = $1 WHERE k = 1")
+                .bind(i)
+                .execute(&mut *tx)
+                .await
+                .expect("update");
+            tx.commit().await.expect("commit");
+            let seen: i64 = sqlx::query_scalar("SELECT v FROM visibility_probe WHERE k = $1")
+                .bind(1i64)
+                .fetch_one(reader.db.pool())
+                .await
+                .expect("read");
+            assert_eq!(seen, i, "stale read after commit {i}");
+        }
+    });
+}

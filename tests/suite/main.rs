@@ -12,3 +12,4 @@ mod crash;
 mod interop;
 mod keys;
 mod roundtrip;
+mod staff;

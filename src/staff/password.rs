@@ -1,0 +1,240 @@
+//! Staff passwords: the acceptance policy (NIST SP 800-63B: length, not
+//! composition rules; refuse the commonest and the obvious) and argon2id
+//! hashing on a blocking thread.
+
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use rand::RngExt;
+use secrecy::{ExposeSecret, SecretString};
+
+/// argon2id with OWASP's minimum: 19 MiB, 2 passes, 1 lane.
+const M_COST_KIB: u32 = 19 * 1024;
+const T_COST: u32 = 2;
+const P_COST: u32 = 1;
+
+pub const MIN_CHARS: usize = 8;
+pub const MAX_CHARS: usize = 128;
+
+/// Passwords every guessing list starts with. Compared case-insensitively.
+const COMMON: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "12345678",
+    "123456789",
+    "1234567890",
+    "0123456789",
+    "87654321",
+    "11111111",
+    "00000000",
+    "12341234",
+    "11223344",
+    "qwertyui",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty12",
+    "1q2w3e4r",
+    "1q2w3e4r5t",
+    "1qaz2wsx",
+    "zaq12wsx",
+    "asdfghjk",
+    "asdfghjkl",
+    "zxcvbnm1",
+    "iloveyou",
+    "iloveyou1",
+    "sunshine",
+    "princess",
+    "football",
+    "baseball",
+    "welcome1",
+    "welcome123",
+    "letmein1",
+    "letmein123",
+    "trustno1",
+    "whatever",
+    "superman",
+    "starwars",
+    "dragon12",
+    "monkey12",
+    "master12",
+    "michael1",
+    "shadow12",
+    "changeme",
+    "changeme1",
+    "default1",
+    "administrator",
+    "admin123",
+    "admin1234",
+    "secret12",
+    "abcd1234",
+    "abc12345",
+    "abcdefgh",
+    "computer",
+    "internet",
+    "sealpost",
+    "sealpost1",
+    "sealpost123",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PasswordRejected {
+    #[error("the password must be at least {MIN_CHARS} characters long")]
+    TooShort,
+    #[error("the password must be at most {MAX_CHARS} characters long")]
+    TooLong,
+    #[error("that password is too common; choose another (a passphrase of a few words works well)")]
+    TooCommon,
+    #[error("the password must not contain your email address or its name part")]
+    ContainsEmail,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("password hashing task failed")]
+    Task,
+}
+
+/// A password that passed the policy for `email`.
+pub struct NewPassword(SecretString);
+
+impl std::fmt::Debug for NewPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NewPassword(***)")
+    }
+}
+
+impl NewPassword {
+    pub fn parse(candidate: SecretString, email: &str) -> Result<Self, PasswordRejected> {
+        let pw = candidate.expose_secret();
+        let chars = pw.chars().count();
+        if chars < MIN_CHARS {
+            return Err(PasswordRejected::TooShort);
+        }
+        if chars > MAX_CHARS {
+            return Err(PasswordRejected::TooLong);
+        }
+        let lower = pw.to_lowercase();
+        let first = lower.chars().next();
+        if COMMON.contains(&lower.as_str()) || lower.chars().all(|c| Some(c) == first) {
+            return Err(PasswordRejected::TooCommon);
+        }
+        let email = email.to_lowercase();
+        let name = email.split('@').next().unwrap_or_default();
+        if lower.contains(&email) || (name.chars().count() >= 4 && lower.contains(name)) {
+            return Err(PasswordRejected::ContainsEmail);
+        }
+        Ok(NewPassword(candidate))
+    }
+
+    /// Hashes with argon2id on a blocking thread (tens of ms of CPU and
+    /// 19 MiB: never on the async runtime's threads).
+    pub async fn hash(self) -> Result<String, HashError> {
+        tokio::task::spawn_blocking(move || hash_now(self.0.expose_secret().as_bytes()))
+            .await
+            .map_err(|_| HashError::Task)?
+    }
+}
+
+fn hasher() -> Result<Argon2<'static>, HashError> {
+    let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
+        .map_err(|e| HashError::Hash(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+fn hash_now(password: &[u8]) -> Result<String, HashError> {
+    let salt: [u8; 16] = rand::rng().random();
+    let hash = hasher()?
+        .hash_password_with_salt(password, &salt)
+        .map_err(|e| HashError::Hash(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Checks `password` against a stored PHC string on a blocking thread.
+/// A malformed stored hash counts as a mismatch.
+pub async fn verify(password: SecretString, stored: String) -> Result<bool, HashError> {
+    tokio::task::spawn_blocking(move || {
+        Ok(hasher()?
+            .verify_password(password.expose_secret().as_bytes(), stored.as_str())
+            .is_ok())
+    })
+    .await
+    .map_err(|_| HashError::Task)?
+}
+
+/// True if `stored` was made with weaker parameters than today's, so the
+/// next successful sign-in should re-hash it.
+pub fn needs_rehash(stored: &str) -> bool {
+    let Ok(hash) = argon2::password_hash::phc::PasswordHash::new(stored) else {
+        return true;
+    };
+    let Ok(params) = Params::try_from(&hash) else {
+        return true;
+    };
+    hash.algorithm.as_str() != "argon2id"
+        || params.m_cost() < M_COST_KIB
+        || params.t_cost() < T_COST
+        || params.p_cost() < P_COST
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pw: &str) -> Result<NewPassword, PasswordRejected> {
+        NewPassword::parse(SecretString::from(pw.to_owned()), "jane.doe@example.com")
+    }
+
+    #[test]
+    fn policy() {
+        assert_eq!(parse("short").err(), Some(PasswordRejected::TooShort));
+        assert_eq!(
+            parse(&"x".repeat(129)).err(),
+            Some(PasswordRejected::TooLong)
+        );
+        assert_eq!(
+            parse("Password123").err(),
+            Some(PasswordRejected::TooCommon)
+        );
+        assert_eq!(
+            parse("aaaaaaaaaaaa").err(),
+            Some(PasswordRejected::TooCommon)
+        );
+        assert_eq!(
+            parse("my jane.doe secret").err(),
+            Some(PasswordRejected::ContainsEmail)
+        );
+        assert!(parse("correct horse battery staple").is_ok());
+        // Length counts characters, not bytes.
+        assert!(parse("ünïcödé✓").is_ok());
+        assert!(parse(&"éa".repeat(64)).is_ok());
+    }
+
+    #[tokio::test]
+    async fn hash_verifies_and_uses_current_parameters() -> Result<(), HashError> {
+        let hash = parse("correct horse battery staple")
+            .map_err(|e| HashError::Hash(e.to_string()))?
+            .hash()
+            .await?;
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(!needs_rehash(&hash));
+        let ok = verify(
+            SecretString::from("correct horse battery staple"),
+            hash.clone(),
+        )
+        .await?;
+        let bad = verify(SecretString::from("correct horse battery stapler"), hash).await?;
+        assert!(ok && !bad);
+        let weak = "$argon2id$v=19$m=4096,t=1,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+        assert!(needs_rehash(weak));
+        Ok(())
+    }
+}
