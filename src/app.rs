@@ -6,7 +6,7 @@ use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
-use crate::staff::Accounts;
+use crate::staff::{Accounts, SignIn};
 use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
 
 /// Everything a running Sealpost needs, cheap to clone.
@@ -17,6 +17,7 @@ pub struct App {
     pub vault: Vault,
     pub audit: AuditLog,
     pub accounts: Accounts,
+    pub sign_in: SignIn,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +66,15 @@ impl App {
         )
         .await?;
         let audit = AuditLog::new(vault.clone(), clock.clone());
-        let accounts = Accounts::new(db.clone(), audit.clone(), clock);
+        let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone());
+        let sign_in = SignIn::new(vault.clone(), audit.clone(), clock);
         Ok(App {
             config: Arc::new(config),
             db,
             vault,
             audit,
             accounts,
+            sign_in,
         })
     }
 }

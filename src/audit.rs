@@ -42,6 +42,8 @@ pub enum Actor {
     Staff(String),
     /// The customer holding a message's link.
     Customer,
+    /// Someone not (yet) known, e.g. a sign-in with an unknown address.
+    Anonymous,
 }
 
 impl fmt::Display for Actor {
@@ -51,6 +53,7 @@ impl fmt::Display for Actor {
             Actor::Cli => f.write_str("cli"),
             Actor::Staff(id) => write!(f, "staff:{id}"),
             Actor::Customer => f.write_str("customer"),
+            Actor::Anonymous => f.write_str("anonymous"),
         }
     }
 }
@@ -66,6 +69,8 @@ pub enum Action {
     StaffCreated,
     StaffPasswordReset,
     StaffDisabled,
+    SignedIn,
+    SignInFailed,
 }
 
 impl Action {
@@ -79,6 +84,8 @@ impl Action {
             Action::StaffCreated => "staff.created",
             Action::StaffPasswordReset => "staff.password_reset",
             Action::StaffDisabled => "staff.disabled",
+            Action::SignedIn => "staff.signed_in",
+            Action::SignInFailed => "staff.sign_in_failed",
         }
     }
 }

@@ -3,5 +3,7 @@
 
 pub mod accounts;
 pub mod password;
+pub mod sign_in;
 
 pub use accounts::{AccountError, Accounts, Role, StaffAccount, StaffEmail, StaffId};
+pub use sign_in::{SignIn, SignInError};

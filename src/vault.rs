@@ -462,11 +462,19 @@ impl Vault {
     /// reveals nothing without the key.
     pub fn recipient_index(&self, address: &str) -> Vec<u8> {
         let normalised = Zeroizing::new(address.trim().to_lowercase());
+        self.keyed_hash("recipient-address", normalised.as_bytes())
+    }
+
+    /// A keyed hash (HMAC-SHA256 under the blind-index key) of `value` for
+    /// one `purpose`: lets the database match values it must not store,
+    /// such as addresses typed at sign-in.
+    pub fn keyed_hash(&self, purpose: &str, value: &[u8]) -> Vec<u8> {
         // The key is exactly one SHA-256 block, so no length can be wrong here.
         let key = hmac::digest::generic_array::GenericArray::from_slice(&self.inner.index_key[..]);
         let mut mac = <Hmac<Sha256> as KeyInit>::new(key);
-        mac.update(b"recipient-address\0");
-        mac.update(normalised.as_bytes());
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(value);
         mac.finalize().into_bytes().to_vec()
     }
 

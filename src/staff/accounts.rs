@@ -42,6 +42,12 @@ impl FromStr for Role {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct StaffId(Uuid);
 
+impl StaffId {
+    pub(crate) fn from_uuid(id: Uuid) -> Self {
+        StaffId(id)
+    }
+}
+
 impl fmt::Display for StaffId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -12,4 +12,5 @@ mod crash;
 mod interop;
 mod keys;
 mod roundtrip;
+mod sign_in;
 mod staff;
