@@ -12,3 +12,4 @@ pub mod private_fs;
 pub mod server;
 pub mod staff;
 pub mod vault;
+pub mod web;

@@ -17,10 +17,12 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 const SWEEP_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 pub fn router(app: App) -> Router {
-    Router::new()
+    let https = app.config.is_https();
+    let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(app)
+        .with_state(app);
+    crate::web::with_security_headers(routes, https)
 }
 
 async fn ready(State(app): State<App>) -> (StatusCode, &'static str) {

@@ -77,32 +77,11 @@ fn serve_answers_health_checks() {
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            axum::serve(listener, sealpost::server::router(app))
-                .await
-                .ok();
-        });
-        for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
-            let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            stream
-                .write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
-                .await
-                .expect("write");
-            let mut resp = String::new();
-            stream.read_to_string(&mut resp).await.expect("read");
-            assert!(resp.starts_with("HTTP/1.1 200"), "{path}: {resp}");
-            assert!(resp.ends_with(want), "{path}: {resp}");
-        }
-    });
+    for (path, want) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let resp = rt.block_on(get_raw(app.clone(), path));
+        assert!(resp.starts_with("http/1.1 200"), "{path}: {resp}");
+        assert!(resp.ends_with(want), "{path}: {resp}");
+    }
 }
 
 #[test]
@@ -185,4 +164,71 @@ fn commits_through_one_pool_are_seen_at_once_through_another() {
             assert_eq!(seen, i, "stale read after commit {i}");
         }
     });
+}
+
+/// Serves `app` on a loopback port and returns the raw response to `GET path`.
+async fn get_raw(app: sealpost::app::App, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(listener, sealpost::server::router(app))
+            .await
+            .ok();
+    });
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .expect("write");
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).await.expect("read");
+    resp.to_lowercase()
+}
+
+#[test]
+fn every_response_carries_the_security_headers() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    for path in ["/healthz", "/readyz", "/no-such-page"] {
+        let resp = rt.block_on(get_raw(app.clone(), path));
+        for header in [
+            "content-security-policy: default-src 'none';",
+            "frame-ancestors 'none'",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "x-content-type-options: nosniff",
+            "referrer-policy: no-referrer",
+            "x-frame-options: deny",
+            "cache-control: no-store",
+            "x-robots-tag: noindex",
+        ] {
+            assert!(
+                resp.contains(header),
+                "{path}: missing {header:?} in\n{resp}"
+            );
+        }
+        assert!(
+            !resp.contains("strict-transport-security"),
+            "no HSTS on plain http"
+        );
+    }
+    // Behind https, HSTS is added too.
+    let mut vars = env.env_vars();
+    vars.push((
+        "SEALPOST_PUBLIC_URL".into(),
+        "https://secure.example.com".into(),
+    ));
+    let config = sealpost::config::Config::load(None, vars).expect("config");
+    let https_app = rt.block_on(sealpost::app::App::open(config)).expect("app");
+    let resp = rt.block_on(get_raw(https_app, "/healthz"));
+    assert!(
+        resp.contains("strict-transport-security: max-age=63072000; includesubdomains"),
+        "{resp}"
+    );
 }
