@@ -71,6 +71,7 @@ pub enum Action {
     StaffDisabled,
     SignedIn,
     SignInFailed,
+    AuditExported,
 }
 
 impl Action {
@@ -86,6 +87,7 @@ impl Action {
             Action::StaffDisabled => "staff.disabled",
             Action::SignedIn => "staff.signed_in",
             Action::SignInFailed => "staff.sign_in_failed",
+            Action::AuditExported => "audit.exported",
         }
     }
 }
@@ -127,8 +129,8 @@ impl Event {
     }
 }
 
-/// A stored event, as read back.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A stored event, as read back (and as exported).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StoredEvent {
     pub id: i64,
     pub at: i64,
