@@ -25,6 +25,8 @@ use crate::vault::{MessageId, Vault};
 /// Events verified per query.
 const VERIFY_BATCH: i64 = 1000;
 const GENESIS: [u8; 32] = [0; 32];
+/// The columns [`StoredEvent::from_row`] reads, in order.
+const EVENT_COLUMNS: &str = "id, at, actor, action, message_id, ip, detail";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -141,6 +143,21 @@ pub struct StoredEvent {
     pub detail: Option<String>,
 }
 
+impl StoredEvent {
+    /// Reads the first seven columns, in the order `EVENT_COLUMNS` lists them.
+    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(StoredEvent {
+            id: row.try_get(0)?,
+            at: row.try_get(1)?,
+            actor: row.try_get(2)?,
+            action: row.try_get(3)?,
+            message_id: row.try_get(4)?,
+            ip: row.try_get(5)?,
+            detail: row.try_get(6)?,
+        })
+    }
+}
+
 /// The outcome of [`AuditLog::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verification {
@@ -234,8 +251,9 @@ impl AuditLog {
         let mut expected = 1i64;
         loop {
             let rows = sqlx::query(
-                "SELECT id, at, actor, action, message_id, ip, detail, prev_hash, hash
-                 FROM audit_log WHERE id >= $1 ORDER BY id LIMIT $2",
+                &format!(
+                    "SELECT {EVENT_COLUMNS}, prev_hash, hash FROM audit_log WHERE id >= $1 ORDER BY id LIMIT $2"
+                ),
             )
             .bind(expected)
             .bind(VERIFY_BATCH)
@@ -243,15 +261,7 @@ impl AuditLog {
             .await?;
             let batch = rows.len();
             for row in rows {
-                let event = StoredEvent {
-                    id: row.try_get(0)?,
-                    at: row.try_get(1)?,
-                    actor: row.try_get(2)?,
-                    action: row.try_get(3)?,
-                    message_id: row.try_get(4)?,
-                    ip: row.try_get(5)?,
-                    detail: row.try_get(6)?,
-                };
+                let event = StoredEvent::from_row(&row)?;
                 let prev_hash: Vec<u8> = row.try_get(7)?;
                 let hash: Vec<u8> = row.try_get(8)?;
                 let broken = |reason| Verification::Broken {
@@ -282,27 +292,17 @@ impl AuditLog {
 
     /// Events in `[from, to)` (unix seconds), oldest first.
     pub async fn events_between(&self, from: i64, to: i64) -> Result<Vec<StoredEvent>, AuditError> {
-        let rows = sqlx::query(
-            "SELECT id, at, actor, action, message_id, ip, detail FROM audit_log
-             WHERE at >= $1 AND at < $2 ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_log WHERE at >= $1 AND at < $2 ORDER BY id"
+        ))
         .bind(from)
         .bind(to)
         .fetch_all(self.db().pool())
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredEvent {
-                    id: row.try_get(0)?,
-                    at: row.try_get(1)?,
-                    actor: row.try_get(2)?,
-                    action: row.try_get(3)?,
-                    message_id: row.try_get(4)?,
-                    ip: row.try_get(5)?,
-                    detail: row.try_get(6)?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(StoredEvent::from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     /// HMAC over an unambiguous encoding of the event and its predecessor.

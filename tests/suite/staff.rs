@@ -15,6 +15,23 @@ fn password_file(env: &TestEnv, name: &str, password: &str) -> String {
     path.display().to_string()
 }
 
+/// `sealpost admin create-user` with a password file.
+fn create_user(env: &TestEnv, email: &str, role: &str, password_file: &str) -> (bool, String) {
+    run(
+        env,
+        &[
+            "admin",
+            "create-user",
+            "--email",
+            email,
+            "--role",
+            role,
+            "--password-file",
+            password_file,
+        ],
+    )
+}
+
 fn run(env: &TestEnv, args: &[&str]) -> (bool, String) {
     let out = env.sealpost(args);
     let text = format!(
@@ -30,36 +47,12 @@ fn create_reset_disable_from_the_command_line() {
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let pw = password_file(&env, "pw", PASSWORD);
-    let (ok, text) = run(
-        &env,
-        &[
-            "admin",
-            "create-user",
-            "--email",
-            "Jane.Doe@Example.com",
-            "--role",
-            "admin",
-            "--password-file",
-            &pw,
-        ],
-    );
+    let (ok, text) = create_user(&env, "Jane.Doe@Example.com", "admin", &pw);
     assert!(ok, "{text}");
     assert!(text.contains("created admin account"), "{text}");
 
     // Same address in another case: refused.
-    let (ok, text) = run(
-        &env,
-        &[
-            "admin",
-            "create-user",
-            "--email",
-            "jane.doe@example.com",
-            "--role",
-            "agent",
-            "--password-file",
-            &pw,
-        ],
-    );
+    let (ok, text) = create_user(&env, "jane.doe@example.com", "agent", &pw);
     assert!(!ok);
     assert!(text.contains("already exists"), "{text}");
 
@@ -168,65 +161,17 @@ fn weak_passwords_and_bad_input_are_refused_with_a_clear_reason() {
     ];
     for (i, (pw, reason)) in cases.iter().enumerate() {
         let file = password_file(&env, &format!("pw{i}"), pw);
-        let (ok, text) = run(
-            &env,
-            &[
-                "admin",
-                "create-user",
-                "--email",
-                "bob.smith@example.com",
-                "--role",
-                "agent",
-                "--password-file",
-                &file,
-            ],
-        );
+        let (ok, text) = create_user(&env, "bob.smith@example.com", "agent", &file);
         assert!(!ok, "{pw:?} accepted");
         assert!(text.contains(reason), "{pw:?}: {text}");
     }
     let long = password_file(&env, "long", &"x1".repeat(65));
-    let (ok, text) = run(
-        &env,
-        &[
-            "admin",
-            "create-user",
-            "--email",
-            "bob.smith@example.com",
-            "--role",
-            "agent",
-            "--password-file",
-            &long,
-        ],
-    );
+    let (ok, text) = create_user(&env, "bob.smith@example.com", "agent", &long);
     assert!(!ok && text.contains("at most 128"), "{text}");
     let good = password_file(&env, "good", "a perfectly fine passphrase");
-    let (ok, text) = run(
-        &env,
-        &[
-            "admin",
-            "create-user",
-            "--email",
-            "not-an-address",
-            "--role",
-            "agent",
-            "--password-file",
-            &good,
-        ],
-    );
+    let (ok, text) = create_user(&env, "not-an-address", "agent", &good);
     assert!(!ok && text.contains("not a valid email"), "{text}");
-    let (ok, _) = run(
-        &env,
-        &[
-            "admin",
-            "create-user",
-            "--email",
-            "bob.smith@example.com",
-            "--role",
-            "root",
-            "--password-file",
-            &good,
-        ],
-    );
+    let (ok, _) = create_user(&env, "bob.smith@example.com", "root", &good);
     assert!(!ok, "unknown role accepted");
     let app = rt.block_on(env.app());
     assert_eq!(
