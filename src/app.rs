@@ -6,11 +6,13 @@ use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
-use crate::staff::{Accounts, SignIn};
+use crate::deliveries::Deliveries;
+use crate::settings::SettingsStore;
+use crate::staff::{Accounts, SignIn, Totp};
 use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
 
 /// Everything a running Sealpost needs, cheap to clone.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct App {
     pub config: Arc<Config>,
     pub db: Db,
@@ -18,6 +20,16 @@ pub struct App {
     pub audit: AuditLog,
     pub accounts: Accounts,
     pub sign_in: SignIn,
+    pub totp: Totp,
+    pub settings: SettingsStore,
+    pub deliveries: Deliveries,
+    pub clock: SharedClock,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("App { .. }")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +38,8 @@ pub enum StartError {
     Db(#[from] DbError),
     #[error("{0}")]
     Vault(#[from] VaultError),
+    #[error("cannot prepare the session store: {0}")]
+    Sessions(sqlx::Error),
     #[error("cannot open the blob folder {path}: {source}")]
     Blobs {
         path: std::path::PathBuf,
@@ -67,7 +81,13 @@ impl App {
         .await?;
         let audit = AuditLog::new(vault.clone(), clock.clone());
         let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone());
-        let sign_in = SignIn::new(vault.clone(), audit.clone(), clock);
+        let sign_in = SignIn::new(vault.clone(), audit.clone(), clock.clone());
+        let totp = Totp::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
+        let settings = SettingsStore::new(db.clone(), audit.clone());
+        let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
+        crate::web::session::migrate(&db)
+            .await
+            .map_err(StartError::Sessions)?;
         Ok(App {
             config: Arc::new(config),
             db,
@@ -75,6 +95,10 @@ impl App {
             audit,
             accounts,
             sign_in,
+            totp,
+            settings,
+            deliveries,
+            clock,
         })
     }
 }

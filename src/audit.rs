@@ -74,6 +74,22 @@ pub enum Action {
     SignedIn,
     SignInFailed,
     AuditExported,
+    SignedOut,
+    TotpEnrolled,
+    TotpReset,
+    RecoveryCodeUsed,
+    StaffInvited,
+    InviteAccepted,
+    SetupLinkIssued,
+    SettingsChanged,
+    MessageSent,
+    MessageViewed,
+    MessageRevoked,
+    ExpiryExtended,
+    LinkResent,
+    MessageUnlocked,
+    AccessDenied,
+    ComposeFailed,
 }
 
 impl Action {
@@ -90,6 +106,22 @@ impl Action {
             Action::SignedIn => "staff.signed_in",
             Action::SignInFailed => "staff.sign_in_failed",
             Action::AuditExported => "audit.exported",
+            Action::SignedOut => "staff.signed_out",
+            Action::TotpEnrolled => "staff.totp_enrolled",
+            Action::TotpReset => "staff.totp_reset",
+            Action::RecoveryCodeUsed => "staff.recovery_code_used",
+            Action::StaffInvited => "staff.invited",
+            Action::InviteAccepted => "staff.invite_accepted",
+            Action::SetupLinkIssued => "setup.link_issued",
+            Action::SettingsChanged => "settings.changed",
+            Action::MessageSent => "message.sent",
+            Action::MessageViewed => "message.viewed",
+            Action::MessageRevoked => "message.revoked",
+            Action::ExpiryExtended => "message.expiry_extended",
+            Action::LinkResent => "message.link_resent",
+            Action::MessageUnlocked => "message.unlocked",
+            Action::AccessDenied => "message.access_denied",
+            Action::ComposeFailed => "message.compose_failed",
         }
     }
 }
@@ -297,6 +329,20 @@ impl AuditLog {
         ))
         .bind(from)
         .bind(to)
+        .fetch_all(self.db().pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(StoredEvent::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// A message's events in order: its timeline on the sender's page.
+    pub async fn events_for_message(&self, id: MessageId) -> Result<Vec<StoredEvent>, AuditError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_log WHERE message_id = $1 ORDER BY id"
+        ))
+        .bind(id.to_string())
         .fetch_all(self.db().pool())
         .await?;
         Ok(rows

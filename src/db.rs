@@ -28,6 +28,9 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA foreign_keys = ON; \
      PRAGMA busy_timeout = 5000;";
 
+/// Connections in the driver-specific pool (sessions only).
+const NATIVE_CONNECTIONS: u32 = 4;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -57,6 +60,15 @@ pub enum DbError {
 pub struct Db {
     pool: Pool,
     backend: Backend,
+    native: NativePool,
+}
+
+/// A small driver-specific pool next to the `Any` one, for libraries that
+/// need a concrete pool type (the session store).
+#[derive(Clone, Debug)]
+pub enum NativePool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
 }
 
 impl Db {
@@ -90,7 +102,32 @@ impl Db {
             })
             .connect_with(options)
             .await?;
-        Ok(Db { pool, backend })
+        let native = match backend {
+            Backend::Sqlite => {
+                let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
+                    .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                    .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                NativePool::Sqlite(
+                    sqlx::sqlite::SqlitePoolOptions::new()
+                        .max_connections(NATIVE_CONNECTIONS)
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_lazy_with(options),
+                )
+            }
+            Backend::Postgres => NativePool::Postgres(
+                sqlx::postgres::PgPoolOptions::new()
+                    .max_connections(NATIVE_CONNECTIONS)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy_with(sqlx::postgres::PgConnectOptions::from_str(&url)?),
+            ),
+        };
+        Ok(Db {
+            pool,
+            backend,
+            native,
+        })
     }
 
     /// Applies pending migrations for this backend. Safe to run from several
@@ -106,6 +143,10 @@ impl Db {
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    pub fn native(&self) -> &NativePool {
+        &self.native
     }
 
     pub fn backend(&self) -> Backend {
@@ -131,6 +172,10 @@ impl Db {
 
     pub async fn close(&self) {
         self.pool.close().await;
+        match &self.native {
+            NativePool::Sqlite(p) => p.close().await,
+            NativePool::Postgres(p) => p.close().await,
+        }
     }
 }
 

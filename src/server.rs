@@ -18,9 +18,15 @@ const SWEEP_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 pub fn router(app: App) -> Router {
     let https = app.config.is_https();
+    let pages = crate::web::session::layer(crate::portal::routes(), &app.db, https).layer(
+        axum::middleware::from_fn_with_state(app.clone(), crate::web::csrf::reject_cross_site),
+    );
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/static/style.css", get(crate::web::stylesheet))
+        .merge(pages)
+        .fallback(|| async { crate::web::PageError::NotFound })
         .with_state(app);
     crate::web::with_security_headers(routes, https)
 }
@@ -44,10 +50,13 @@ pub async fn serve(app: App) -> std::io::Result<()> {
         "sealpost is listening"
     );
     let sweeper = tokio::spawn(sweep_forever(app.clone()));
-    let result = axum::serve(listener, router(app.clone()))
+    let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
+    let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     sweeper.abort();
+    sessions.abort();
     app.db.close().await;
     result
 }
@@ -69,6 +78,16 @@ async fn sweep_forever(app: App) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "blob sweep failed; will retry"),
+        }
+    }
+}
+
+async fn delete_expired_sessions(app: App) {
+    let mut tick = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::web::session::delete_expired(&app.db).await {
+            tracing::warn!(error = %e, "could not delete expired sessions; will retry");
         }
     }
 }

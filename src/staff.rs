@@ -4,6 +4,8 @@
 pub mod accounts;
 pub mod password;
 pub mod sign_in;
+pub mod totp;
 
-pub use accounts::{AccountError, Accounts, Role, StaffAccount, StaffEmail, StaffId};
+pub use accounts::{AccountError, AccountState, Accounts, Role, StaffAccount, StaffEmail, StaffId};
 pub use sign_in::{SignIn, SignInError};
+pub use totp::Totp;

@@ -239,6 +239,9 @@ struct Inner {
     index_key: Zeroizing<[u8; 64]>,
     /// HMAC-SHA256 key chaining the audit log.
     audit_key: Zeroizing<[u8; 64]>,
+    /// XChaCha20-Poly1305 key (first 32 bytes) for small server-side secrets
+    /// such as TOTP seeds.
+    secrets_key: Zeroizing<[u8; 64]>,
     clock: SharedClock,
 }
 
@@ -280,6 +283,7 @@ impl Vault {
         let secret = ensure_secret(&db, &keyring, ROOT_SECRET).await?;
         let index_key = derive_key(&secret, b"sealpost/v1/blind-index")?;
         let audit_key = derive_key(&secret, b"sealpost/v1/audit-chain")?;
+        let secrets_key = derive_key(&secret, b"sealpost/v1/small-secrets")?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 db,
@@ -288,6 +292,7 @@ impl Vault {
                 escrow: settings.escrow_recipients,
                 index_key,
                 audit_key,
+                secrets_key,
                 clock,
             }),
         })
@@ -330,11 +335,9 @@ impl Vault {
         let unknown = active
             .into_iter()
             .any(|id| ring.get(&MasterKeyId::from_db(id)).is_none());
-        if unknown {
-            if let Ok(fresh) = Keyring::load(ring.path()) {
-                self.set_keyring(fresh);
-                return Ok(self.keyring());
-            }
+        if unknown && let Ok(fresh) = Keyring::load(ring.path()) {
+            self.set_keyring(fresh);
+            return Ok(self.keyring());
         }
         Ok(ring)
     }
@@ -360,12 +363,11 @@ impl Vault {
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let ring = self.keyring();
-        if ring.get(master_key_id).is_none() {
-            if let Ok(fresh) = Keyring::load(ring.path()) {
-                if fresh.get(master_key_id).is_some() {
-                    self.set_keyring(fresh);
-                }
-            }
+        if ring.get(master_key_id).is_none()
+            && let Ok(fresh) = Keyring::load(ring.path())
+            && fresh.get(master_key_id).is_some()
+        {
+            self.set_keyring(fresh);
         }
         self.unwrap_with(&self.keyring(), master_key_id, wrapped)
     }
@@ -455,6 +457,55 @@ impl Vault {
         // From here the rows own the blobs; the draft must not delete them.
         draft.parts.clear();
         Ok(draft.id)
+    }
+
+    /// Encrypts a small server-side secret (e.g. a TOTP seed) for a database
+    /// column. `purpose` is bound as associated data, so a sealed value
+    /// cannot be moved to another column and still open.
+    pub fn seal_secret(&self, purpose: &str, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        let cipher = XChaCha20Poly1305::new_from_slice(&self.inner.secrets_key[..32])
+            .map_err(|_| VaultError::Encrypt("bad secrets key".into()))?;
+        let nonce: [u8; 24] = rand::rng().random();
+        let sealed = cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plaintext,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map_err(|_| VaultError::Encrypt("sealing a secret failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`Vault::seal_secret`] sealed for the same `purpose`.
+    pub fn open_secret(
+        &self,
+        purpose: &str,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        use chacha20poly1305::aead::{Aead, KeyInit as _, Payload};
+        use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+        if sealed.len() < 24 {
+            return Err(VaultError::Corrupt);
+        }
+        let (nonce, ciphertext) = sealed.split_at(24);
+        let cipher = XChaCha20Poly1305::new_from_slice(&self.inner.secrets_key[..32])
+            .map_err(|_| VaultError::Encrypt("bad secrets key".into()))?;
+        cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: purpose.as_bytes(),
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| VaultError::Corrupt)
     }
 
     /// The keyed blind index of a recipient address (case and surrounding
@@ -574,38 +625,61 @@ impl Vault {
     /// blobs. Returns false if it was already shredded.
     pub async fn shred(&self, id: MessageId) -> Result<bool, VaultError> {
         let mut tx = self.db().begin().await?;
+        let shredded = self.shred_in(&mut tx, id).await?;
+        tx.commit().await?;
+        let done = shredded.is_some();
+        if let Some(s) = shredded {
+            self.delete_shredded_blobs(s).await;
+        }
+        Ok(done)
+    }
+
+    /// The database half of a shred inside the caller's transaction: the
+    /// wrapped key and part rows go, so once it commits nothing can ever be
+    /// decrypted. `None` if the message was already shredded. Pass the
+    /// result to [`Vault::delete_shredded_blobs`] after committing.
+    pub async fn shred_in(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+    ) -> Result<Option<Shredded>, VaultError> {
         let exists: Option<Option<i64>> =
             sqlx::query_scalar("SELECT shredded_at FROM messages WHERE id = $1")
                 .bind(id.to_string())
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?;
         match exists {
             None => return Err(VaultError::NotFound),
-            Some(Some(_)) => return Ok(false),
+            Some(Some(_)) => return Ok(None),
             Some(None) => {}
         }
         let blobs: Vec<String> =
             sqlx::query_scalar("SELECT blob_key FROM message_parts WHERE message_id = $1")
                 .bind(id.to_string())
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut **tx)
                 .await?;
         sqlx::query("DELETE FROM message_keys WHERE message_id = $1")
             .bind(id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query("DELETE FROM message_parts WHERE message_id = $1")
             .bind(id.to_string())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         sqlx::query(
             "UPDATE messages SET shredded_at = $1, sealed_meta = NULL WHERE id = $2 AND shredded_at IS NULL",
         )
         .bind(self.inner.clock.now())
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
+        Ok(Some(Shredded { blobs }))
+    }
+
+    /// Deletes a committed shred's ciphertext; failures are left to the sweeper.
+    pub async fn delete_shredded_blobs(&self, shredded: Shredded) {
         let store = Arc::clone(&self.inner.blobs);
+        let blobs = shredded.blobs;
         let result = tokio::task::spawn_blocking(move || {
             for key in blobs.iter().filter_map(|b| BlobKey::parse(b)) {
                 // A blob left behind here is an orphan; the sweeper finishes the job.
@@ -618,8 +692,14 @@ impl Vault {
         if let Err(e) = result {
             tracing::warn!(error = %e, "blob deletion task failed; the sweeper will retry");
         }
-        Ok(true)
     }
+}
+
+/// Blobs of a shredded message, to delete once the shred has committed.
+#[derive(Debug)]
+#[must_use]
+pub struct Shredded {
+    blobs: Vec<String>,
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -758,10 +838,10 @@ impl Draft {
                 Err(e) => return Err(VaultError::Input(e)),
             };
             plain_size += n as u64;
-            if let Some(limit) = self.limit {
-                if self.plain_total + plain_size > limit {
-                    return Err(VaultError::TooLarge { limit });
-                }
+            if let Some(limit) = self.limit
+                && self.plain_total + plain_size > limit
+            {
+                return Err(VaultError::TooLarge { limit });
             }
             Write::write_all(&mut writer, &buf[..n])?;
         }

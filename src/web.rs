@@ -1,9 +1,135 @@
-//! Cross-cutting HTTP concerns shared by every page: security headers now;
-//! CSRF, extractors and the error page as the portal lands.
+//! Cross-cutting HTTP concerns shared by every page: security headers,
+//! sessions, CSRF, the stylesheet and the one error type pages return.
 
+pub mod csrf;
+pub mod session;
+
+use askama::Template;
+use askama_web::WebTemplate;
 use axum::Router;
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use tower_http::set_header::SetResponseHeaderLayer;
+
+/// The one stylesheet, compiled in so a deployment is a single binary.
+pub const STYLESHEET: &str = include_str!("../templates/static/style.css");
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// What the page header needs about the signed-in staff member.
+#[derive(Clone, Debug)]
+pub struct Nav {
+    pub email: String,
+    pub admin: bool,
+    pub csrf: String,
+}
+
+/// Every way a page can fail. Users see a short, plain explanation; the
+/// detail of internal failures goes to the log only (ids and error kinds,
+/// never customer data).
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the form was stale or came from another site")]
+    Csrf,
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    nav: Option<Nav>,
+    title: &'static str,
+    message: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            PageError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "Not found",
+                "There is nothing here, or you do not have access to it.".to_owned(),
+            ),
+            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Please check your input", m),
+            PageError::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Request refused",
+                "This form has expired or was sent from another site. Go back, reload the page and try again.".to_owned(),
+            ),
+            PageError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large", m),
+            PageError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "The request could not be completed. Nothing was sent. Please try again; if it keeps happening, tell your administrator.".to_owned(),
+                )
+            }
+        };
+        let page = ErrorPage {
+            nav: None,
+            title,
+            message,
+        };
+        (status, page).into_response()
+    }
+}
+
+macro_rules! internal_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for PageError {
+            fn from(e: $t) -> Self {
+                PageError::Internal(e.to_string())
+            }
+        }
+    )*};
+}
+internal_from!(
+    sqlx::Error,
+    tower_sessions::session::Error,
+    crate::audit::AuditError
+);
+
+impl From<crate::settings::SettingsError> for PageError {
+    fn from(e: crate::settings::SettingsError) -> Self {
+        match e {
+            crate::settings::SettingsError::Invalid(m) => PageError::BadRequest(m),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::vault::VaultError> for PageError {
+    fn from(e: crate::vault::VaultError) -> Self {
+        use crate::vault::VaultError;
+        match e {
+            VaultError::NotFound | VaultError::Shredded => PageError::NotFound,
+            VaultError::TooLarge { limit } => PageError::TooLarge(format!(
+                "The message and its attachments are larger than the limit of {} MiB. Nothing was sent or kept.",
+                limit / (1024 * 1024)
+            )),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+pub type PageResult<T = Response> = Result<T, PageError>;
 
 /// No inline script, no plugins, no framing, no third-party anything.
 /// Pages that need more say so explicitly (e.g. downloads set a sandbox).

@@ -46,6 +46,10 @@ impl StaffId {
     pub(crate) fn from_uuid(id: Uuid) -> Self {
         StaffId(id)
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Uuid::parse_str(s).ok().map(StaffId)
+    }
 }
 
 impl fmt::Display for StaffId {
@@ -115,6 +119,29 @@ pub enum AccountError {
     Audit(#[from] AuditError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
+}
+
+/// An account plus its session epoch and second-factor state.
+#[derive(Clone, Debug)]
+pub struct AccountState {
+    pub account: StaffAccount,
+    pub session_epoch: i64,
+    pub totp_enabled: bool,
+}
+
+fn account_state(row: &sqlx::any::AnyRow) -> Result<AccountState, AccountError> {
+    let id: String = row.try_get(0)?;
+    let role: String = row.try_get(2)?;
+    Ok(AccountState {
+        account: StaffAccount {
+            id: StaffId(Uuid::parse_str(&id).map_err(|_| AccountError::NotFound)?),
+            email: StaffEmail(row.try_get(1)?),
+            role: role.parse()?,
+            disabled: row.try_get::<Option<i64>, _>(3)?.is_some(),
+        },
+        session_epoch: row.try_get(4)?,
+        totp_enabled: row.try_get::<Option<i64>, _>(5)?.is_some(),
+    })
 }
 
 #[derive(Clone)]
@@ -204,7 +231,7 @@ impl Accounts {
         let hash = NewPassword::parse(password, email.as_str())?.hash().await?;
         let mut tx = self.db.begin().await?;
         sqlx::query(
-            "UPDATE staff_users SET password_hash = $1, password_changed_at = $2 WHERE id = $3",
+            "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
         )
         .bind(hash)
         .bind(self.clock.now())
@@ -228,7 +255,7 @@ impl Accounts {
         let account = self.find(email).await?;
         let mut tx = self.db.begin().await?;
         let changed = sqlx::query(
-            "UPDATE staff_users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL",
+            "UPDATE staff_users SET disabled_at = $1, session_epoch = session_epoch + 1 WHERE id = $2 AND disabled_at IS NULL",
         )
         .bind(self.clock.now())
         .bind(account.id.to_string())
@@ -247,6 +274,54 @@ impl Accounts {
         }
         tx.commit().await?;
         Ok(changed)
+    }
+
+    /// An account by id with what the session layer checks on every request.
+    pub async fn state(&self, id: StaffId) -> Result<Option<AccountState>, AccountError> {
+        let row = sqlx::query(
+            "SELECT id, email, role, disabled_at, session_epoch, totp_enabled_at FROM staff_users WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|row| account_state(&row)).transpose()
+    }
+
+    /// Every account, for the admin's staff list (by address).
+    pub async fn list(&self) -> Result<Vec<AccountState>, AccountError> {
+        let rows = sqlx::query(
+            "SELECT id, email, role, disabled_at, session_epoch, totp_enabled_at FROM staff_users ORDER BY email",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter().map(account_state).collect()
+    }
+
+    /// Disables by id (the admin page), ending the account's sessions.
+    pub async fn disable_id(&self, actor: Actor, id: StaffId) -> Result<bool, AccountError> {
+        let state = self.state(id).await?.ok_or(AccountError::NotFound)?;
+        self.disable(actor, &state.account.email).await
+    }
+
+    /// Sets a new password by id (invitation or first-run setup), ending
+    /// any sessions.
+    pub async fn set_password(
+        &self,
+        tx: &mut crate::db::Tx,
+        id: StaffId,
+        email: &StaffEmail,
+        password: SecretString,
+    ) -> Result<(), AccountError> {
+        let hash = NewPassword::parse(password, email.as_str())?.hash().await?;
+        sqlx::query(
+            "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
+        )
+        .bind(hash)
+        .bind(self.clock.now())
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
     }
 
     /// The stored password hash, for sign-in.

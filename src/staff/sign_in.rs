@@ -110,12 +110,12 @@ impl SignIn {
             },
         ];
         let now = self.clock.now();
-        if let Some(until) = self.blocked_until(&throttles).await? {
-            if until > now {
-                return Err(SignInError::Throttled {
-                    retry_after_secs: until - now,
-                });
-            }
+        if let Some(until) = self.blocked_until(&throttles).await?
+            && until > now
+        {
+            return Err(SignInError::Throttled {
+                retry_after_secs: until - now,
+            });
         }
 
         let account = match StaffEmail::parse(&typed) {

@@ -8,23 +8,23 @@ use crate::common::{TestEnv, runtime};
 
 fn event(i: u32) -> Event {
     let e = Event::new(
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             Actor::Cli
         } else {
             Actor::Staff(format!("user-{i}"))
         },
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             Action::MessageExported
         } else {
             Action::KeysRotated
         },
     );
-    let e = if i % 2 == 0 {
+    let e = if i.is_multiple_of(2) {
         e.message(MessageId::new())
     } else {
         e
     };
-    let e = if i % 5 == 0 {
+    let e = if i.is_multiple_of(5) {
         e.ip("192.0.2.7".parse().expect("ip"))
     } else {
         e

@@ -46,10 +46,10 @@ struct PausingReader<'a> {
 
 impl Read for PausingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some((at, stage)) = self.pause_at {
-            if self.pos >= at {
-                pause(stage);
-            }
+        if let Some((at, stage)) = self.pause_at
+            && self.pos >= at
+        {
+            pause(stage);
         }
         let limit = self
             .pause_at

@@ -5,12 +5,14 @@
 
 mod at_rest;
 mod audit;
+mod browser;
 mod cli;
 mod common;
 mod config;
 mod crash;
 mod interop;
 mod keys;
+mod portal_auth;
 mod roundtrip;
 mod sign_in;
 mod staff;

@@ -1,0 +1,507 @@
+//! A sent message as staff track it: who sent it, until when it can be
+//! picked up, how the customer verifies, and where it stands. Everything
+//! here is ids, times and states; the customer's data stays in the vault.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sqlx::Row;
+
+use crate::audit::{Action, Actor, AuditLog, Event};
+use crate::clock::SharedClock;
+use crate::db::{Db, Tx};
+use crate::settings::Method;
+use crate::staff::StaffId;
+use crate::vault::{MessageId, Vault, VaultError};
+
+/// Where a message stands, as the sender sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Queued,
+    Emailed,
+    DeliveryFailed,
+    LinkVisited,
+    Verified,
+    Downloaded,
+    Expired,
+    Revoked,
+    Locked,
+}
+
+impl Status {
+    pub const ALL: [Status; 9] = [
+        Status::Queued,
+        Status::Emailed,
+        Status::DeliveryFailed,
+        Status::LinkVisited,
+        Status::Verified,
+        Status::Downloaded,
+        Status::Expired,
+        Status::Revoked,
+        Status::Locked,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Emailed => "emailed",
+            Status::DeliveryFailed => "delivery_failed",
+            Status::LinkVisited => "link_visited",
+            Status::Verified => "verified",
+            Status::Downloaded => "downloaded",
+            Status::Expired => "expired",
+            Status::Revoked => "revoked",
+            Status::Locked => "locked",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Queued => "Queued",
+            Status::Emailed => "Emailed",
+            Status::DeliveryFailed => "Delivery failed",
+            Status::LinkVisited => "Link visited",
+            Status::Verified => "Verified",
+            Status::Downloaded => "Downloaded",
+            Status::Expired => "Expired",
+            Status::Revoked => "Revoked",
+            Status::Locked => "Locked",
+        }
+    }
+
+    /// States stored in the `status` column (the others are derived from
+    /// timestamps so they can never disagree with them).
+    fn is_progress(self) -> bool {
+        !matches!(self, Status::Expired | Status::Revoked | Status::Locked)
+    }
+}
+
+impl FromStr for Status {
+    type Err = DeliveryError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Status::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or(DeliveryError::Invalid("unknown status"))
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no such message")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub message_id: MessageId,
+    pub sender: StaffId,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub methods: Vec<Method>,
+    pub shred_after_pickup: bool,
+    pub stored_status: Status,
+    pub status_at: i64,
+    pub locked_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub link_generation: i64,
+}
+
+impl Delivery {
+    pub fn status(&self, now: i64) -> Status {
+        if self.revoked_at.is_some() {
+            Status::Revoked
+        } else if self.expires_at <= now {
+            Status::Expired
+        } else if self.locked_at.is_some() {
+            Status::Locked
+        } else {
+            self.stored_status
+        }
+    }
+
+    /// Whether it can still be acted on (not revoked, not expired).
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// What compose decided, stored next to the sealed message.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub message_id: MessageId,
+    pub sender: StaffId,
+    pub expires_at: i64,
+    pub methods: Vec<Method>,
+    /// argon2id PHC strings; the plain codes are never stored.
+    pub access_code_hash: Option<String>,
+    pub known_fact_hash: Option<String>,
+    pub shred_after_pickup: bool,
+}
+
+/// Which messages a list shows.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// `None` for an admin: everyone's messages.
+    pub sender: Option<StaffId>,
+    pub status: Option<Status>,
+    /// Blind index of an exact recipient address.
+    pub recipient_index: Option<Vec<u8>>,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
+     d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation";
+
+#[derive(Clone)]
+pub struct Deliveries {
+    db: Db,
+    vault: Vault,
+    audit: AuditLog,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deliveries { .. }")
+    }
+}
+
+impl Deliveries {
+    pub fn new(db: Db, vault: Vault, audit: AuditLog, clock: SharedClock) -> Self {
+        Deliveries {
+            db,
+            vault,
+            audit,
+            clock,
+        }
+    }
+
+    /// Records a new delivery in the transaction that commits the message.
+    pub async fn insert(&self, tx: &mut Tx, new: &NewDelivery) -> Result<(), DeliveryError> {
+        let now = self.clock.now();
+        let methods = new
+            .methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        sqlx::query(
+            "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
+                 access_code_hash, known_fact_hash, shred_after_pickup, status, status_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+        )
+        .bind(new.message_id.to_string())
+        .bind(new.sender.to_string())
+        .bind(now)
+        .bind(new.expires_at)
+        .bind(methods)
+        .bind(new.access_code_hash.as_deref())
+        .bind(new.known_fact_hash.as_deref())
+        .bind(i64::from(new.shred_after_pickup))
+        .bind(Status::Queued.as_str())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: MessageId) -> Result<Delivery, DeliveryError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deliveries d WHERE d.message_id = $1"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(self.db.pool())
+        .await?
+        .ok_or(DeliveryError::NotFound)?;
+        from_row(&row)
+    }
+
+    /// Newest first. Returns one page plus whether another follows.
+    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<Delivery>, bool), DeliveryError> {
+        let now = self.clock.now();
+        let mut sql = format!(
+            "SELECT {COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE 1 = 1"
+        );
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        if q.sender.is_some() {
+            sql += &format!(" AND d.sender_id = {}", next());
+        }
+        if q.recipient_index.is_some() {
+            sql += &format!(" AND m.recipient_index = {}", next());
+        }
+        let mut bind_now = false;
+        let mut bind_status = false;
+        match q.status {
+            None => {}
+            Some(Status::Revoked) => sql += " AND d.revoked_at IS NOT NULL",
+            Some(Status::Expired) => {
+                sql += &format!(" AND d.revoked_at IS NULL AND d.expires_at <= {}", next());
+                bind_now = true;
+            }
+            Some(Status::Locked) => {
+                sql += &format!(
+                    " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NOT NULL",
+                    next()
+                );
+                bind_now = true;
+            }
+            Some(_) => {
+                sql += &format!(
+                    " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NULL AND d.status = {}",
+                    next(),
+                    next()
+                );
+                bind_now = true;
+                bind_status = true;
+            }
+        }
+        sql += &format!(
+            " ORDER BY d.created_at DESC, d.message_id DESC LIMIT {} OFFSET {}",
+            next(),
+            next()
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(sender) = q.sender {
+            query = query.bind(sender.to_string());
+        }
+        if let Some(index) = &q.recipient_index {
+            query = query.bind(index.clone());
+        }
+        if bind_now {
+            query = query.bind(now);
+        }
+        if bind_status {
+            let status = q.status.map(|s| s.as_str()).unwrap_or_default();
+            query = query.bind(status);
+        }
+        let rows = query
+            .bind(q.limit + 1)
+            .bind(q.offset)
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        let more = items.len() as i64 > q.limit;
+        items.truncate(usize::try_from(q.limit).unwrap_or(0));
+        Ok((items, more))
+    }
+
+    /// Revokes: shreds the message now (in the same transaction as the
+    /// status change and its audit event), then deletes the ciphertext.
+    pub async fn revoke(
+        &self,
+        actor: Actor,
+        id: MessageId,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<bool, DeliveryError> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            return Ok(false);
+        }
+        let shredded = self.vault.shred_in(&mut tx, id).await?;
+        self.audit
+            .record(
+                &mut tx,
+                &with_ip(Event::new(actor, Action::MessageRevoked).message(id), ip),
+            )
+            .await?;
+        tx.commit().await?;
+        if let Some(s) = shredded {
+            self.vault.delete_shredded_blobs(s).await;
+        }
+        Ok(true)
+    }
+
+    /// Moves the expiry to `expires_at` (must be in the future and within
+    /// the maximum lifetime from now).
+    pub async fn extend(
+        &self,
+        actor: Actor,
+        id: MessageId,
+        expires_at: i64,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(), DeliveryError> {
+        let now = self.clock.now();
+        let max = now + i64::from(crate::settings::MAX_EXPIRY_HOURS) * 3600;
+        if expires_at <= now || expires_at > max {
+            return Err(DeliveryError::Invalid(
+                "The new expiry must be in the future and at most 30 days from now.",
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE deliveries SET expires_at = $1
+             WHERE message_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+        )
+        .bind(expires_at)
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            return Err(DeliveryError::Invalid(
+                "This message has expired or was revoked; it cannot be extended.",
+            ));
+        }
+        let event = Event::new(actor, Action::ExpiryExtended)
+            .message(id)
+            .detail(serde_json::json!({ "expires_at": expires_at }));
+        self.audit.record(&mut tx, &with_ip(event, ip)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Issues a new link: the link generation moves on, so any earlier
+    /// link stops working, and the notification is queued again.
+    pub async fn resend(
+        &self,
+        actor: Actor,
+        id: MessageId,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<(), DeliveryError> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE deliveries SET link_generation = link_generation + 1, status = $1, status_at = $2
+             WHERE message_id = $3 AND revoked_at IS NULL AND expires_at > $2",
+        )
+        .bind(Status::Queued.as_str())
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !changed {
+            return Err(DeliveryError::Invalid(
+                "This message has expired or was revoked; send a new one instead.",
+            ));
+        }
+        self.audit
+            .record(
+                &mut tx,
+                &with_ip(Event::new(actor, Action::LinkResent).message(id), ip),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Lifts a lockout after too many failed verifications.
+    pub async fn unlock(
+        &self,
+        actor: Actor,
+        id: MessageId,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<bool, DeliveryError> {
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE deliveries SET locked_at = NULL WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL",
+        )
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if changed {
+            self.audit
+                .record(
+                    &mut tx,
+                    &with_ip(Event::new(actor, Action::MessageUnlocked).message(id), ip),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Marks a lockout (the customer side calls this after too many failures).
+    pub async fn lock(&self, tx: &mut Tx, id: MessageId) -> Result<(), DeliveryError> {
+        sqlx::query(
+            "UPDATE deliveries SET locked_at = $1 WHERE message_id = $2 AND locked_at IS NULL",
+        )
+        .bind(self.clock.now())
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Records progress (emailed, visited, verified, …) in `tx`.
+    pub async fn set_status(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+        status: Status,
+    ) -> Result<(), DeliveryError> {
+        if !status.is_progress() {
+            return Err(DeliveryError::Invalid("not a progress state"));
+        }
+        sqlx::query("UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3")
+            .bind(status.as_str())
+            .bind(self.clock.now())
+            .bind(id.to_string())
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+}
+
+fn with_ip(event: Event, ip: Option<std::net::IpAddr>) -> Event {
+    match ip {
+        Some(ip) => event.ip(ip),
+        None => event,
+    }
+}
+
+fn from_row(row: &sqlx::any::AnyRow) -> Result<Delivery, DeliveryError> {
+    let id: String = row.try_get(0)?;
+    let sender: String = row.try_get(1)?;
+    let methods: String = row.try_get(4)?;
+    let status: String = row.try_get(6)?;
+    Ok(Delivery {
+        message_id: id
+            .parse()
+            .map_err(|_| DeliveryError::Invalid("bad message id"))?,
+        sender: StaffId::parse(&sender).ok_or(DeliveryError::Invalid("bad sender id"))?,
+        created_at: row.try_get(2)?,
+        expires_at: row.try_get(3)?,
+        methods: methods.split(',').filter_map(|m| m.parse().ok()).collect(),
+        shred_after_pickup: row.try_get::<i64, _>(5)? != 0,
+        stored_status: status.parse()?,
+        status_at: row.try_get(7)?,
+        locked_at: row.try_get(8)?,
+        revoked_at: row.try_get(9)?,
+        link_generation: row.try_get(10)?,
+    })
+}

@@ -1,0 +1,73 @@
+//! The staff portal: server-rendered pages for signing in, composing,
+//! tracking sent messages and administering the installation.
+
+pub mod account;
+pub mod admin;
+pub mod auth;
+pub mod compose;
+pub mod sent;
+pub mod setup;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::response::Redirect;
+use axum::routing::{get, post};
+
+use crate::app::App;
+
+pub use auth::CurrentStaff;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/sent") }))
+        .route("/sign-in", get(auth::sign_in_page).post(auth::sign_in))
+        .route(
+            "/sign-in/code",
+            get(auth::second_factor_page).post(auth::second_factor),
+        )
+        .route("/sign-out", post(auth::sign_out))
+        .route("/account", get(account::page))
+        .route(
+            "/account/totp",
+            get(account::enrol_page).post(account::enrol),
+        )
+        .route("/compose", get(compose::page).post(compose::send))
+        .route("/sent", get(sent::list))
+        .route("/messages/{id}", get(sent::message))
+        .route("/messages/{id}/revoke", post(sent::revoke))
+        .route("/messages/{id}/extend", post(sent::extend))
+        .route("/messages/{id}/resend", post(sent::resend))
+        .route("/messages/{id}/unlock", post(sent::unlock))
+        .merge(admin::routes())
+        .merge(setup::routes())
+}
+
+/// The client's address as the socket saw it. (Behind a load balancer this
+/// is the balancer; a trusted-proxy setting arrives with scale-out.)
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        ))
+    }
+}
+
+/// Formats a unix time for staff pages (UTC, minute precision).
+pub fn format_time(unix: i64) -> String {
+    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&fmt).ok())
+        .unwrap_or_else(|| "?".to_owned())
+}

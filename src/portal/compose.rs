@@ -1,0 +1,630 @@
+//! Compose and send: the form's text fields and any number of attachments
+//! stream from the multipart body straight into the vault (constant memory,
+//! nothing readable on disk); the message, its delivery record and its
+//! audit event commit in one transaction once every part is stored.
+
+use std::io::{self, Read};
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::Bytes;
+use axum::extract::multipart::Field;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect};
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+
+use super::auth::CurrentStaff;
+use crate::app::App;
+use crate::audit::{Action, Event};
+use crate::deliveries::NewDelivery;
+use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
+use crate::staff::StaffEmail;
+use crate::staff::password;
+use crate::vault::{Draft, MessageMeta, PartKind, PartMeta, VaultError};
+use crate::web::csrf;
+use crate::web::{Nav, PageError, PageResult};
+
+/// Room for the text fields and multipart framing on top of the size limit.
+const FORM_OVERHEAD: u64 = 1024 * 1024;
+const MAX_BODY_CHARS: usize = 200_000;
+const MAX_SHORT_FIELD: usize = 1024;
+/// Session key of an access code generated at compose time, shown to the
+/// sender once on the message page.
+pub const GENERATED_CODE_KEY: &str = "generated_access_code";
+
+#[derive(Clone, Debug, Default)]
+struct Fields {
+    recipient: String,
+    phone: String,
+    title: String,
+    body: String,
+    expiry_hours: String,
+    methods: Vec<String>,
+    access_code: String,
+    known_fact: String,
+    retention: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "portal/compose.html")]
+struct ComposePage {
+    nav: Option<Nav>,
+    csrf: String,
+    f: Fields,
+    methods: Vec<(&'static str, &'static str, bool)>,
+    limit_mib: u64,
+    min_hours: u32,
+    max_hours: u32,
+    errors: Vec<String>,
+}
+
+fn render(
+    staff: &CurrentStaff,
+    settings: &Settings,
+    f: Fields,
+    errors: Vec<String>,
+) -> ComposePage {
+    let methods = settings
+        .methods
+        .iter()
+        .map(|m| {
+            (
+                m.as_str(),
+                m.label(),
+                f.methods.iter().any(|s| s == m.as_str()),
+            )
+        })
+        .collect();
+    ComposePage {
+        nav: staff.nav(),
+        csrf: staff.csrf.clone(),
+        f,
+        methods,
+        limit_mib: settings.size_limit_mib,
+        min_hours: MIN_EXPIRY_HOURS,
+        max_hours: MAX_EXPIRY_HOURS,
+        errors,
+    }
+}
+
+pub async fn page(State(app): State<App>, staff: CurrentStaff) -> PageResult {
+    let settings = app.settings.load().await?;
+    let f = Fields {
+        expiry_hours: settings.default_expiry_hours.to_string(),
+        methods: settings
+            .methods
+            .first()
+            .map(|m| m.as_str().to_owned())
+            .into_iter()
+            .collect(),
+        retention: "keep".to_owned(),
+        ..Fields::default()
+    };
+    Ok(render(&staff, &settings, f, Vec::new()).into_response())
+}
+
+/// A checked compose form.
+struct Checked {
+    meta: MessageMeta,
+    expires_at: i64,
+    methods: Vec<Method>,
+    access_code: Option<SecretString>,
+    generated_code: bool,
+    known_fact: Option<SecretString>,
+    shred_after_pickup: bool,
+}
+
+fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked, Vec<String>> {
+    let mut errors = Vec::new();
+    let recipient = f.recipient.trim();
+    if StaffEmail::parse(recipient).is_err() {
+        errors.push("Enter the customer's email address, like name@example.com.".to_owned());
+    }
+    let phone = f.phone.trim();
+    if !phone.is_empty()
+        && (phone.len() > 32
+            || !phone
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c)))
+    {
+        errors.push("The phone number may contain only digits, spaces and + - ( ).".to_owned());
+    }
+    if f.title.chars().count() > 200 {
+        errors.push("The internal title must be at most 200 characters.".to_owned());
+    }
+    let hours: Option<u32> = f.expiry_hours.trim().parse().ok();
+    let hours = match hours {
+        Some(h) if (MIN_EXPIRY_HOURS..=MAX_EXPIRY_HOURS).contains(&h) => h,
+        _ => {
+            errors.push("Choose an expiry between 1 hour and 30 days.".to_owned());
+            0
+        }
+    };
+    let mut methods = Vec::new();
+    for m in &f.methods {
+        match m.parse::<Method>() {
+            Ok(m) if settings.allows(m) && !methods.contains(&m) => methods.push(m),
+            _ => errors.push("Choose verification methods from the list.".to_owned()),
+        }
+    }
+    if methods.is_empty() {
+        errors.push("Choose how the customer verifies before reading.".to_owned());
+    }
+    let access = f.access_code.trim();
+    let (access_code, generated_code) = if methods.contains(&Method::AccessCode) {
+        if access.is_empty() {
+            (Some(generate_access_code()), true)
+        } else if access.chars().count() < 6 || access.chars().count() > 64 {
+            errors.push(
+                "An access code must be 6 to 64 characters (or leave it empty to generate one)."
+                    .to_owned(),
+            );
+            (None, false)
+        } else {
+            (Some(SecretString::from(access.to_owned())), false)
+        }
+    } else {
+        (None, false)
+    };
+    let fact = normalise_fact(&f.known_fact);
+    let known_fact = if methods.contains(&Method::KnownFact) {
+        if fact.chars().count() < 4 || fact.chars().count() > 64 {
+            errors.push("Enter the fact the customer must know (4 to 64 characters), e.g. the last 4 digits of their account.".to_owned());
+        }
+        Some(SecretString::from(fact))
+    } else {
+        None
+    };
+    let shred_after_pickup = match f.retention.as_str() {
+        "shred" => true,
+        "keep" => false,
+        _ => {
+            errors.push("Choose whether to keep the message until it expires.".to_owned());
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Checked {
+        meta: MessageMeta {
+            recipient_address: Some(recipient.to_owned()),
+            recipient_phone: (!phone.is_empty()).then(|| phone.to_owned()),
+            title: (!f.title.trim().is_empty()).then(|| f.title.trim().to_owned()),
+            reference: None,
+        },
+        expires_at: now + i64::from(hours) * 3600,
+        methods,
+        access_code,
+        generated_code,
+        known_fact,
+        shred_after_pickup,
+    })
+}
+
+/// Case, spaces and dashes do not matter when a customer types a fact.
+pub fn normalise_fact(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Eight digits in two groups: easy to read out on the phone, and the
+/// customer side limits guesses per message.
+fn generate_access_code() -> SecretString {
+    use rand::RngExt;
+    let n: u32 = rand::rng().random_range(0..100_000_000);
+    let s = format!("{n:08}");
+    SecretString::from(format!("{}-{}", &s[..4], &s[4..]))
+}
+
+enum Outcome {
+    Sent(crate::vault::MessageId, Option<SecretString>),
+    Invalid(Box<Fields>, Vec<String>),
+}
+
+pub async fn send(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    headers: HeaderMap,
+    multipart: Multipart,
+) -> PageResult {
+    let settings = app.settings.load().await?;
+    let limit = settings.size_limit_bytes();
+    let too_large = || {
+        PageError::TooLarge(format!(
+            "The message and its attachments are larger than the limit of {} MiB. Nothing was sent or kept.",
+            settings.size_limit_mib
+        ))
+    };
+    // Browsers send the length up front: refuse an obviously oversized
+    // upload before reading it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit + FORM_OVERHEAD) {
+        return Err(too_large());
+    }
+    let mut upload = Upload {
+        multipart,
+        drained: 0,
+        drain_cap: FORM_OVERHEAD + limit,
+    };
+    match receive(&app, &staff, &settings, &mut upload).await {
+        Ok(Outcome::Sent(id, generated)) => {
+            if let Some(code) = generated {
+                use secrecy::ExposeSecret;
+                staff
+                    .session
+                    .insert(GENERATED_CODE_KEY, (id.to_string(), code.expose_secret()))
+                    .await?;
+            }
+            Ok(Redirect::to(&format!("/messages/{id}?sent=1")).into_response())
+        }
+        Ok(Outcome::Invalid(f, errors)) => {
+            upload.drain().await;
+            let page = render(&staff, &settings, *f, errors);
+            Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
+        }
+        Err(e) => {
+            // Read what is left so the browser sees our answer rather than a
+            // reset connection.
+            upload.drain().await;
+            let event = Event::new(staff.actor(), Action::ComposeFailed)
+                .ip(staff.ip)
+                .detail(serde_json::json!({ "reason": match &e {
+                    PageError::TooLarge(_) => "too_large",
+                    PageError::Csrf => "csrf",
+                    PageError::BadRequest(_) => "bad_request",
+                    _ => "error",
+                }}));
+            if let Err(audit) = app.audit.record_now(&event).await {
+                tracing::warn!(error = %audit, "could not audit a failed compose");
+            }
+            match e {
+                PageError::TooLarge(_) => Err(too_large()),
+                other => Err(other),
+            }
+        }
+    }
+}
+
+struct Upload {
+    multipart: Multipart,
+    drained: u64,
+    drain_cap: u64,
+}
+
+impl Upload {
+    /// Discards the rest of the body (bounded: an endless body is cut off).
+    async fn drain(&mut self) {
+        while let Ok(Some(mut field)) = self.multipart.next_field().await {
+            while let Ok(Some(chunk)) = field.chunk().await {
+                self.drained += chunk.len() as u64;
+                if self.drained > self.drain_cap {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn receive(
+    app: &App,
+    staff: &CurrentStaff,
+    settings: &Settings,
+    upload: &mut Upload,
+) -> Result<Outcome, PageError> {
+    let bad = |m: &str| PageError::BadRequest(m.to_owned());
+    let mut f = Fields::default();
+    let mut csrf_ok = false;
+    let mut draft: Option<(Draft, Checked)> = None;
+    let mut attachments = 0u32;
+    while let Some(field) = upload
+        .multipart
+        .next_field()
+        .await
+        .map_err(|_| bad("The upload was interrupted. Please try again."))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        // The token comes first in the form; nothing else is read before it.
+        if !csrf_ok {
+            if name != "csrf" {
+                return Err(PageError::Csrf);
+            }
+            let token = text(field, MAX_SHORT_FIELD).await?;
+            csrf::check(&staff.session, &token).await?;
+            csrf_ok = true;
+            continue;
+        }
+        if name == "attachments" {
+            let file_name = field.file_name().map(clean_file_name).unwrap_or_default();
+            let content_type = field.content_type().map(str::to_owned);
+            let (d, checked) = match draft.take() {
+                Some(d) => d,
+                None => match begin(app, settings, &f).await? {
+                    Ok(d) => d,
+                    Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
+                },
+            };
+            // An empty file input still sends one nameless, empty part.
+            if file_name.is_empty() {
+                drain_field(field).await;
+                draft = Some((d, checked));
+                continue;
+            }
+            let meta = PartMeta {
+                file_name: Some(file_name),
+                content_type: content_type
+                    .filter(|t| t.len() < 128)
+                    .or_else(|| Some("application/octet-stream".to_owned())),
+            };
+            let d = seal_field(d, PartKind::Attachment, meta, field).await?;
+            draft = Some((d, checked));
+            attachments += 1;
+            continue;
+        }
+        let cap = if name == "body" {
+            MAX_BODY_CHARS * 4
+        } else {
+            MAX_SHORT_FIELD
+        };
+        let value = text(field, cap).await?;
+        match name.as_str() {
+            "recipient" => f.recipient = value,
+            "phone" => f.phone = value,
+            "title" => f.title = value,
+            "body" => f.body = value.replace("\r\n", "\n"),
+            "expiry_hours" => f.expiry_hours = value,
+            "method" => f.methods.push(value),
+            "access_code" => f.access_code = value,
+            "known_fact" => f.known_fact = value,
+            "retention" => f.retention = value,
+            _ => {}
+        }
+    }
+    if !csrf_ok {
+        return Err(PageError::Csrf);
+    }
+    let (draft, checked) = match draft {
+        Some(d) => d,
+        None => match begin(app, settings, &f).await? {
+            Ok(d) => d,
+            Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
+        },
+    };
+    if f.body.trim().is_empty() && attachments == 0 {
+        return Ok(Outcome::Invalid(
+            Box::new(f),
+            vec!["Write a message or attach at least one file.".to_owned()],
+        ));
+    }
+    commit(app, staff, draft, checked, attachments).await
+}
+
+/// Checks the text fields and starts the draft with the body as part 0.
+async fn begin(
+    app: &App,
+    settings: &Settings,
+    f: &Fields,
+) -> Result<Result<(Draft, Checked), Vec<String>>, PageError> {
+    if f.body.chars().count() > MAX_BODY_CHARS {
+        return Ok(Err(vec![format!(
+            "The message text is too long (at most {MAX_BODY_CHARS} characters); attach long documents as files."
+        )]));
+    }
+    let checked = match check(f, settings, app.clock.now()) {
+        Ok(c) => c,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let mut draft = app.vault.begin_message();
+    draft.set_size_limit(settings.size_limit_bytes());
+    let body = zeroize::Zeroizing::new(f.body.clone().into_bytes());
+    let meta = PartMeta {
+        file_name: None,
+        content_type: Some("text/plain; charset=utf-8".to_owned()),
+    };
+    // Sealing writes and fsyncs a blob: keep it off the async threads.
+    let (draft, result) = tokio::task::spawn_blocking(move || {
+        let result = draft.seal_part(PartKind::Body, &meta, &body[..]);
+        (draft, result)
+    })
+    .await
+    .map_err(|e| PageError::Internal(format!("sealing task failed: {e}")))?;
+    result?;
+    Ok(Ok((draft, checked)))
+}
+
+async fn commit(
+    app: &App,
+    staff: &CurrentStaff,
+    draft: Draft,
+    checked: Checked,
+    attachments: u32,
+) -> Result<Outcome, PageError> {
+    let hash = |s: Option<SecretString>| async move {
+        match s {
+            Some(s) => password::hash_unchecked(s)
+                .await
+                .map(Some)
+                .map_err(|e| PageError::Internal(e.to_string())),
+            None => Ok(None),
+        }
+    };
+    let generated = checked
+        .generated_code
+        .then(|| checked.access_code.clone())
+        .flatten();
+    let access_code_hash = hash(checked.access_code.clone()).await?;
+    let known_fact_hash = hash(checked.known_fact.clone()).await?;
+    let id = draft.id();
+    let mut tx = app.db.begin().await?;
+    app.vault.commit(&mut tx, draft, &checked.meta).await?;
+    app.deliveries
+        .insert(
+            &mut tx,
+            &NewDelivery {
+                message_id: id,
+                sender: staff.id(),
+                expires_at: checked.expires_at,
+                methods: checked.methods.clone(),
+                access_code_hash,
+                known_fact_hash,
+                shred_after_pickup: checked.shred_after_pickup,
+            },
+        )
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let methods: Vec<&str> = checked.methods.iter().map(|m| m.as_str()).collect();
+    let event = Event::new(staff.actor(), Action::MessageSent)
+        .message(id)
+        .ip(staff.ip)
+        .detail(serde_json::json!({
+            "attachments": attachments,
+            "methods": methods,
+            "expires_at": checked.expires_at,
+            "shred_after_pickup": checked.shred_after_pickup,
+        }));
+    app.audit.record(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(Outcome::Sent(id, generated))
+}
+
+/// Streams one multipart field into the draft on a blocking thread; chunks
+/// cross over a small bounded channel, so memory stays constant. If the
+/// request is abandoned, the draft is dropped with the task and its blobs
+/// deleted.
+async fn seal_field(
+    mut draft: Draft,
+    kind: PartKind,
+    meta: PartMeta,
+    mut field: Field<'_>,
+) -> Result<Draft, PageError> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let sealer = tokio::task::spawn_blocking(move || {
+        let result = draft.seal_part(
+            kind,
+            &meta,
+            ChannelReader {
+                rx,
+                buf: Bytes::new(),
+            },
+        );
+        (draft, result)
+    });
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if tx.send(Ok(chunk)).await.is_err() {
+                    // The sealer stopped (size limit): stop feeding it.
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (draft, result) = sealer
+        .await
+        .map_err(|e| PageError::Internal(format!("sealing task failed: {e}")))?;
+    match result {
+        Ok(_) => Ok(draft),
+        Err(VaultError::Input(_)) => Err(PageError::BadRequest(
+            "The upload was interrupted. Nothing was sent; please try again.".to_owned(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// Reads a text field up to `cap` bytes.
+async fn text(mut field: Field<'_>, cap: usize) -> Result<String, PageError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|_| {
+        PageError::BadRequest("The upload was interrupted. Please try again.".into())
+    })? {
+        if out.len() + chunk.len() > cap {
+            return Err(PageError::BadRequest("A form field is too long.".into()));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    String::from_utf8(out)
+        .map_err(|_| PageError::BadRequest("The form contained invalid text.".into()))
+}
+
+async fn drain_field(mut field: Field<'_>) {
+    while let Ok(Some(_)) = field.chunk().await {}
+}
+
+/// The last path component, without control characters, at most 255 chars:
+/// some browsers send a full client path.
+fn clean_file_name(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    base.chars()
+        .filter(|c| !c.is_control())
+        .take(255)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_lose_paths_and_controls() {
+        assert_eq!(
+            clean_file_name("C:\\Users\\x\\tax 2025.pdf"),
+            "tax 2025.pdf"
+        );
+        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_file_name("a\u{0}b\nc.txt"), "abc.txt");
+    }
+
+    #[test]
+    fn facts_ignore_case_spaces_and_dashes() {
+        assert_eq!(normalise_fact(" 12-34 AB "), "1234ab");
+    }
+
+    #[test]
+    fn generated_codes_have_eight_digits() {
+        use secrecy::ExposeSecret;
+        let c = generate_access_code();
+        assert_eq!(c.expose_secret().len(), 9);
+        assert!(
+            c.expose_secret()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .count()
+                == 8
+        );
+    }
+}

@@ -1,0 +1,400 @@
+//! Sent items: the list (own messages for agents, all for admins), one
+//! message's page with its timeline, and the sender's actions on it.
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Redirect};
+use serde::Deserialize;
+
+use super::auth::CurrentStaff;
+use super::format_time;
+use crate::app::App;
+use crate::audit::{Action, Event};
+use crate::deliveries::{Delivery, DeliveryError, ListQuery, Status};
+use crate::vault::{MessageId, PartKind};
+use crate::web::csrf::CsrfForm;
+use crate::web::{Nav, PageError, PageResult};
+
+const PAGE_SIZE: i64 = 25;
+
+impl From<DeliveryError> for PageError {
+    fn from(e: DeliveryError) -> Self {
+        match e {
+            DeliveryError::NotFound => PageError::NotFound,
+            DeliveryError::Invalid(m) => PageError::BadRequest(m.to_owned()),
+            DeliveryError::Vault(v) => v.into(),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+struct Row {
+    id: String,
+    recipient: String,
+    title: String,
+    status: &'static str,
+    status_label: &'static str,
+    created: String,
+    expires: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "portal/sent.html")]
+struct SentPage {
+    nav: Option<Nav>,
+    rows: Vec<Row>,
+    statuses: Vec<(&'static str, &'static str)>,
+    status: String,
+    q: String,
+    everyone: bool,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListParams {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    page: Option<u32>,
+}
+
+pub async fn list(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Query(p): Query<ListParams>,
+) -> PageResult {
+    let status = if p.status.is_empty() {
+        None
+    } else {
+        Some(
+            p.status
+                .parse::<Status>()
+                .map_err(|_| PageError::BadRequest("Unknown status filter.".into()))?,
+        )
+    };
+    let q = p.q.trim().to_owned();
+    let page = p.page.unwrap_or(1).max(1);
+    let query = ListQuery {
+        sender: (!staff.is_admin()).then(|| staff.id()),
+        status,
+        recipient_index: (!q.is_empty()).then(|| app.vault.recipient_index(&q)),
+        offset: i64::from(page - 1) * PAGE_SIZE,
+        limit: PAGE_SIZE,
+    };
+    let (items, more) = app.deliveries.list(&query).await?;
+    let now = app.clock.now();
+    let mut rows = Vec::with_capacity(items.len());
+    for d in items {
+        let (recipient, title) = summary(&app, &d).await;
+        let status = d.status(now);
+        rows.push(Row {
+            id: d.message_id.to_string(),
+            recipient,
+            title,
+            status: status.as_str(),
+            status_label: status.label(),
+            created: format_time(d.created_at),
+            expires: format_time(d.expires_at),
+        });
+    }
+    let link = |page: u32| {
+        serde_urlencoded::to_string([
+            ("status", p.status.as_str()),
+            ("q", q.as_str()),
+            ("page", &page.to_string()),
+        ])
+        .map(|qs| format!("/sent?{qs}"))
+        .unwrap_or_else(|_| "/sent".to_owned())
+    };
+    Ok(SentPage {
+        nav: staff.nav(),
+        rows,
+        statuses: Status::ALL
+            .iter()
+            .map(|s| (s.as_str(), s.label()))
+            .collect(),
+        status: p.status.clone(),
+        q: q.clone(),
+        everyone: staff.is_admin(),
+        prev: (page > 1).then(|| link(page - 1)),
+        next: more.then(|| link(page + 1)),
+    }
+    .into_response())
+}
+
+/// Recipient and internal title for staff eyes, from the sealed metadata.
+/// A shredded message has none left.
+async fn summary(app: &App, d: &Delivery) -> (String, String) {
+    match app.vault.unlock(d.message_id).await.and_then(|k| k.meta()) {
+        Ok(meta) => (
+            meta.recipient_address.unwrap_or_default(),
+            meta.title.unwrap_or_default(),
+        ),
+        Err(crate::vault::VaultError::Shredded) => ("(shredded)".to_owned(), String::new()),
+        Err(e) => {
+            tracing::warn!(message = %d.message_id, error = %e, "cannot open a message's metadata");
+            ("(unavailable)".to_owned(), String::new())
+        }
+    }
+}
+
+/// Loads a delivery the staff member may see; anything else is a 404 that
+/// is audited, so probing other people's messages leaves a trace.
+async fn authorised(
+    app: &App,
+    staff: &CurrentStaff,
+    id: &str,
+    what: &str,
+) -> Result<Delivery, PageError> {
+    let denied = || async {
+        let mut event = Event::new(staff.actor(), Action::AccessDenied)
+            .ip(staff.ip)
+            .detail(serde_json::json!({ "attempted": what }));
+        if let Ok(mid) = id.parse::<MessageId>() {
+            event = event.message(mid);
+        }
+        app.audit.record_now(&event).await?;
+        Ok::<_, PageError>(PageError::NotFound)
+    };
+    let Ok(mid) = id.parse::<MessageId>() else {
+        return Err(denied().await?);
+    };
+    let d = match app.deliveries.get(mid).await {
+        Ok(d) => d,
+        Err(DeliveryError::NotFound) => return Err(denied().await?),
+        Err(e) => return Err(e.into()),
+    };
+    if d.sender != staff.id() && !staff.is_admin() {
+        return Err(denied().await?);
+    }
+    Ok(d)
+}
+
+struct TimelineEntry {
+    at: String,
+    what: String,
+}
+
+struct Attachment {
+    name: String,
+    size: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "portal/message.html")]
+struct MessagePage {
+    nav: Option<Nav>,
+    csrf: String,
+    id: String,
+    recipient: String,
+    phone: String,
+    title: String,
+    status: &'static str,
+    status_label: &'static str,
+    created: String,
+    expires: String,
+    methods: Vec<&'static str>,
+    shred_after_pickup: bool,
+    attachments: Vec<Attachment>,
+    shredded: bool,
+    live: bool,
+    locked: bool,
+    timeline: Vec<TimelineEntry>,
+    sent_notice: bool,
+    generated_code: Option<String>,
+    sender_is_me: bool,
+    max_hours: u32,
+}
+
+#[derive(Deserialize, Default)]
+pub struct MessageParams {
+    #[serde(default)]
+    sent: Option<u8>,
+}
+
+pub async fn message(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    Query(params): Query<MessageParams>,
+) -> PageResult {
+    let d = authorised(&app, &staff, &id, "view").await?;
+    let now = app.clock.now();
+    let mut recipient = String::new();
+    let mut phone = String::new();
+    let mut title = String::new();
+    let mut attachments = Vec::new();
+    let mut shredded = false;
+    match app.vault.unlock(d.message_id).await {
+        Ok(key) => {
+            let meta = key.meta()?;
+            recipient = meta.recipient_address.unwrap_or_default();
+            phone = meta.recipient_phone.unwrap_or_default();
+            title = meta.title.unwrap_or_default();
+            for part in app.vault.parts(d.message_id).await? {
+                if part.kind == PartKind::Attachment {
+                    let pm = key.part_meta(&part)?;
+                    attachments.push(Attachment {
+                        name: pm.file_name.unwrap_or_default(),
+                        size: human_size(part.plain_size),
+                    });
+                }
+            }
+        }
+        Err(crate::vault::VaultError::Shredded) => shredded = true,
+        Err(e) => return Err(e.into()),
+    }
+    let event = Event::new(staff.actor(), Action::MessageViewed)
+        .message(d.message_id)
+        .ip(staff.ip);
+    app.audit.record_now(&event).await?;
+    let timeline = app
+        .audit
+        .events_for_message(d.message_id)
+        .await?
+        .into_iter()
+        .map(|e| TimelineEntry {
+            at: format_time(e.at),
+            what: describe(&e.action, &e.actor),
+        })
+        .collect();
+    let generated_code = match staff
+        .session
+        .remove::<(String, String)>(super::compose::GENERATED_CODE_KEY)
+        .await?
+    {
+        Some((for_id, code)) if for_id == id => Some(code),
+        _ => None,
+    };
+    let status = d.status(now);
+    Ok(MessagePage {
+        nav: staff.nav(),
+        csrf: staff.csrf.clone(),
+        id: d.message_id.to_string(),
+        recipient,
+        phone,
+        title,
+        status: status.as_str(),
+        status_label: status.label(),
+        created: format_time(d.created_at),
+        expires: format_time(d.expires_at),
+        methods: d.methods.iter().map(|m| m.label()).collect(),
+        shred_after_pickup: d.shred_after_pickup,
+        attachments,
+        shredded,
+        live: d.is_live(now),
+        locked: d.locked_at.is_some() && d.is_live(now),
+        timeline,
+        sent_notice: params.sent == Some(1),
+        generated_code,
+        sender_is_me: d.sender == staff.id(),
+        max_hours: crate::settings::MAX_EXPIRY_HOURS,
+    }
+    .into_response())
+}
+
+fn describe(action: &str, actor: &str) -> String {
+    let who = if actor.starts_with("staff:") {
+        "staff"
+    } else {
+        actor
+    };
+    let what = match action {
+        "message.sent" => "Encrypted and queued",
+        "message.viewed" => "Viewed in the portal",
+        "message.revoked" => "Revoked and shredded",
+        "message.expiry_extended" => "Expiry changed",
+        "message.link_resent" => "New link issued",
+        "message.unlocked" => "Unlocked",
+        "message.access_denied" => "Access refused",
+        "message.shredded" => "Shredded",
+        "message.exported" => "Exported for escrow",
+        other => other,
+    };
+    format!("{what} ({who})")
+}
+
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ActionForm {}
+
+pub async fn revoke(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    CsrfForm(_): CsrfForm<ActionForm>,
+) -> PageResult {
+    let d = authorised(&app, &staff, &id, "revoke").await?;
+    app.deliveries
+        .revoke(staff.actor(), d.message_id, Some(staff.ip))
+        .await?;
+    Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ExtendForm {
+    hours: String,
+}
+
+pub async fn extend(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    CsrfForm(form): CsrfForm<ExtendForm>,
+) -> PageResult {
+    let d = authorised(&app, &staff, &id, "extend").await?;
+    let hours: i64 = form
+        .hours
+        .trim()
+        .parse()
+        .map_err(|_| PageError::BadRequest("Enter the number of hours from now.".into()))?;
+    let expires_at = app.clock.now().saturating_add(hours.saturating_mul(3600));
+    app.deliveries
+        .extend(staff.actor(), d.message_id, expires_at, Some(staff.ip))
+        .await?;
+    Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
+}
+
+pub async fn resend(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    CsrfForm(_): CsrfForm<ActionForm>,
+) -> PageResult {
+    let d = authorised(&app, &staff, &id, "resend").await?;
+    app.deliveries
+        .resend(staff.actor(), d.message_id, Some(staff.ip))
+        .await?;
+    Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
+}
+
+pub async fn unlock(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    CsrfForm(_): CsrfForm<ActionForm>,
+) -> PageResult {
+    let d = authorised(&app, &staff, &id, "unlock").await?;
+    app.deliveries
+        .unlock(staff.actor(), d.message_id, Some(staff.ip))
+        .await?;
+    Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
+}

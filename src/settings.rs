@@ -1,0 +1,298 @@
+//! Organisation settings admins change at run time (in the database, so
+//! every instance sees the same): branding shown to customers, defaults
+//! for new messages, and security policy.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+
+use crate::audit::{Action, Actor, AuditLog, Event};
+use crate::db::Db;
+
+/// How a customer proves they are the recipient before anything is decrypted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// A one-time code mailed to the recipient address.
+    EmailCode,
+    /// A code the agent tells the customer by phone.
+    AccessCode,
+    /// Something only the customer knows (e.g. last digits of an account).
+    KnownFact,
+}
+
+impl Method {
+    pub const ALL: [Method; 3] = [Method::EmailCode, Method::AccessCode, Method::KnownFact];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::EmailCode => "email_code",
+            Method::AccessCode => "access_code",
+            Method::KnownFact => "known_fact",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Method::EmailCode => "Code sent by email",
+            Method::AccessCode => "Access code given by phone",
+            Method::KnownFact => "A fact only the customer knows",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Method {
+    type Err = SettingsError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| SettingsError::Invalid(format!("unknown verification method {s:?}")))
+    }
+}
+
+/// Bounds on message lifetime: long enough for a customer on holiday, short
+/// enough that forgotten messages do not linger.
+pub const MIN_EXPIRY_HOURS: u32 = 1;
+pub const MAX_EXPIRY_HOURS: u32 = 30 * 24;
+/// Upper bound an admin may set for the per-message size limit.
+pub const MAX_SIZE_LIMIT_MIB: u64 = 10 * 1024;
+pub const MAX_LOGO_BYTES: usize = 256 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    pub organisation: String,
+    pub support_line: String,
+    pub default_expiry_hours: u32,
+    pub size_limit_mib: u64,
+    pub methods: Vec<Method>,
+    pub totp_required: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            organisation: "Sealpost".to_owned(),
+            support_line: String::new(),
+            default_expiry_hours: 7 * 24,
+            size_limit_mib: 100,
+            methods: Method::ALL.to_vec(),
+            totp_required: false,
+        }
+    }
+}
+
+impl Settings {
+    pub fn size_limit_bytes(&self) -> u64 {
+        self.size_limit_mib.saturating_mul(1024 * 1024)
+    }
+
+    pub fn allows(&self, method: Method) -> bool {
+        self.methods.contains(&method)
+    }
+
+    /// Checks an admin's edit; the message says what to fix.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let bad = |m: &str| Err(SettingsError::Invalid(m.to_owned()));
+        if self.organisation.trim().is_empty() || self.organisation.chars().count() > 100 {
+            return bad("The organisation name must be 1 to 100 characters.");
+        }
+        if self.support_line.chars().count() > 200 {
+            return bad("The support contact line must be at most 200 characters.");
+        }
+        if !(MIN_EXPIRY_HOURS..=MAX_EXPIRY_HOURS).contains(&self.default_expiry_hours) {
+            return bad("The default expiry must be between 1 hour and 30 days.");
+        }
+        if !(1..=MAX_SIZE_LIMIT_MIB).contains(&self.size_limit_mib) {
+            return bad("The size limit must be between 1 MiB and 10240 MiB.");
+        }
+        if self.methods.is_empty() {
+            return bad("Allow at least one verification method.");
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+#[derive(Clone)]
+pub struct SettingsStore {
+    db: Db,
+    audit: AuditLog,
+}
+
+impl fmt::Debug for SettingsStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SettingsStore { .. }")
+    }
+}
+
+impl SettingsStore {
+    pub fn new(db: Db, audit: AuditLog) -> Self {
+        SettingsStore { db, audit }
+    }
+
+    /// Current settings; missing or unreadable values fall back to defaults.
+    pub async fn load(&self) -> Result<Settings, SettingsError> {
+        let rows = sqlx::query("SELECT name, value FROM settings")
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut s = Settings::default();
+        for row in rows {
+            let name: String = row.try_get(0)?;
+            let value: String = row.try_get(1)?;
+            match name.as_str() {
+                "organisation" => s.organisation = value,
+                "support_line" => s.support_line = value,
+                "default_expiry_hours" => {
+                    s.default_expiry_hours = value.parse().unwrap_or(s.default_expiry_hours)
+                }
+                "size_limit_mib" => s.size_limit_mib = value.parse().unwrap_or(s.size_limit_mib),
+                "methods" => {
+                    let methods: Vec<Method> =
+                        value.split(',').filter_map(|m| m.parse().ok()).collect();
+                    if !methods.is_empty() {
+                        s.methods = methods;
+                    }
+                }
+                "totp_required" => s.totp_required = value == "true",
+                _ => {}
+            }
+        }
+        Ok(s)
+    }
+
+    pub async fn save(&self, actor: Actor, new: &Settings) -> Result<(), SettingsError> {
+        new.validate()?;
+        let methods = new
+            .methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(",");
+        let values = [
+            ("organisation", new.organisation.trim().to_owned()),
+            ("support_line", new.support_line.trim().to_owned()),
+            ("default_expiry_hours", new.default_expiry_hours.to_string()),
+            ("size_limit_mib", new.size_limit_mib.to_string()),
+            ("methods", methods),
+            ("totp_required", new.totp_required.to_string()),
+        ];
+        let mut tx = self.db.begin().await?;
+        for (name, value) in &values {
+            sqlx::query(
+                "INSERT INTO settings (name, value) VALUES ($1, $2)
+                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            )
+            .bind(*name)
+            .bind(value)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let detail = serde_json::json!({
+            "default_expiry_hours": new.default_expiry_hours,
+            "size_limit_mib": new.size_limit_mib,
+            "methods": values[4].1,
+            "totp_required": new.totp_required,
+        });
+        self.audit
+            .record(
+                &mut tx,
+                &Event::new(actor, Action::SettingsChanged).detail(detail),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Stores the logo after checking it is a PNG or JPEG (never SVG: it
+    /// can carry script) of reasonable size.
+    pub async fn save_logo(&self, actor: Actor, data: &[u8]) -> Result<(), SettingsError> {
+        let content_type = logo_type(data).ok_or_else(|| {
+            SettingsError::Invalid("The logo must be a PNG or JPEG image.".to_owned())
+        })?;
+        if data.len() > MAX_LOGO_BYTES {
+            return Err(SettingsError::Invalid(
+                "The logo must be at most 256 KiB.".to_owned(),
+            ));
+        }
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "INSERT INTO settings_logo (id, content_type, data) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET content_type = excluded.content_type, data = excluded.data",
+        )
+        .bind(content_type)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
+        let detail = serde_json::json!({ "logo_bytes": data.len() });
+        self.audit
+            .record(
+                &mut tx,
+                &Event::new(actor, Action::SettingsChanged).detail(detail),
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn logo(&self) -> Result<Option<(String, Vec<u8>)>, SettingsError> {
+        let row = sqlx::query("SELECT content_type, data FROM settings_logo WHERE id = 1")
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+}
+
+fn logo_type(data: &[u8]) -> Option<&'static str> {
+    if data.starts_with(b"\x89PNG\r\n\x1a\n") {
+        Some("image/png")
+    } else if data.starts_with(&[0xff, 0xd8, 0xff]) {
+        Some("image/jpeg")
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bounds_hold() {
+        assert!(Settings::default().validate().is_ok());
+        let mut s = Settings {
+            default_expiry_hours: 0,
+            ..Settings::default()
+        };
+        assert!(s.validate().is_err());
+        s.default_expiry_hours = MAX_EXPIRY_HOURS + 1;
+        assert!(s.validate().is_err());
+        s.default_expiry_hours = 24;
+        s.methods.clear();
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
+    fn only_png_and_jpeg_logos() {
+        assert_eq!(logo_type(b"\x89PNG\r\n\x1a\nrest"), Some("image/png"));
+        assert_eq!(logo_type(&[0xff, 0xd8, 0xff, 0xe0]), Some("image/jpeg"));
+        assert_eq!(logo_type(b"<svg onload=alert(1)>"), None);
+    }
+}

@@ -1,0 +1,398 @@
+//! TOTP second factor (RFC 6238: SHA-1, 6 digits, 30 s, ±1 step) and
+//! recovery codes. Seeds are stored sealed by the vault; a code's time step
+//! is remembered so no code (or an older one) is accepted twice; recovery
+//! codes are high-entropy and stored as keyed hashes, each usable once.
+
+use std::fmt;
+
+use base64::Engine;
+use rand::RngExt;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::Row;
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, TOTP};
+use zeroize::Zeroizing;
+
+use crate::audit::{Action, Actor, AuditLog, Event};
+use crate::clock::SharedClock;
+use crate::db::Db;
+use crate::staff::StaffId;
+use crate::vault::{Vault, VaultError};
+
+const STEP_SECS: i64 = 30;
+const DIGITS: usize = 6;
+const SEED_BYTES: usize = 20;
+pub const RECOVERY_CODES: usize = 10;
+const SEED_PURPOSE: &str = "staff-totp-seed";
+const RECOVERY_PURPOSE: &str = "staff-recovery-code";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TotpError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("{0}")]
+    Audit(#[from] crate::audit::AuditError),
+    #[error("cannot build a TOTP: {0}")]
+    Setup(String),
+}
+
+/// A seed being enrolled: shown to the user once as a QR code and text,
+/// kept server-side only in sealed form until a code confirms it.
+pub struct Enrolment {
+    pub sealed_seed: Vec<u8>,
+    pub secret_base32: SecretString,
+    pub qr_data_uri: String,
+}
+
+impl fmt::Debug for Enrolment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Enrolment { .. }")
+    }
+}
+
+#[derive(Clone)]
+pub struct Totp {
+    db: Db,
+    vault: Vault,
+    audit: AuditLog,
+    clock: SharedClock,
+}
+
+impl fmt::Debug for Totp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Totp { .. }")
+    }
+}
+
+impl Totp {
+    pub fn new(db: Db, vault: Vault, audit: AuditLog, clock: SharedClock) -> Self {
+        Totp {
+            db,
+            vault,
+            audit,
+            clock,
+        }
+    }
+
+    /// A fresh seed for `account` (the sign-in address, shown in the app).
+    pub fn begin(&self, issuer: &str, account: &str) -> Result<Enrolment, TotpError> {
+        let seed = Zeroizing::new(rand::rng().random::<[u8; SEED_BYTES]>());
+        let secret_base32 = Zeroizing::new(base32::encode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            &seed[..],
+        ));
+        let url = Zeroizing::new(format!(
+            "otpauth://totp/{label}?secret={secret}&issuer={issuer}&algorithm=SHA1&digits={DIGITS}&period={STEP_SECS}",
+            label = percent_encode(&format!("{issuer}:{account}")),
+            secret = secret_base32.as_str(),
+            issuer = percent_encode(issuer),
+        ));
+        let qr =
+            qrcode::QrCode::new(url.as_bytes()).map_err(|e| TotpError::Setup(e.to_string()))?;
+        let svg = qr
+            .render::<qrcode::render::svg::Color<'_>>()
+            .min_dimensions(200, 200)
+            .build();
+        let qr_data_uri = format!(
+            "data:image/svg+xml;base64,{}",
+            base64::engine::general_purpose::STANDARD.encode(svg)
+        );
+        Ok(Enrolment {
+            sealed_seed: self.vault.seal_secret(SEED_PURPOSE, &seed[..])?,
+            secret_base32: SecretString::from(secret_base32.as_str()),
+            qr_data_uri,
+        })
+    }
+
+    /// Confirms an enrolment with a current code; on success stores the seed,
+    /// replaces any recovery codes and returns the new ones (shown once).
+    pub async fn confirm(
+        &self,
+        staff: StaffId,
+        sealed_seed: &[u8],
+        code: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Option<Vec<SecretString>>, TotpError> {
+        let seed = self.vault.open_secret(SEED_PURPOSE, sealed_seed)?;
+        let Some(step) = matching_step(&seed, code, self.clock.now(), None)? else {
+            return Ok(None);
+        };
+        let codes: Vec<SecretString> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+        let mut tx = self.db.begin().await?;
+        sqlx::query(
+            "UPDATE staff_users SET totp_secret = $1, totp_enabled_at = $2, totp_last_step = $3 WHERE id = $4",
+        )
+        .bind(sealed_seed)
+        .bind(self.clock.now())
+        .bind(step)
+        .bind(staff.to_string())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
+            .bind(staff.to_string())
+            .execute(&mut *tx)
+            .await?;
+        for code in &codes {
+            sqlx::query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
+                .bind(staff.to_string())
+                .bind(self.recovery_hash(staff, code.expose_secret()))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut event = Event::new(Actor::Staff(staff.to_string()), Action::TotpEnrolled);
+        if let Some(ip) = ip {
+            event = event.ip(ip);
+        }
+        self.audit.record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(Some(codes))
+    }
+
+    /// Whether `staff` has a confirmed second factor.
+    pub async fn enabled(&self, staff: StaffId) -> Result<bool, TotpError> {
+        let at: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT totp_enabled_at FROM staff_users WHERE id = $1")
+                .bind(staff.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(matches!(at, Some(Some(_))))
+    }
+
+    /// Checks a code and, if it matches a step not used before, records
+    /// that step so the same code cannot be replayed.
+    pub async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, TotpError> {
+        let row = sqlx::query("SELECT totp_secret, totp_last_step FROM staff_users WHERE id = $1")
+            .bind(staff.to_string())
+            .fetch_optional(self.db.pool())
+            .await?;
+        let Some(row) = row else { return Ok(false) };
+        let Some(sealed): Option<Vec<u8>> = row.try_get(0)? else {
+            return Ok(false);
+        };
+        let last: Option<i64> = row.try_get(1)?;
+        let seed = self.vault.open_secret(SEED_PURPOSE, &sealed)?;
+        let Some(step) = matching_step(&seed, code, self.clock.now(), last)? else {
+            return Ok(false);
+        };
+        // Compare-and-set: of two concurrent requests with one code, one wins.
+        let won = sqlx::query(
+            "UPDATE staff_users SET totp_last_step = $1
+             WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
+        )
+        .bind(step)
+        .bind(staff.to_string())
+        .execute(self.db.pool())
+        .await?
+        .rows_affected()
+            == 1;
+        Ok(won)
+    }
+
+    /// Spends a recovery code; true if it was valid and unused.
+    pub async fn use_recovery_code(
+        &self,
+        staff: StaffId,
+        code: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<bool, TotpError> {
+        let normalised: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        if normalised.len() != RECOVERY_CHARS {
+            return Ok(false);
+        }
+        let mut tx = self.db.begin().await?;
+        let used = sqlx::query(
+            "UPDATE staff_recovery_codes SET used_at = $1
+             WHERE staff_id = $2 AND code_hash = $3 AND used_at IS NULL",
+        )
+        .bind(self.clock.now())
+        .bind(staff.to_string())
+        .bind(self.recovery_hash(staff, &normalised))
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if used {
+            let remaining: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = $1 AND used_at IS NULL",
+            )
+            .bind(staff.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+            let mut event = Event::new(Actor::Staff(staff.to_string()), Action::RecoveryCodeUsed)
+                .detail(serde_json::json!({ "remaining": remaining }));
+            if let Some(ip) = ip {
+                event = event.ip(ip);
+            }
+            self.audit.record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(used)
+    }
+
+    /// Unused recovery codes left.
+    pub async fn recovery_codes_left(&self, staff: StaffId) -> Result<i64, TotpError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = $1 AND used_at IS NULL",
+        )
+        .bind(staff.to_string())
+        .fetch_one(self.db.pool())
+        .await?)
+    }
+
+    /// Removes the second factor (lost phone): the user enrols again at next
+    /// sign-in if TOTP is required; their live sessions end.
+    pub async fn reset(&self, actor: Actor, staff: StaffId) -> Result<bool, TotpError> {
+        let mut tx = self.db.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE staff_users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL,
+                    session_epoch = session_epoch + 1
+             WHERE id = $1",
+        )
+        .bind(staff.to_string())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
+            .bind(staff.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if changed {
+            let detail = serde_json::json!({ "staff_id": staff.to_string() });
+            self.audit
+                .record(
+                    &mut tx,
+                    &Event::new(actor, Action::TotpReset).detail(detail),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    fn recovery_hash(&self, staff: StaffId, code: &str) -> Vec<u8> {
+        let normalised: String = code
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .map(|c| c.to_ascii_lowercase())
+            .collect();
+        self.vault.keyed_hash(
+            RECOVERY_PURPOSE,
+            format!("{staff}\0{normalised}").as_bytes(),
+        )
+    }
+}
+
+/// The time step within ±1 of `now` whose code equals `code` and is newer
+/// than `after`, if any.
+fn matching_step(
+    seed: &[u8],
+    code: &str,
+    now: i64,
+    after: Option<i64>,
+) -> Result<Option<i64>, TotpError> {
+    let code = code.trim().replace(' ', "");
+    if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(None);
+    }
+    let totp = TOTP::new(
+        Algorithm::SHA1,
+        DIGITS,
+        0,
+        STEP_SECS.unsigned_abs(),
+        seed.to_vec(),
+    )
+    .map_err(|e| TotpError::Setup(e.to_string()))?;
+    let current = now.div_euclid(STEP_SECS);
+    let mut found = None;
+    // Check every candidate (no early exit) so timing says nothing.
+    for step in [current - 1, current, current + 1] {
+        let Ok(at) = u64::try_from(step * STEP_SECS) else {
+            continue;
+        };
+        let expected = Zeroizing::new(totp.generate(at));
+        let fresh = after.is_none_or(|last| step > last);
+        if bool::from(expected.as_bytes().ct_eq(code.as_bytes())) && fresh && found.is_none() {
+            found = Some(step);
+        }
+    }
+    Ok(found)
+}
+
+/// The code for `now` (tests and the enrolment page's self-check).
+pub fn code_at(seed_base32: &str, now: i64) -> Option<String> {
+    let seed = base32::decode(base32::Alphabet::Rfc4648 { padding: false }, seed_base32)?;
+    let totp = TOTP::new(Algorithm::SHA1, DIGITS, 0, STEP_SECS.unsigned_abs(), seed).ok()?;
+    Some(totp.generate(u64::try_from(now).ok()?))
+}
+
+const RECOVERY_CHARS: usize = 12;
+
+/// 12 characters of a 32-letter alphabet: 60 bits, shown as `xxxx-xxxx-xxxx`.
+fn new_recovery_code() -> SecretString {
+    const ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz023456789";
+    let mut rng = rand::rng();
+    let raw: String = (0..RECOVERY_CHARS)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..32usize)]))
+        .collect();
+    SecretString::from(format!("{}-{}-{}", &raw[0..4], &raw[4..8], &raw[8..12]))
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc6238_sha1_vector() {
+        // RFC 6238 appendix B, SHA-1 seed "12345678901234567890", T = 59 s.
+        let seed = b"12345678901234567890";
+        let b32 = base32::encode(base32::Alphabet::Rfc4648 { padding: false }, seed);
+        assert_eq!(code_at(&b32, 59).as_deref(), Some("287082"));
+        assert_eq!(code_at(&b32, 1_111_111_109).as_deref(), Some("081804"));
+    }
+
+    #[test]
+    fn window_is_plus_minus_one_step_and_never_backwards() -> Result<(), TotpError> {
+        let seed = b"12345678901234567890";
+        let b32 = base32::encode(base32::Alphabet::Rfc4648 { padding: false }, seed);
+        let now = 1_000_000_020;
+        let step = now / STEP_SECS;
+        for (offset, ok) in [(-2, false), (-1, true), (0, true), (1, true), (2, false)] {
+            let code = code_at(&b32, (step + offset) * STEP_SECS).unwrap_or_default();
+            assert_eq!(
+                matching_step(seed, &code, now, None)?.is_some(),
+                ok,
+                "{offset}"
+            );
+        }
+        let code = code_at(&b32, now).unwrap_or_default();
+        assert_eq!(matching_step(seed, &code, now, Some(step))?, None);
+        assert_eq!(matching_step(seed, "12345", now, None)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn recovery_codes_are_distinct_and_formatted() {
+        let a = new_recovery_code();
+        let b = new_recovery_code();
+        assert_ne!(a.expose_secret(), b.expose_secret());
+        assert_eq!(a.expose_secret().len(), 14);
+    }
+}
