@@ -34,7 +34,14 @@ pub fn routes() -> Router<App> {
             "/account/totp",
             get(account::enrol_page).post(account::enrol),
         )
-        .route("/compose", get(compose::page).post(compose::send))
+        .route(
+            "/compose",
+            // Uploads are bounded by the per-message size limit while they
+            // stream, not by the default 2 MB body cap.
+            get(compose::page)
+                .post(compose::send)
+                .layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/sent", get(sent::list))
         .route("/messages/{id}", get(sent::message))
         .route("/messages/{id}/revoke", post(sent::revoke))

@@ -247,6 +247,7 @@ pub async fn send(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit + FORM_OVERHEAD) {
+        audit_failure(&app, &staff, "too_large").await;
         return Err(too_large());
     }
     let mut upload = Upload {
@@ -258,9 +259,13 @@ pub async fn send(
         Ok(Outcome::Sent(id, generated)) => {
             if let Some(code) = generated {
                 use secrecy::ExposeSecret;
+                // Sessions are stored in the database: seal the code there.
+                let sealed = app
+                    .vault
+                    .seal_secret(GENERATED_CODE_KEY, code.expose_secret().as_bytes())?;
                 staff
                     .session
-                    .insert(GENERATED_CODE_KEY, (id.to_string(), code.expose_secret()))
+                    .insert(GENERATED_CODE_KEY, (id.to_string(), hex::encode(sealed)))
                     .await?;
             }
             Ok(Redirect::to(&format!("/messages/{id}?sent=1")).into_response())
@@ -274,22 +279,27 @@ pub async fn send(
             // Read what is left so the browser sees our answer rather than a
             // reset connection.
             upload.drain().await;
-            let event = Event::new(staff.actor(), Action::ComposeFailed)
-                .ip(staff.ip)
-                .detail(serde_json::json!({ "reason": match &e {
-                    PageError::TooLarge(_) => "too_large",
-                    PageError::Csrf => "csrf",
-                    PageError::BadRequest(_) => "bad_request",
-                    _ => "error",
-                }}));
-            if let Err(audit) = app.audit.record_now(&event).await {
-                tracing::warn!(error = %audit, "could not audit a failed compose");
-            }
+            let reason = match &e {
+                PageError::TooLarge(_) => "too_large",
+                PageError::Csrf => "csrf",
+                PageError::BadRequest(_) => "bad_request",
+                _ => "error",
+            };
+            audit_failure(&app, &staff, reason).await;
             match e {
                 PageError::TooLarge(_) => Err(too_large()),
                 other => Err(other),
             }
         }
+    }
+}
+
+async fn audit_failure(app: &App, staff: &CurrentStaff, reason: &str) {
+    let event = Event::new(staff.actor(), Action::ComposeFailed)
+        .ip(staff.ip)
+        .detail(serde_json::json!({ "reason": reason }));
+    if let Err(e) = app.audit.record_now(&event).await {
+        tracing::warn!(error = %e, "could not audit a failed compose");
     }
 }
 

@@ -267,7 +267,14 @@ pub async fn message(
         .remove::<(String, String)>(super::compose::GENERATED_CODE_KEY)
         .await?
     {
-        Some((for_id, code)) if for_id == id => Some(code),
+        Some((for_id, sealed)) if for_id == id => {
+            let sealed =
+                hex::decode(sealed).map_err(|_| PageError::Internal("bad sealed code".into()))?;
+            let code = app
+                .vault
+                .open_secret(super::compose::GENERATED_CODE_KEY, &sealed)?;
+            Some(String::from_utf8_lossy(&code).into_owned())
+        }
         _ => None,
     };
     let status = d.status(now);

@@ -33,7 +33,7 @@ fn event(i: u32) -> Event {
 }
 
 /// Drops the append-only triggers, as someone with raw database access could.
-async fn disable_guards(app: &sealpost::app::App) {
+pub async fn disable_guards(app: &sealpost::app::App) {
     let statements: &[&str] = match app.db.backend() {
         sealpost::db::Backend::Sqlite => &[
             "DROP TRIGGER audit_log_no_update",

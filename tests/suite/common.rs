@@ -131,20 +131,21 @@ impl TestEnv {
             assert!(!out.is_empty(), "found no SQLite files to scan");
             return out;
         }
+        // Every schema the application writes to (sessions live in their own).
         let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables
+             WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
         )
         .fetch_all(app.db.pool())
         .await
         .expect("list tables");
         let mut out = Vec::new();
         for t in tables {
-            let rows: Vec<String> = sqlx::query_scalar(&format!(
-                "SELECT CAST(row_to_json(x) AS TEXT) FROM \"{t}\" x"
-            ))
-            .fetch_all(app.db.pool())
-            .await
-            .expect("dump table");
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT CAST(row_to_json(x) AS TEXT) FROM {t} x"))
+                    .fetch_all(app.db.pool())
+                    .await
+                    .expect("dump table");
             for r in rows {
                 out.extend(r.into_bytes());
             }

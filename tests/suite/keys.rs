@@ -20,7 +20,7 @@ fn stderr(o: &std::process::Output) -> String {
 }
 
 /// True if `identity` can decrypt `ciphertext` (the age crate, no vault involved).
-fn opens_with(identity: &x25519::Identity, ciphertext: &[u8]) -> bool {
+pub fn opens_with(identity: &x25519::Identity, ciphertext: &[u8]) -> bool {
     let Ok(d) = age::Decryptor::new_buffered(ciphertext) else {
         return false;
     };

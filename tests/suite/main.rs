@@ -13,6 +13,7 @@ mod crash;
 mod interop;
 mod keys;
 mod portal_auth;
+mod portal_messages;
 mod roundtrip;
 mod sign_in;
 mod staff;
