@@ -90,6 +90,14 @@ pub enum Action {
     MessageUnlocked,
     AccessDenied,
     ComposeFailed,
+    LinkVisited,
+    LinkReused,
+    CodeSent,
+    VerificationFailed,
+    Verified,
+    MessageLocked,
+    Downloaded,
+    PickupDone,
 }
 
 impl Action {
@@ -122,6 +130,14 @@ impl Action {
             Action::MessageUnlocked => "message.unlocked",
             Action::AccessDenied => "message.access_denied",
             Action::ComposeFailed => "message.compose_failed",
+            Action::LinkVisited => "pickup.link_visited",
+            Action::LinkReused => "pickup.link_reused",
+            Action::CodeSent => "pickup.code_sent",
+            Action::VerificationFailed => "pickup.verification_failed",
+            Action::Verified => "pickup.verified",
+            Action::MessageLocked => "pickup.locked",
+            Action::Downloaded => "pickup.downloaded",
+            Action::PickupDone => "pickup.done",
         }
     }
 }

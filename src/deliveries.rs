@@ -5,6 +5,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use secrecy::SecretString;
 use sqlx::Row;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
@@ -119,6 +120,12 @@ pub struct Delivery {
     pub locked_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub link_generation: i64,
+    /// When the current link was used for a successful verification.
+    pub link_consumed_at: Option<i64>,
+    /// Failed verifications in total (across codes and resends).
+    pub failures: i64,
+    pub shred_at: Option<i64>,
+    pub shredded_at: Option<i64>,
 }
 
 impl Delivery {
@@ -134,9 +141,9 @@ impl Delivery {
         }
     }
 
-    /// Whether it can still be acted on (not revoked, not expired).
+    /// Whether it can still be acted on (not revoked, expired or shredded).
     pub fn is_live(&self, now: i64) -> bool {
-        self.revoked_at.is_none() && self.expires_at > now
+        self.revoked_at.is_none() && self.expires_at > now && self.shredded_at.is_none()
     }
 }
 
@@ -165,8 +172,11 @@ pub struct ListQuery {
     pub limit: i64,
 }
 
+const RECIPIENT_PURPOSE: &str = "delivery-recipient";
+
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
-     d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation";
+     d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
+     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at";
 
 #[derive(Clone)]
 pub struct Deliveries {
@@ -381,24 +391,26 @@ impl Deliveries {
         Ok(())
     }
 
-    /// Issues a new link: the link generation moves on, so any earlier
-    /// link stops working, and the notification is queued again.
+    /// Issues a new link in the caller's transaction: the link generation
+    /// moves on, so any earlier link stops working, and the status goes
+    /// back to queued. The caller queues the email in the same transaction.
     pub async fn resend(
         &self,
+        tx: &mut Tx,
         actor: Actor,
         id: MessageId,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<(), DeliveryError> {
+        public_url: &str,
+    ) -> Result<SecretString, DeliveryError> {
         let now = self.clock.now();
-        let mut tx = self.db.begin().await?;
         let changed = sqlx::query(
             "UPDATE deliveries SET link_generation = link_generation + 1, status = $1, status_at = $2
-             WHERE message_id = $3 AND revoked_at IS NULL AND expires_at > $2",
+             WHERE message_id = $3 AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $2",
         )
         .bind(Status::Queued.as_str())
         .bind(now)
         .bind(id.to_string())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -407,14 +419,98 @@ impl Deliveries {
                 "This message has expired or was revoked; send a new one instead.",
             ));
         }
+        let url = self.issue_link(tx, id, public_url).await?;
         self.audit
             .record(
-                &mut tx,
+                tx,
                 &with_ip(Event::new(actor, Action::LinkResent).message(id), ip),
             )
             .await?;
-        tx.commit().await?;
+        Ok(url)
+    }
+
+    /// A fresh one-time link for `id`: 256 bits from the OS CSPRNG, of which
+    /// only a keyed hash is stored. Returns the full URL (a secret).
+    pub async fn issue_link(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+        public_url: &str,
+    ) -> Result<SecretString, DeliveryError> {
+        use base64::Engine;
+        use rand::RngExt;
+        let secret = zeroize::Zeroizing::new(rand::rng().random::<[u8; 32]>());
+        let token = zeroize::Zeroizing::new(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret[..]),
+        );
+        sqlx::query(
+            "UPDATE deliveries SET link_hash = $1, link_consumed_at = NULL WHERE message_id = $2",
+        )
+        .bind(self.link_hash(&token))
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+        Ok(SecretString::from(format!(
+            "{}/p/{}",
+            public_url.trim_end_matches('/'),
+            token.as_str()
+        )))
+    }
+
+    /// The stored form of a link token.
+    pub fn link_hash(&self, token: &str) -> Vec<u8> {
+        self.vault.keyed_hash("pickup-link", token.as_bytes())
+    }
+
+    /// The delivery a link token belongs to, if any.
+    pub async fn find_by_link(&self, token: &str) -> Result<Option<Delivery>, DeliveryError> {
+        // Tokens are 43 URL-safe characters; anything else cannot match.
+        if token.len() != 43
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Ok(None);
+        }
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM deliveries d WHERE d.link_hash = $1"
+        ))
+        .bind(self.link_hash(token))
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| from_row(&r)).transpose()
+    }
+
+    /// Stores the recipient address sealed, for sending codes and alerts
+    /// without opening the message.
+    pub async fn set_recipient(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+        address: &str,
+    ) -> Result<(), DeliveryError> {
+        let sealed = self
+            .vault
+            .seal_secret(RECIPIENT_PURPOSE, address.as_bytes())?;
+        sqlx::query("UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2")
+            .bind(sealed)
+            .bind(id.to_string())
+            .execute(&mut **tx)
+            .await?;
         Ok(())
+    }
+
+    pub async fn recipient(&self, id: MessageId) -> Result<SecretString, DeliveryError> {
+        let sealed: Option<Option<Vec<u8>>> =
+            sqlx::query_scalar("SELECT sealed_recipient FROM deliveries WHERE message_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        let sealed = sealed.flatten().ok_or(DeliveryError::NotFound)?;
+        let plain = self.vault.open_secret(RECIPIENT_PURPOSE, &sealed)?;
+        Ok(SecretString::from(
+            String::from_utf8_lossy(&plain).into_owned(),
+        ))
     }
 
     /// Lifts a lockout after too many failed verifications.
@@ -426,7 +522,7 @@ impl Deliveries {
     ) -> Result<bool, DeliveryError> {
         let mut tx = self.db.begin().await?;
         let changed = sqlx::query(
-            "UPDATE deliveries SET locked_at = NULL WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL",
+            "UPDATE deliveries SET locked_at = NULL, failures = 0 WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL",
         )
         .bind(id.to_string())
         .execute(&mut *tx)
@@ -455,6 +551,43 @@ impl Deliveries {
         .execute(&mut **tx)
         .await?;
         Ok(())
+    }
+
+    /// Moves the status forward to `to` unless it is already there or
+    /// beyond (progress never goes backwards). True if it moved.
+    pub async fn advance(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+        to: Status,
+    ) -> Result<bool, DeliveryError> {
+        let order = [
+            Status::Queued,
+            Status::Emailed,
+            Status::DeliveryFailed,
+            Status::LinkVisited,
+            Status::Verified,
+            Status::Downloaded,
+        ];
+        let Some(rank) = order.iter().position(|s| *s == to) else {
+            return Err(DeliveryError::Invalid("not a progress state"));
+        };
+        let earlier: Vec<&str> = order[..rank].iter().map(|s| s.as_str()).collect();
+        if earlier.is_empty() {
+            return Ok(false);
+        }
+        let sql = format!(
+            "UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3 AND status IN ({})",
+            crate::db::placeholders(4, earlier.len())
+        );
+        let mut q = sqlx::query(&sql)
+            .bind(to.as_str())
+            .bind(self.clock.now())
+            .bind(id.to_string());
+        for e in earlier {
+            q = q.bind(e);
+        }
+        Ok(q.execute(&mut **tx).await?.rows_affected() == 1)
     }
 
     /// Records progress (emailed, visited, verified, …) in `tx`.
@@ -503,5 +636,9 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Delivery, DeliveryError> {
         locked_at: row.try_get(8)?,
         revoked_at: row.try_get(9)?,
         link_generation: row.try_get(10)?,
+        link_consumed_at: row.try_get(11)?,
+        failures: row.try_get(12)?,
+        shred_at: row.try_get(13)?,
+        shredded_at: row.try_get(14)?,
     })
 }

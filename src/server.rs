@@ -18,9 +18,15 @@ const SWEEP_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 pub fn router(app: App) -> Router {
     let https = app.config.is_https();
-    let pages = crate::web::session::layer(crate::portal::routes(), &app.db, https).layer(
-        axum::middleware::from_fn_with_state(app.clone(), crate::web::csrf::reject_cross_site),
-    );
+    let pages = crate::web::session::layer(
+        crate::portal::routes().merge(crate::pickup::routes()),
+        &app.db,
+        https,
+    )
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        crate::web::csrf::reject_cross_site,
+    ));
     let routes = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -51,12 +57,14 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     );
     let sweeper = tokio::spawn(sweep_forever(app.clone()));
     let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
+    let expiry = tokio::spawn(crate::pickup::expiry::run_forever(app.clone()));
     let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     sweeper.abort();
     sessions.abort();
+    expiry.abort();
     app.db.close().await;
     result
 }

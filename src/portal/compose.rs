@@ -489,6 +489,17 @@ async fn commit(
         )
         .await
         .map_err(|e| PageError::Internal(e.to_string()))?;
+    let address = checked.meta.recipient_address.clone().unwrap_or_default();
+    app.deliveries
+        .set_recipient(&mut tx, id, &address)
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let _url = app
+        .deliveries
+        .issue_link(&mut tx, id, &app.config.public_url)
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    // NOTE(outbox): the pickup email is queued here once the outbox lands.
     let methods: Vec<&str> = checked.methods.iter().map(|m| m.as_str()).collect();
     let event = Event::new(staff.actor(), Action::MessageSent)
         .message(id)

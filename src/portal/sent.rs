@@ -325,7 +325,7 @@ fn describe(action: &str, actor: &str) -> String {
     format!("{what} ({who})")
 }
 
-fn human_size(bytes: u64) -> String {
+pub fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -387,9 +387,19 @@ pub async fn resend(
     CsrfForm(_): CsrfForm<ActionForm>,
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "resend").await?;
-    app.deliveries
-        .resend(staff.actor(), d.message_id, Some(staff.ip))
+    let mut tx = app.db.begin().await?;
+    let _url = app
+        .deliveries
+        .resend(
+            &mut tx,
+            staff.actor(),
+            d.message_id,
+            Some(staff.ip),
+            &app.config.public_url,
+        )
         .await?;
+    // NOTE(outbox): the pickup email is queued here once the outbox lands.
+    tx.commit().await?;
     Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
 }
 

@@ -1,0 +1,185 @@
+//! The customer's side: the one-time link's landing page, verification,
+//! and — only after verification — the decrypted message and downloads.
+//!
+//! Safe against mail scanners: GET and HEAD never send a code, consume the
+//! link or reveal content; a form posted without the right answers does
+//! nothing but count as a failure.
+
+pub mod expiry;
+pub mod limits;
+pub mod verify;
+pub mod view;
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::app::App;
+use crate::settings::Settings;
+
+pub fn routes() -> Router<App> {
+    Router::new()
+        .route("/p/{token}", get(verify::landing))
+        .route("/p/{token}/code", post(verify::send_code))
+        .route("/p/{token}/verify", post(verify::verify))
+        .route("/pickup/{id}", get(view::message))
+        .route("/pickup/{id}/files/{position}", get(view::download))
+        .route("/pickup/{id}/done", post(view::done))
+}
+
+/// What every customer page shows of the organisation.
+pub struct Brand {
+    pub organisation: String,
+    pub support_line: String,
+    pub has_logo: bool,
+}
+
+impl Brand {
+    pub async fn load(app: &App) -> Brand {
+        let settings = app.settings.load().await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot load settings; using defaults on a customer page");
+            Settings::default()
+        });
+        let has_logo = matches!(app.settings.logo().await, Ok(Some(_)));
+        Brand {
+            organisation: settings.organisation,
+            support_line: settings.support_line,
+            has_logo,
+        }
+    }
+}
+
+/// The neutral pages for links that cannot be used. They say what the
+/// customer can do, never anything about the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notice {
+    Unknown,
+    Unavailable,
+    Locked,
+    AlreadyOpened,
+    SessionEnded,
+    TooMany,
+    Done,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pickup/notice.html")]
+struct NoticePage {
+    brand: Brand,
+    title: &'static str,
+    text: String,
+}
+
+pub async fn notice(app: &App, notice: Notice, opened_at: Option<i64>) -> Response {
+    let brand = Brand::load(app).await;
+    let contact = if brand.support_line.is_empty() {
+        format!("contact {}", brand.organisation)
+    } else {
+        format!("contact us: {}", brand.support_line)
+    };
+    let (status, title, text) = match notice {
+        Notice::Unknown => (
+            StatusCode::NOT_FOUND,
+            "This link is not valid",
+            format!(
+                "Check that you opened the whole link from the email. If it still does not work, {contact}."
+            ),
+        ),
+        Notice::Unavailable => (
+            StatusCode::GONE,
+            "This message is no longer available",
+            format!("It may have expired or been withdrawn. If you still need it, {contact}."),
+        ),
+        Notice::Locked => (
+            StatusCode::FORBIDDEN,
+            "This message is locked",
+            format!(
+                "There were too many unsuccessful attempts to open it. The sender has been told and can unlock it; {contact}."
+            ),
+        ),
+        Notice::AlreadyOpened => (
+            StatusCode::GONE,
+            "This link has already been used",
+            format!(
+                "It was opened on {}. Each link works once. If this wasn't you, {contact} straight away.",
+                opened_at
+                    .map(crate::portal::format_time)
+                    .unwrap_or_else(|| "an earlier visit".to_owned())
+            ),
+        ),
+        Notice::SessionEnded => (
+            StatusCode::UNAUTHORIZED,
+            "Your secure session has ended",
+            format!(
+                "For your protection the message closes after a period of inactivity. If you need it again, {contact}."
+            ),
+        ),
+        Notice::TooMany => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "Please wait a little",
+            format!("There were too many requests. Try again later or {contact}."),
+        ),
+        Notice::Done => (
+            StatusCode::OK,
+            "You are signed out of this message",
+            "You can close this window.".to_owned(),
+        ),
+    };
+    (status, NoticePage { brand, title, text }).into_response()
+}
+
+/// A coarse class of the visitor's software for the sender's timeline:
+/// enough to tell a scanner from a person, without storing the header.
+pub fn agent_class(user_agent: Option<&str>) -> &'static str {
+    let ua = user_agent.unwrap_or_default().to_ascii_lowercase();
+    if ua.is_empty() {
+        "unknown"
+    } else if [
+        "bot", "crawl", "spider", "scan", "preview", "curl", "wget", "python", "java/",
+    ]
+    .iter()
+    .any(|k| ua.contains(k))
+    {
+        "automated"
+    } else if ["mobile", "android", "iphone", "ipad"]
+        .iter()
+        .any(|k| ua.contains(k))
+    {
+        "mobile"
+    } else {
+        "desktop"
+    }
+}
+
+/// `j•••@example.com`: enough for the customer to recognise the address.
+pub fn mask_address(address: &str) -> String {
+    match address.split_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}•••@{domain}")
+        }
+        None => "•••".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_classes() {
+        assert_eq!(mask_address("jane.doe@example.com"), "j•••@example.com");
+        assert_eq!(
+            agent_class(Some("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)")),
+            "mobile"
+        );
+        assert_eq!(
+            agent_class(Some("Microsoft Office Protection Scanner bot")),
+            "automated"
+        );
+        assert_eq!(agent_class(None), "unknown");
+    }
+}

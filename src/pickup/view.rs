@@ -1,0 +1,356 @@
+//! After verification: the message, its attachments as streamed, decrypted
+//! downloads, and "I'm done". Every request checks the session is bound to
+//! this message and still fresh.
+
+use std::io::{self, Write};
+
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tower_sessions::Session;
+
+use super::verify::PICKUP_IDLE_SECS;
+use super::{Brand, Notice, notice};
+use crate::app::App;
+use crate::audit::{Action, Actor, Event};
+use crate::deliveries::{Delivery, Status};
+use crate::portal::ClientIp;
+use crate::vault::{MessageId, PartKind};
+use crate::web::PageError;
+use crate::web::csrf::{self, CsrfForm};
+
+const PICKUP_KEY: &str = "pickup";
+/// However active, a "shred after pickup" message goes this long after
+/// verification.
+const SHRED_CAP_SECS: i64 = 4 * 3600;
+const TOUCH_EVERY_SECS: i64 = 60;
+
+#[derive(Serialize, Deserialize)]
+struct Binding {
+    message_id: String,
+    verified_at: i64,
+    last_seen: i64,
+}
+
+/// Called once verification succeeded: a new session id, bound to `id`.
+pub async fn bind_session(app: &App, session: &Session, id: MessageId) -> Result<(), PageError> {
+    session.cycle_id().await?;
+    let now = app.clock.now();
+    session
+        .insert(
+            PICKUP_KEY,
+            &Binding {
+                message_id: id.to_string(),
+                verified_at: now,
+                last_seen: now,
+            },
+        )
+        .await?;
+    csrf::renew(session).await?;
+    Ok(())
+}
+
+async fn require(app: &App, session: &Session, id: &str) -> Result<Delivery, Response> {
+    let fail = |e: PageError| e.into_response();
+    let binding = session
+        .get::<Binding>(PICKUP_KEY)
+        .await
+        .map_err(|e| fail(e.into()))?;
+    let now = app.clock.now();
+    let Some(mut b) = binding.filter(|b| b.message_id == id) else {
+        return Err(notice(app, Notice::SessionEnded, None).await);
+    };
+    if now - b.last_seen > PICKUP_IDLE_SECS {
+        session
+            .remove_value(PICKUP_KEY)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        return Err(notice(app, Notice::SessionEnded, None).await);
+    }
+    let mid: MessageId = id.parse().map_err(|_| fail(PageError::NotFound))?;
+    let d = app.deliveries.get(mid).await.map_err(|e| fail(e.into()))?;
+    if !d.is_live(now) || d.shred_at.is_some_and(|t| t <= now) {
+        return Err(notice(app, Notice::Unavailable, None).await);
+    }
+    if now - b.last_seen >= TOUCH_EVERY_SECS {
+        b.last_seen = now;
+        session
+            .insert(PICKUP_KEY, &b)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        if d.shred_at.is_some() {
+            // Activity keeps a shred-after-pickup message open, up to a cap.
+            let until = (now + PICKUP_IDLE_SECS).min(b.verified_at + SHRED_CAP_SECS);
+            sqlx::query(
+                "UPDATE deliveries SET shred_at = $1 WHERE message_id = $2 AND shred_at < $1",
+            )
+            .bind(until)
+            .bind(mid.to_string())
+            .execute(app.db.pool())
+            .await
+            .map_err(|e| fail(e.into()))?;
+        }
+    }
+    Ok(d)
+}
+
+struct FileRow {
+    position: u32,
+    name: String,
+    size: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pickup/message.html")]
+struct MessagePage {
+    brand: Brand,
+    id: String,
+    csrf: String,
+    body: String,
+    files: Vec<FileRow>,
+    expires: String,
+    shred_after_pickup: bool,
+}
+
+pub async fn message(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Response, PageError> {
+    let d = match require(&app, &session, &id).await {
+        Ok(d) => d,
+        Err(r) => return Ok(r),
+    };
+    let key = app.vault.unlock(d.message_id).await?;
+    let mut body = String::new();
+    let mut files = Vec::new();
+    for part in app.vault.parts(d.message_id).await? {
+        match part.kind {
+            PartKind::Body => {
+                // The body is bounded at compose time; reading it is quick.
+                let mut out = zeroize::Zeroizing::new(Vec::new());
+                app.vault.open_part(&key, &part)?.copy_to(&mut *out)?;
+                body = String::from_utf8_lossy(&out).into_owned();
+            }
+            PartKind::Attachment => {
+                let meta = key.part_meta(&part)?;
+                files.push(FileRow {
+                    position: part.position,
+                    name: meta
+                        .file_name
+                        .unwrap_or_else(|| format!("file-{}", part.position)),
+                    size: crate::portal::sent::human_size(part.plain_size),
+                });
+            }
+        }
+    }
+    let page = MessagePage {
+        brand: Brand::load(&app).await,
+        id: d.message_id.to_string(),
+        csrf: csrf::token(&session).await?,
+        body,
+        files,
+        expires: crate::portal::format_time(d.expires_at),
+        shred_after_pickup: d.shred_after_pickup,
+    };
+    Ok(page.into_response())
+}
+
+pub async fn download(
+    State(app): State<App>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Path((id, position)): Path<(String, u32)>,
+) -> Result<Response, PageError> {
+    let d = match require(&app, &session, &id).await {
+        Ok(d) => d,
+        Err(r) => return Ok(r),
+    };
+    let key = app.vault.unlock(d.message_id).await?;
+    let part = app
+        .vault
+        .parts(d.message_id)
+        .await?
+        .into_iter()
+        .find(|p| p.position == position && p.kind == PartKind::Attachment)
+        .ok_or(PageError::NotFound)?;
+    let meta = key.part_meta(&part)?;
+    let name = meta.file_name.unwrap_or_else(|| format!("file-{position}"));
+
+    let mut tx = app.db.begin().await?;
+    app.deliveries
+        .advance(&mut tx, d.message_id, Status::Downloaded)
+        .await?;
+    let event = Event::new(Actor::Customer, Action::Downloaded)
+        .message(d.message_id)
+        .ip(ip)
+        .detail(serde_json::json!({ "part": position }));
+    app.audit.record(&mut tx, &event).await?;
+    tx.commit().await?;
+
+    // Decrypt on a blocking thread; authenticated 64 KiB chunks cross a
+    // small channel. A failure mid-way ends the stream with an error, which
+    // aborts the connection: the client never sees a "complete" short file.
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let vault = app.vault.clone();
+    let plain_size = part.plain_size;
+    tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter { tx: tx.clone() };
+        let result = vault
+            .open_part(&key, &part)
+            .and_then(|mut reader| reader.copy_to(&mut out));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "download aborted: the attachment failed to decrypt");
+            let _ = tx.blocking_send(Err(io::Error::other("decryption failed")));
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let mut response = Body::from_stream(stream).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        safe_content_type(meta.content_type.as_deref()),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(plain_size));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    Ok(response)
+}
+
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tx
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The stored type if it is a plain `type/subtype`, else a byte stream.
+fn safe_content_type(stored: Option<&str>) -> HeaderValue {
+    let ok = |t: &str| {
+        let mut halves = t.split('/');
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
+        };
+        matches!((halves.next(), halves.next(), halves.next()), (Some(a), Some(b), None) if valid(a) && valid(b))
+    };
+    stored
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| ok(t))
+        .and_then(|t| HeaderValue::from_str(&t).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"))
+}
+
+/// RFC 6266: an ASCII fallback plus the exact name as RFC 8187 UTF-8.
+fn content_disposition(name: &str) -> String {
+    let fallback: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
+#[derive(Deserialize)]
+pub struct DoneForm {}
+
+/// "I'm done": ends the session and, for shred-after-pickup messages,
+/// shreds now instead of waiting for the grace period.
+pub async fn done(
+    State(app): State<App>,
+    session: Session,
+    ClientIp(ip): ClientIp,
+    Path(id): Path<String>,
+    CsrfForm(_): CsrfForm<DoneForm>,
+) -> Result<Response, PageError> {
+    let d = match require(&app, &session, &id).await {
+        Ok(d) => d,
+        Err(r) => return Ok(r),
+    };
+    session.flush().await?;
+    let mut tx = app.db.begin().await?;
+    let event = Event::new(Actor::Customer, Action::PickupDone)
+        .message(d.message_id)
+        .ip(ip);
+    app.audit.record(&mut tx, &event).await?;
+    if d.shred_after_pickup {
+        sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
+            .bind(app.clock.now())
+            .bind(d.message_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    if d.shred_after_pickup {
+        super::expiry::run_once(&app).await?;
+    }
+    Ok(notice(&app, Notice::Done, None).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispositions_follow_rfc_6266() {
+        assert_eq!(
+            content_disposition("tax 2025.pdf"),
+            "attachment; filename=\"tax 2025.pdf\"; filename*=UTF-8''tax%202025.pdf"
+        );
+        assert_eq!(
+            content_disposition("Zeugnis \"Müller\".pdf"),
+            "attachment; filename=\"Zeugnis _M__ller_.pdf\"; filename*=UTF-8''Zeugnis%20%22M%C3%BCller%22.pdf"
+        );
+    }
+
+    #[test]
+    fn content_types_are_checked() {
+        assert_eq!(
+            safe_content_type(Some("application/pdf")),
+            "application/pdf"
+        );
+        assert_eq!(
+            safe_content_type(Some("text/html; charset=x")),
+            "application/octet-stream"
+        );
+        assert_eq!(safe_content_type(None), "application/octet-stream");
+    }
+}
