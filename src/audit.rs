@@ -179,6 +179,93 @@ impl Event {
     }
 }
 
+/// File formats of an audit export (the CLI's and the admin page's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    Csv,
+    Json,
+}
+
+impl ExportFormat {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "csv" => Some(ExportFormat::Csv),
+            "json" => Some(ExportFormat::Json),
+            _ => None,
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Json => "json",
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Json => "application/json",
+        }
+    }
+}
+
+/// Writes `events` as CSV (with a header row, even when empty) or as a
+/// pretty-printed JSON array followed by a newline.
+pub fn write_export<W: std::io::Write>(
+    mut out: W,
+    format: ExportFormat,
+    events: &[StoredEvent],
+) -> std::io::Result<()> {
+    match format {
+        ExportFormat::Json => {
+            serde_json::to_writer_pretty(&mut out, events)?;
+            out.write_all(b"\n")?;
+            out.flush()
+        }
+        ExportFormat::Csv => {
+            let mut csv = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            csv.write_record(["id", "at", "actor", "action", "message_id", "ip", "detail"])?;
+            for event in events {
+                csv.serialize(event)?;
+            }
+            csv.flush()
+        }
+    }
+}
+
+/// Why a day range for an export was refused.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DayRangeError {
+    /// The text is not a `YYYY-MM-DD` day.
+    #[error("{0:?} is not a date like 2026-11-29")]
+    NotADay(String),
+    /// The last day comes before the first.
+    #[error("the last day must not be before the first")]
+    Backwards,
+}
+
+/// `[from, to)` in unix seconds for the UTC days `from` to `to`, both
+/// included.
+pub fn day_range(from: &str, to: &str) -> Result<(i64, i64), DayRangeError> {
+    let from = day_start(from)?;
+    let to = day_start(to)? + 24 * 3600;
+    if to <= from {
+        return Err(DayRangeError::Backwards);
+    }
+    Ok((from, to))
+}
+
+/// Midnight UTC of a `YYYY-MM-DD` day, in unix seconds.
+fn day_start(day: &str) -> Result<i64, DayRangeError> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let date = time::Date::parse(day.trim(), &format)
+        .map_err(|_| DayRangeError::NotADay(day.to_owned()))?;
+    Ok(date.midnight().assume_utc().unix_timestamp())
+}
+
 /// A stored event, as read back (and as exported).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StoredEvent {

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, App};
-use crate::audit::{Action, Actor, Event, Verification};
+use crate::audit::{self, Action, Actor, Event, Verification};
 use crate::config::Config;
 use crate::staff::{Role, StaffEmail};
 use crate::vault::{MasterKeyId, MessageId};
@@ -236,32 +236,21 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
             }
         }
         Command::Audit(AuditCommand::Export { from, to, format }) => {
-            let from = day_start(&from)?;
-            let to = day_start(&to)? + 24 * 3600;
-            if to <= from {
-                anyhow::bail!("--to must not be before --from");
-            }
+            let (from, to) = audit::day_range(&from, &to).map_err(|e| match e {
+                audit::DayRangeError::Backwards => {
+                    anyhow::anyhow!("--to must not be before --from")
+                }
+                other => other.into(),
+            })?;
+            let format = audit::ExportFormat::parse(&format)
+                .ok_or_else(|| anyhow::anyhow!("the format must be csv or json"))?;
             let app = App::open(config).await?;
             let events = app.audit.events_between(from, to).await?;
             let detail = serde_json::json!({ "from": from, "to": to, "events": events.len() });
             app.audit
                 .record_now(&Event::new(Actor::Cli, Action::AuditExported).detail(detail))
                 .await?;
-            let stdout = std::io::stdout().lock();
-            if format == "json" {
-                serde_json::to_writer_pretty(stdout, &events)?;
-                println!();
-            } else {
-                // The header goes out even when the range is empty.
-                let mut csv = csv::WriterBuilder::new()
-                    .has_headers(false)
-                    .from_writer(stdout);
-                csv.write_record(["id", "at", "actor", "action", "message_id", "ip", "detail"])?;
-                for event in &events {
-                    csv.serialize(event)?;
-                }
-                csv.flush()?;
-            }
+            audit::write_export(std::io::stdout().lock(), format, &events)?;
             Ok(())
         }
         Command::Sweep { grace_hours } => {
@@ -371,14 +360,6 @@ async fn print_key_status(app: &App) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// Midnight UTC of a `YYYY-MM-DD` day, in unix seconds.
-fn day_start(day: &str) -> Result<i64> {
-    let format = time::format_description::parse("[year]-[month]-[day]")?;
-    let date = time::Date::parse(day, &format)
-        .map_err(|_| anyhow::anyhow!("{day:?} is not a date like 2026-11-29"))?;
-    Ok(date.midnight().assume_utc().unix_timestamp())
 }
 
 fn format_time(unix: i64) -> String {

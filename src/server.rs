@@ -6,6 +6,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
 use crate::app::App;
@@ -55,6 +56,7 @@ pub async fn serve(app: App) -> std::io::Result<()> {
         public_url = %app.config.public_url,
         "sealpost is listening"
     );
+    announce_setup_link(&app).await;
     let sweeper = tokio::spawn(sweep_forever(app.clone()));
     let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
     let expiry = tokio::spawn(crate::pickup::expiry::run_forever(app.clone()));
@@ -67,6 +69,26 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     expiry.abort();
     app.db.close().await;
     result
+}
+
+/// On a fresh installation, prints a one-time link to create the first
+/// admin. It goes to stdout for the operator only, never through tracing:
+/// log lines are shipped and kept, and the link is a credential.
+async fn announce_setup_link(app: &App) {
+    match crate::portal::setup::issue_setup_link(app).await {
+        Ok(Some(url)) => println!(
+            "No staff accounts yet. Create the first admin within 1 hour at: {}\n\
+             (The page only answers on this machine: open it here or through an SSH tunnel. \
+             Restart Sealpost for a new link.)",
+            url.expose_secret()
+        ),
+        Ok(None) => {}
+        // The CLI (`sealpost admin create-user`) still works, so keep serving.
+        Err(e) => tracing::warn!(
+            error = %e,
+            "could not issue a first-run setup link; create an admin with `sealpost admin create-user`"
+        ),
+    }
 }
 
 async fn sweep_forever(app: App) {

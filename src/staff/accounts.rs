@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::password::{HashError, NewPassword, PasswordRejected};
 use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::db::Db;
+use crate::db::{Db, Tx};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -170,23 +170,8 @@ impl Accounts {
         password: SecretString,
     ) -> Result<StaffId, AccountError> {
         let hash = NewPassword::parse(password, email.as_str())?.hash().await?;
-        let id = StaffId(Uuid::new_v4());
-        let now = self.clock.now();
         let mut tx = self.db.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO staff_users (id, email, role, password_hash, created_at, password_changed_at)
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
-        )
-        .bind(id.to_string())
-        .bind(email.as_str())
-        .bind(role.as_str())
-        .bind(hash)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(AccountError::EmailTaken);
-        }
+        let id = self.insert(&mut tx, email, role, &hash).await?;
         let detail = serde_json::json!({ "staff_id": id.to_string(), "role": role.as_str() });
         self.audit
             .record(
@@ -195,6 +180,36 @@ impl Accounts {
             )
             .await?;
         tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Inserts an account inside the caller's transaction; the caller
+    /// audits. First-run setup and invitations use it so the account and
+    /// its one-time link commit together. `password_hash` is hashed
+    /// beforehand so the write lock is not held during argon2.
+    pub async fn insert(
+        &self,
+        tx: &mut Tx,
+        email: &StaffEmail,
+        role: Role,
+        password_hash: &str,
+    ) -> Result<StaffId, AccountError> {
+        let id = StaffId(Uuid::new_v4());
+        let now = self.clock.now();
+        let inserted = sqlx::query(
+            "INSERT INTO staff_users (id, email, role, password_hash, created_at, password_changed_at)
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(email.as_str())
+        .bind(role.as_str())
+        .bind(password_hash)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(AccountError::EmailTaken);
+        }
         Ok(id)
     }
 
@@ -307,7 +322,7 @@ impl Accounts {
     /// any sessions.
     pub async fn set_password(
         &self,
-        tx: &mut crate::db::Tx,
+        tx: &mut Tx,
         id: StaffId,
         email: &StaffEmail,
         password: SecretString,

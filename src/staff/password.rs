@@ -149,6 +149,15 @@ pub async fn hash_unchecked(password: SecretString) -> Result<String, HashError>
         .map_err(|_| HashError::Task)?
 }
 
+/// The hash of a random secret that is thrown away: an account that
+/// exists but cannot sign in until its invitation sets a password. It is a
+/// real argon2id hash, so checking a guess against it takes as long as
+/// against any other account (no timing hint that the account is new).
+pub async fn unusable_hash() -> Result<String, HashError> {
+    let secret = hex::encode(rand::rng().random::<[u8; 32]>());
+    hash_unchecked(SecretString::from(secret)).await
+}
+
 fn hasher() -> Result<Argon2<'static>, HashError> {
     let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
         .map_err(|e| HashError::Hash(e.to_string()))?;

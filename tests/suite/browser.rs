@@ -204,6 +204,7 @@ pub fn element_text(html: &str, id: &str) -> Option<String> {
 }
 
 /// Message ids linked from a page (`/messages/<uuid>`), in order.
+// Used by the sent-list tests (portal_messages.rs on main); unused on this branch.
 pub fn message_links(html: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = html;
