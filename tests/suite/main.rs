@@ -12,6 +12,7 @@ mod config;
 mod crash;
 mod interop;
 mod keys;
+mod pickup;
 mod portal_admin;
 mod portal_auth;
 mod portal_messages;
