@@ -337,7 +337,7 @@ mod tests {
         );
         assert_eq!(
             content_disposition("Zeugnis \"Müller\".pdf"),
-            "attachment; filename=\"Zeugnis _M__ller_.pdf\"; filename*=UTF-8''Zeugnis%20%22M%C3%BCller%22.pdf"
+            "attachment; filename=\"Zeugnis _M_ller_.pdf\"; filename*=UTF-8''Zeugnis%20%22M%C3%BCller%22.pdf"
         );
     }
 
