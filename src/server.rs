@@ -33,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ready))
         .route("/static/style.css", get(crate::web::stylesheet))
         .merge(pages)
+        .route_layer(axum::middleware::from_fn(crate::web::log_request))
         .fallback(|| async { crate::web::PageError::NotFound })
         .with_state(app);
     crate::web::with_security_headers(routes, https)

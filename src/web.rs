@@ -131,6 +131,27 @@ impl From<crate::vault::VaultError> for PageError {
 
 pub type PageResult<T = Response> = Result<T, PageError>;
 
+/// Logs each request at debug level by its route template (`/p/{token}`),
+/// never the concrete path or query: those carry link secrets and search
+/// terms (recipient addresses).
+pub async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    tracing::debug!(
+        %method,
+        route,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
 /// No inline script, no plugins, no framing, no third-party anything.
 /// Pages that need more say so explicitly (e.g. downloads set a sandbox).
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \

@@ -438,3 +438,83 @@ fn resend_kills_the_old_link() {
         assert_eq!(c.get(&new).await.status, 200);
     });
 }
+
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn debug_request_logs_hold_no_link_secret_code_or_content() {
+    let captured = Captured::default();
+    let sink = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+        .with_writer(move || sink.clone())
+        .with_ansi(false)
+        .finish();
+    // One thread, so every task the server runs logs to this subscriber.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (link, code) = tracing::subscriber::with_default(subscriber, || {
+        rt.block_on(async {
+            let env = TestEnv::new().await;
+            let (app, _clock, base, mut staff) = setup(&env).await;
+            let id = compose(
+                &mut staff,
+                &["access_code"],
+                "Log-Canary-Code-5150",
+                "",
+                "keep",
+                b"log canary file",
+            )
+            .await;
+            let link = fresh_link(&app, id).await;
+            let mut c = Browser::new(&base);
+            c.get(&link).await;
+            c.post(
+                &format!("{link}/verify"),
+                &[("access_code", "Wrong-Canary-Guess-7")],
+            )
+            .await;
+            let r = c
+                .post(
+                    &format!("{link}/verify"),
+                    &[("access_code", "Log-Canary-Code-5150")],
+                )
+                .await;
+            assert_eq!(r.status, 303);
+            c.get(&format!("/pickup/{id}")).await;
+            c.get(&format!("/pickup/{id}/files/1")).await;
+            staff.get("/sent?q=customer%40example.org").await;
+            (link, "Log-Canary-Code-5150")
+        })
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        log.contains("route=\"/p/{token}/verify\""),
+        "request lines are logged: {log}"
+    );
+    let token = link.trim_start_matches("/p/");
+    for secret in [
+        token,
+        code,
+        "Wrong-Canary-Guess-7",
+        "Dear customer",
+        "Kontoauszug",
+        "customer@example.org",
+        "customer%40example.org",
+    ] {
+        assert!(!log.contains(secret), "log contains {secret:?}");
+    }
+}
