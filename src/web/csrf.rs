@@ -92,26 +92,29 @@ pub async fn reject_cross_site(State(app): State<App>, req: Request, next: Next)
 
 fn is_cross_site(app: &App, req: &Request) -> bool {
     let headers = req.headers();
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return true;
+    // Modern browsers say exactly where a request comes from; trust that
+    // first. (Our no-referrer policy makes them send `Origin: null` on form
+    // posts, so Origin alone cannot be required.)
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
     }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default();
-        let public = app.config.public_url.trim_end_matches('/');
-        let public_origin = origin_of(public);
-        let host_origin = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .map(|h| (format!("http://{h}"), format!("https://{h}")));
-        let same =
-            origin == public_origin || host_origin.is_some_and(|(a, b)| origin == a || origin == b);
-        if !same {
-            return true;
+    match headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or_default())
+    {
+        // No Origin, or the opaque one: the form token decides.
+        None | Some("null") => false,
+        Some(origin) => {
+            let public = app.config.public_url.trim_end_matches('/');
+            let host_origin = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(|h| (format!("http://{h}"), format!("https://{h}")));
+            let same = origin == origin_of(public)
+                || host_origin.is_some_and(|(a, b)| origin == a || origin == b);
+            !same
         }
     }
-    false
 }
 
 /// `scheme://host[:port]` of a URL.

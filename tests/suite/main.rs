@@ -6,6 +6,7 @@
 mod at_rest;
 mod audit;
 mod browser;
+mod browser_e2e;
 mod cli;
 mod common;
 mod config;
@@ -19,3 +20,4 @@ mod portal_messages;
 mod roundtrip;
 mod sign_in;
 mod staff;
+mod webdriver;
