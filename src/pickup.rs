@@ -43,7 +43,7 @@ impl Brand {
             tracing::warn!(error = %e, "cannot load settings; using defaults on a customer page");
             Settings::default()
         });
-        let has_logo = matches!(app.settings.logo().await, Ok(Some(_)));
+        let has_logo = app.settings.has_logo().await.unwrap_or(false);
         Brand {
             organisation: settings.organisation,
             support_line: settings.support_line,

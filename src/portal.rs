@@ -30,6 +30,7 @@ pub fn routes() -> Router<App> {
         )
         .route("/sign-out", post(auth::sign_out))
         .route("/account", get(account::page))
+        .route("/account/alerts", post(account::set_alerts))
         .route(
             "/account/totp",
             get(account::enrol_page).post(account::enrol),

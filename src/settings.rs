@@ -252,6 +252,13 @@ impl SettingsStore {
         Ok(())
     }
 
+    pub async fn has_logo(&self) -> Result<bool, SettingsError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings_logo")
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn logo(&self) -> Result<Option<(String, Vec<u8>)>, SettingsError> {
         let row = sqlx::query("SELECT content_type, data FROM settings_logo WHERE id = 1")
             .fetch_optional(self.db.pool())

@@ -32,3 +32,6 @@ CREATE TABLE rate_limits (
     window_start  BIGINT NOT NULL,
     count         BIGINT NOT NULL
 );
+
+-- Opt-in: email the sender when a customer first opens their message.
+ALTER TABLE staff_users ADD COLUMN pickup_alerts BIGINT NOT NULL DEFAULT 0;

@@ -29,9 +29,27 @@ struct AccountPage {
     role: &'static str,
     totp_enabled: bool,
     codes_left: i64,
+    alerts: bool,
+    csrf: String,
+    saved: bool,
 }
 
-pub async fn page(State(app): State<App>, staff: CurrentStaff) -> PageResult {
+#[derive(Deserialize, Default)]
+pub struct AccountQuery {
+    #[serde(default)]
+    saved: Option<u8>,
+}
+
+pub async fn page(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    axum::extract::Query(q): axum::extract::Query<AccountQuery>,
+) -> PageResult {
+    let alerts = app
+        .accounts
+        .pickup_alerts(staff.id())
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
     let codes_left = app
         .totp
         .recovery_codes_left(staff.id())
@@ -43,6 +61,9 @@ pub async fn page(State(app): State<App>, staff: CurrentStaff) -> PageResult {
         role: staff.account.role.as_str(),
         totp_enabled: staff.totp_enabled,
         codes_left,
+        alerts,
+        csrf: staff.csrf.clone(),
+        saved: q.saved == Some(1),
     }
     .into_response())
 }
@@ -133,4 +154,23 @@ pub async fn enrol(
         )
         .await,
     }
+}
+
+#[derive(Deserialize)]
+pub struct AlertsForm {
+    #[serde(default)]
+    pickup_alerts: Option<String>,
+}
+
+/// Opt in or out of the "your message was opened" email.
+pub async fn set_alerts(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    CsrfForm(form): CsrfForm<AlertsForm>,
+) -> PageResult {
+    app.accounts
+        .set_pickup_alerts(staff.id(), form.pickup_alerts.is_some())
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    Ok(Redirect::to("/account?saved=1").into_response())
 }

@@ -50,6 +50,7 @@ struct SentPage {
     everyone: bool,
     prev: Option<String>,
     next: Option<String>,
+    locked: usize,
 }
 
 #[derive(Deserialize, Default)]
@@ -86,6 +87,17 @@ pub async fn list(
         limit: PAGE_SIZE,
     };
     let (items, more) = app.deliveries.list(&query).await?;
+    // In-app alert: locked messages need the sender's attention.
+    let (locked_items, _) = app
+        .deliveries
+        .list(&ListQuery {
+            sender: query.sender,
+            status: Some(Status::Locked),
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await?;
+    let locked = locked_items.len();
     let now = app.clock.now();
     let mut rows = Vec::with_capacity(items.len());
     for d in items {
@@ -122,6 +134,7 @@ pub async fn list(
         everyone: staff.is_admin(),
         prev: (page > 1).then(|| link(page - 1)),
         next: more.then(|| link(page + 1)),
+        locked,
     }
     .into_response())
 }

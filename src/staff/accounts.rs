@@ -339,6 +339,25 @@ impl Accounts {
         Ok(())
     }
 
+    /// Whether `id` wants an email when a customer first opens a message.
+    pub async fn pickup_alerts(&self, id: StaffId) -> Result<bool, AccountError> {
+        let on: Option<i64> =
+            sqlx::query_scalar("SELECT pickup_alerts FROM staff_users WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(on.unwrap_or(0) != 0)
+    }
+
+    pub async fn set_pickup_alerts(&self, id: StaffId, on: bool) -> Result<(), AccountError> {
+        sqlx::query("UPDATE staff_users SET pickup_alerts = $1 WHERE id = $2")
+            .bind(i64::from(on))
+            .bind(id.to_string())
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
     /// The stored password hash, for sign-in.
     pub async fn password_hash(&self, email: &StaffEmail) -> Result<Option<String>, AccountError> {
         Ok(
