@@ -126,6 +126,8 @@ pub struct Delivery {
     pub failures: i64,
     pub shred_at: Option<i64>,
     pub shredded_at: Option<i64>,
+    /// The recipient address, sealed (see [`Deliveries::open_recipient`]).
+    pub sealed_recipient: Option<Vec<u8>>,
 }
 
 impl Delivery {
@@ -176,7 +178,7 @@ const RECIPIENT_PURPOSE: &str = "delivery-recipient";
 
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
      d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
-     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at";
+     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient";
 
 #[derive(Clone)]
 pub struct Deliveries {
@@ -500,6 +502,18 @@ impl Deliveries {
         Ok(())
     }
 
+    /// The recipient address of a loaded delivery.
+    pub fn open_recipient(&self, d: &Delivery) -> Result<SecretString, DeliveryError> {
+        let sealed = d
+            .sealed_recipient
+            .as_deref()
+            .ok_or(DeliveryError::NotFound)?;
+        let plain = self.vault.open_secret(RECIPIENT_PURPOSE, sealed)?;
+        Ok(SecretString::from(
+            String::from_utf8_lossy(&plain).into_owned(),
+        ))
+    }
+
     pub async fn recipient(&self, id: MessageId) -> Result<SecretString, DeliveryError> {
         let sealed: Option<Option<Vec<u8>>> =
             sqlx::query_scalar("SELECT sealed_recipient FROM deliveries WHERE message_id = $1")
@@ -640,5 +654,6 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Delivery, DeliveryError> {
         failures: row.try_get(12)?,
         shred_at: row.try_get(13)?,
         shredded_at: row.try_get(14)?,
+        sealed_recipient: row.try_get(15)?,
     })
 }

@@ -39,11 +39,10 @@ pub struct Brand {
 
 impl Brand {
     pub async fn load(app: &App) -> Brand {
-        let settings = app.settings.load().await.unwrap_or_else(|e| {
+        let (settings, has_logo) = app.settings.cached().await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "cannot load settings; using defaults on a customer page");
-            Settings::default()
+            (Settings::default(), false)
         });
-        let has_logo = app.settings.has_logo().await.unwrap_or(false);
         Brand {
             organisation: settings.organisation,
             support_line: settings.support_line,

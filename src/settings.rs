@@ -135,7 +135,14 @@ pub enum SettingsError {
 pub struct SettingsStore {
     db: Db,
     audit: AuditLog,
+    /// Customer pages read settings on every request; a few seconds of
+    /// staleness on other instances is fine, this instance sees its own
+    /// saves at once.
+    cache: std::sync::Arc<std::sync::RwLock<Option<(std::time::Instant, Settings, bool)>>>,
 }
+
+/// How long another instance's settings change may take to show.
+const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl fmt::Debug for SettingsStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -145,7 +152,33 @@ impl fmt::Debug for SettingsStore {
 
 impl SettingsStore {
     pub fn new(db: Db, audit: AuditLog) -> Self {
-        SettingsStore { db, audit }
+        SettingsStore {
+            db,
+            audit,
+            cache: Default::default(),
+        }
+    }
+
+    /// Settings and whether a logo exists, from a short-lived cache.
+    pub async fn cached(&self) -> Result<(Settings, bool), SettingsError> {
+        if let Ok(guard) = self.cache.read()
+            && let Some((at, s, logo)) = guard.as_ref()
+            && at.elapsed() < CACHE_TTL
+        {
+            return Ok((s.clone(), *logo));
+        }
+        let settings = self.load().await?;
+        let logo = self.has_logo().await?;
+        if let Ok(mut guard) = self.cache.write() {
+            *guard = Some((std::time::Instant::now(), settings.clone(), logo));
+        }
+        Ok((settings, logo))
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut guard) = self.cache.write() {
+            *guard = None;
+        }
     }
 
     /// Current settings; missing or unreadable values fall back to defaults.
@@ -218,6 +251,7 @@ impl SettingsStore {
             )
             .await?;
         tx.commit().await?;
+        self.invalidate();
         Ok(())
     }
 
@@ -249,6 +283,7 @@ impl SettingsStore {
             )
             .await?;
         tx.commit().await?;
+        self.invalidate();
         Ok(())
     }
 
