@@ -25,14 +25,22 @@ async fn main() -> Result<()> {
         bail!("usage: pickup_seed STATE_DIR COUNT PUBLIC_URL");
     };
     let count: usize = count.parse().context("COUNT")?;
-    let vars = [("SEALPOST_DATA_DIR".to_owned(), Path::new(state).display().to_string())];
+    let vars = [(
+        "SEALPOST_DATA_DIR".to_owned(),
+        Path::new(state).display().to_string(),
+    )];
     let app = App::open(Config::load(None, vars)?).await?;
     let email = StaffEmail::parse("bench-agent@example.com")?;
     let sender = match app.accounts.find(&email).await {
         Ok(a) => a.id,
         Err(_) => {
             app.accounts
-                .create(Actor::Cli, &email, Role::Agent, SecretString::from("bench agent passphrase"))
+                .create(
+                    Actor::Cli,
+                    &email,
+                    Role::Agent,
+                    SecretString::from("bench agent passphrase"),
+                )
                 .await?
         }
     };

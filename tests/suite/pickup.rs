@@ -439,82 +439,83 @@ fn resend_kills_the_old_link() {
     });
 }
 
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[test]
 fn debug_request_logs_hold_no_link_secret_code_or_content() {
-    let captured = Captured::default();
-    let sink = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(move || sink.clone())
-        .with_ansi(false)
-        .finish();
-    // One thread, so every task the server runs logs to this subscriber.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let (link, code) = tracing::subscriber::with_default(subscriber, || {
-        rt.block_on(async {
-            let env = TestEnv::new().await;
-            let (app, _clock, base, mut staff) = setup(&env).await;
-            let id = compose(
-                &mut staff,
-                &["access_code"],
-                "Log-Canary-Code-5150",
-                "",
-                "keep",
-                b"log canary file",
-            )
+    let rt = runtime();
+    rt.block_on(async {
+        let env = TestEnv::new().await;
+        let app = env.app().await;
+        create_staff(&app, "agent@example.com", Role::Agent).await;
+        // The real binary at debug level, its output captured to a file.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("http://127.0.0.1:{port}");
+        let log_path = env.dir.path().join("serve.log");
+        let log_file = std::fs::File::create(&log_path).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+            .arg("serve")
+            .envs(env.env_vars())
+            .env("SEALPOST_BIND", format!("127.0.0.1:{port}"))
+            .env("SEALPOST_LOG", "debug")
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let mut staff = Browser::signed_in(&base, "agent@example.com").await;
+        let code = "Log-Canary-Code-5150";
+        let id = compose(
+            &mut staff,
+            &["access_code"],
+            code,
+            "",
+            "keep",
+            b"log canary file",
+        )
+        .await;
+        let link = fresh_link(&app, id).await;
+        let mut c = Browser::new(&base);
+        c.get(&link).await;
+        c.post(
+            &format!("{link}/verify"),
+            &[("access_code", "Wrong-Canary-Guess-7")],
+        )
+        .await;
+        let r = c
+            .post(&format!("{link}/verify"), &[("access_code", code)])
             .await;
-            let link = fresh_link(&app, id).await;
-            let mut c = Browser::new(&base);
-            c.get(&link).await;
-            c.post(
-                &format!("{link}/verify"),
-                &[("access_code", "Wrong-Canary-Guess-7")],
-            )
-            .await;
-            let r = c
-                .post(
-                    &format!("{link}/verify"),
-                    &[("access_code", "Log-Canary-Code-5150")],
-                )
-                .await;
-            assert_eq!(r.status, 303);
-            c.get(&format!("/pickup/{id}")).await;
-            c.get(&format!("/pickup/{id}/files/1")).await;
-            staff.get("/sent?q=customer%40example.org").await;
-            (link, "Log-Canary-Code-5150")
-        })
+        assert_eq!(r.status, 303);
+        c.get(&format!("/pickup/{id}")).await;
+        c.get(&format!("/pickup/{id}/files/1")).await;
+        staff.get("/sent?q=customer%40example.org").await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        assert!(
+            log.contains("route=\"/p/{token}/verify\""),
+            "request lines are logged: {log}"
+        );
+        let token = link.trim_start_matches("/p/");
+        for secret in [
+            token,
+            code,
+            "Wrong-Canary-Guess-7",
+            "Dear customer",
+            "Kontoauszug",
+            "customer@example.org",
+            "customer%40example.org",
+            "log canary file",
+        ] {
+            assert!(!log.contains(secret), "log contains {secret:?}");
+        }
     });
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        log.contains("route=\"/p/{token}/verify\""),
-        "request lines are logged: {log}"
-    );
-    let token = link.trim_start_matches("/p/");
-    for secret in [
-        token,
-        code,
-        "Wrong-Canary-Guess-7",
-        "Dear customer",
-        "Kontoauszug",
-        "customer@example.org",
-        "customer%40example.org",
-    ] {
-        assert!(!log.contains(secret), "log contains {secret:?}");
-    }
 }
