@@ -90,6 +90,10 @@ pub enum Action {
     MessageUnlocked,
     AccessDenied,
     ComposeFailed,
+    /// An outbox email was accepted by the SMTP server (or the dev mailbox).
+    MailSent,
+    /// An outbox email failed for good (SMTP 5xx, or retries ran out).
+    MailFailed,
 }
 
 impl Action {
@@ -122,6 +126,8 @@ impl Action {
             Action::MessageUnlocked => "message.unlocked",
             Action::AccessDenied => "message.access_denied",
             Action::ComposeFailed => "message.compose_failed",
+            Action::MailSent => "mail.sent",
+            Action::MailFailed => "mail.failed",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod deliveries;
+pub mod mail;
 pub mod portal;
 pub mod private_fs;
 pub mod server;

@@ -26,6 +26,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ready))
         .route("/static/style.css", get(crate::web::stylesheet))
         .merge(pages)
+        .merge(crate::mail::routes())
         .fallback(|| async { crate::web::PageError::NotFound })
         .with_state(app);
     crate::web::with_security_headers(routes, https)
@@ -49,13 +50,22 @@ pub async fn serve(app: App) -> std::io::Result<()> {
         public_url = %app.config.public_url,
         "sealpost is listening"
     );
+    if app.outbox.is_dev_mailbox() {
+        tracing::warn!(
+            dev_mailbox = %format!("{}/dev/mailbox", app.config.public_url),
+            "no smtp_url is set: email is not sent but kept in the dev mailbox, \
+             readable from this machine only (set SEALPOST_SMTP_URL to send mail)"
+        );
+    }
     let sweeper = tokio::spawn(sweep_forever(app.clone()));
+    let mailer = crate::mail::spawn(&app);
     let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
     let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     sweeper.abort();
+    mailer.abort();
     sessions.abort();
     app.db.close().await;
     result
