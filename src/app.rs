@@ -7,6 +7,7 @@ use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::deliveries::Deliveries;
+use crate::mail::{MailError, Outbox};
 use crate::settings::SettingsStore;
 use crate::staff::{Accounts, SignIn, Totp};
 use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
@@ -23,6 +24,7 @@ pub struct App {
     pub totp: Totp,
     pub settings: SettingsStore,
     pub deliveries: Deliveries,
+    pub outbox: Outbox,
     pub clock: SharedClock,
 }
 
@@ -40,6 +42,8 @@ pub enum StartError {
     Vault(#[from] VaultError),
     #[error("cannot prepare the session store: {0}")]
     Sessions(sqlx::Error),
+    #[error("{0}")]
+    Mail(#[from] MailError),
     #[error("cannot open the blob folder {path}: {source}")]
     Blobs {
         path: std::path::PathBuf,
@@ -85,6 +89,15 @@ impl App {
         let totp = Totp::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let settings = SettingsStore::new(db.clone(), audit.clone());
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
+        let outbox = Outbox::new(
+            &config,
+            db.clone(),
+            vault.clone(),
+            settings.clone(),
+            deliveries.clone(),
+            audit.clone(),
+            clock.clone(),
+        )?;
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;
@@ -98,6 +111,7 @@ impl App {
             totp,
             settings,
             deliveries,
+            outbox,
             clock,
         })
     }

@@ -98,6 +98,10 @@ pub enum Action {
     MessageLocked,
     Downloaded,
     PickupDone,
+    /// An outbox email was accepted by the SMTP server (or the dev mailbox).
+    MailSent,
+    /// An outbox email failed for good (SMTP 5xx, or retries ran out).
+    MailFailed,
 }
 
 impl Action {
@@ -138,6 +142,8 @@ impl Action {
             Action::MessageLocked => "pickup.locked",
             Action::Downloaded => "pickup.downloaded",
             Action::PickupDone => "pickup.done",
+            Action::MailSent => "mail.sent",
+            Action::MailFailed => "mail.failed",
         }
     }
 }

@@ -39,6 +39,7 @@ const ENV_PREFIX: &str = "SEALPOST_";
 const IGNORED_ENV_PREFIX: &str = "SEALPOST_TEST_";
 /// Guards against `_FILE` pointing at something huge or endless (`/dev/zero`).
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+const DEFAULT_MAIL_FROM: &str = "Sealpost <sealpost@localhost>";
 
 /// Every setting, by TOML key. The env name is `SEALPOST_` + the key uppercased.
 /// A secret also accepts `<key>_file`; adding one is one line here (plus its
@@ -52,6 +53,8 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("bind", Kind::Text),
     ("public_url", Kind::Text),
     ("log", Kind::Text),
+    ("smtp_url", secret(hide_url_password)),
+    ("mail_from", Kind::Text),
 ];
 
 /// A secret setting; `show` renders it for `to_redacted_toml` (use `hide_all`
@@ -95,6 +98,13 @@ pub struct Config {
     pub public_url: String,
     /// A `tracing` `EnvFilter` directive. Key `log`, default `info`.
     pub log: String,
+    /// Secret (may hold a password). Key `smtp_url`, e.g.
+    /// `smtp://user:pass@host:587?tls=starttls`, `smtps://host`,
+    /// `smtp://host:25`. Default none: mail goes to the local dev mailbox.
+    pub smtp_url: Option<SecretString>,
+    /// The `From:` of every email. Key `mail_from`, default
+    /// `Sealpost <sealpost@localhost>`.
+    pub mail_from: String,
 }
 
 /// Where a value came from, for error messages.
@@ -268,6 +278,14 @@ impl Config {
             Some(set) => set.value,
             None => "info".to_owned(),
         };
+        let smtp_url = match layer.secrets.remove("smtp_url") {
+            Some(set) => Some(check_smtp_url(read_secret("smtp_url", set)?)?),
+            None => None,
+        };
+        let mail_from = match layer.text.remove("mail_from") {
+            Some(set) => check_mail_from(set)?,
+            None => DEFAULT_MAIL_FROM.to_owned(),
+        };
         debug_assert!(
             layer.is_empty(),
             "every setting in SETTINGS must be consumed"
@@ -282,6 +300,8 @@ impl Config {
             bind,
             public_url,
             log,
+            smtp_url,
+            mail_from,
         })
     }
 
@@ -305,8 +325,16 @@ impl Config {
             ("public_url", text(&self.public_url)),
             ("log", text(&self.log)),
         ];
+        // An unset SMTP URL has no TOML spelling; it is left out.
+        let smtp = self
+            .smtp_url
+            .as_ref()
+            .map(|url| ("smtp_url", secret("smtp_url", url)));
+        let mail = [("mail_from", text(&self.mail_from))];
         entries
-            .iter()
+            .into_iter()
+            .chain(smtp)
+            .chain(mail)
             .map(|(key, value)| format!("{key} = {value}\n"))
             .collect()
     }
@@ -654,6 +682,31 @@ fn check_database_url(set: Sourced<SecretString>) -> Result<SecretString, Config
     }
 }
 
+/// Checked as lettre will read it, so a bad URL fails at boot rather than
+/// at the first email. The message never echoes the URL (it may hold a password).
+fn check_smtp_url(set: Sourced<SecretString>) -> Result<SecretString, ConfigError> {
+    match crate::mail::transport::smtp_builder(set.value.expose_secret()) {
+        Ok(_) => Ok(set.value),
+        Err(_) => Err(ConfigError::Invalid {
+            setting: "smtp_url",
+            origin: set.origin,
+            expected: "an smtp:// or smtps:// URL with a host, such as \
+                       smtp://user:pass@host:587?tls=starttls, smtps://host or smtp://host:25",
+        }),
+    }
+}
+
+fn check_mail_from(set: Sourced<String>) -> Result<String, ConfigError> {
+    match set.value.parse::<lettre::message::Mailbox>() {
+        Ok(_) => Ok(set.value),
+        Err(_) => Err(ConfigError::Invalid {
+            setting: "mail_from",
+            origin: set.origin,
+            expected: "an address such as `Example Bank <messages@example.com>` or messages@example.com",
+        }),
+    }
+}
+
 fn parse_recipients(set: Sourced<Vec<String>>) -> Result<Vec<Recipient>, ConfigError> {
     set.value
         .iter()
@@ -759,6 +812,8 @@ mod tests {
                 "public_url" => "https://example.com",
                 "database_url" => "sqlite::memory:",
                 "escrow_recipients" => "",
+                "smtp_url" => "smtp://localhost:25",
+                "mail_from" => "a@example.com",
                 _ => "x",
             };
             (format!("SEALPOST_{}", key.to_uppercase()), value.to_owned())

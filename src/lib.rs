@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod deliveries;
 pub mod pickup;
+pub mod mail;
 pub mod portal;
 pub mod private_fs;
 pub mod server;

@@ -33,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ready))
         .route("/static/style.css", get(crate::web::stylesheet))
         .merge(pages)
+        .merge(crate::mail::routes())
         .route_layer(axum::middleware::from_fn(crate::web::log_request))
         .fallback(|| async { crate::web::PageError::NotFound })
         .with_state(app);
@@ -58,7 +59,15 @@ pub async fn serve(app: App) -> std::io::Result<()> {
         "sealpost is listening"
     );
     announce_setup_link(&app).await;
+    if app.outbox.is_dev_mailbox() {
+        tracing::warn!(
+            dev_mailbox = %format!("{}/dev/mailbox", app.config.public_url),
+            "no smtp_url is set: email is not sent but kept in the dev mailbox, \
+             readable from this machine only (set SEALPOST_SMTP_URL to send mail)"
+        );
+    }
     let sweeper = tokio::spawn(sweep_forever(app.clone()));
+    let mailer = crate::mail::spawn(&app);
     let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
     let expiry = tokio::spawn(crate::pickup::expiry::run_forever(app.clone()));
     let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -66,6 +75,7 @@ pub async fn serve(app: App) -> std::io::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await;
     sweeper.abort();
+    mailer.abort();
     sessions.abort();
     expiry.abort();
     app.db.close().await;

@@ -46,6 +46,8 @@ fn defaults() -> TestResult {
     assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
     assert_eq!(config.public_url, "http://127.0.0.1:8080");
     assert_eq!(config.log, "info");
+    assert!(config.smtp_url.is_none());
+    assert_eq!(config.mail_from, "Sealpost <sealpost@localhost>");
     assert!(!config.is_https());
     Ok(())
 }
@@ -514,4 +516,125 @@ fn redacted_output_is_loadable_toml() -> TestResult {
     assert_eq!(reloaded.to_redacted_toml(), original.to_redacted_toml());
     assert_eq!(reloaded.data_dir, original.data_dir);
     Ok(())
+}
+
+#[test]
+fn mail_defaults_to_the_dev_mailbox() -> TestResult {
+    let config = Config::load(None, env(&[]))?;
+    assert!(config.smtp_url.is_none());
+    assert_eq!(config.mail_from, "Sealpost <sealpost@localhost>");
+    assert!(!config.to_redacted_toml().contains("smtp_url"));
+    Ok(())
+}
+
+#[test]
+fn smtp_url_and_mail_from_layer_like_other_settings() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(
+        &dir,
+        "smtp_url = \"smtp://relay.internal:25\"\nmail_from = \"Bank <messages@bank.example>\"\n",
+    )?;
+    let config = Config::load(Some(&file), env(&[]))?;
+    let smtp = config
+        .smtp_url
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned());
+    assert_eq!(smtp.as_deref(), Some("smtp://relay.internal:25"));
+    assert_eq!(config.mail_from, "Bank <messages@bank.example>");
+
+    for url in [
+        "smtp://user:pass@mail.example.com:587?tls=starttls",
+        "smtp://mail.example.com:587?tls=required",
+        "smtps://user:pass@mail.example.com",
+        "smtp://127.0.0.1:2525",
+    ] {
+        let config = Config::load(Some(&file), env(&[("SEALPOST_SMTP_URL", url)]))?;
+        let smtp = config
+            .smtp_url
+            .as_ref()
+            .map(|s| s.expose_secret().to_owned());
+        assert_eq!(smtp.as_deref(), Some(url));
+    }
+    Ok(())
+}
+
+#[test]
+fn smtp_url_can_come_from_a_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("smtp_url");
+    let url = format!("smtps://sealpost:{PASSWORD}@mail.example.com");
+    fs::write(&secret, format!("{url}\n"))?;
+    let secret_path = secret.to_string_lossy().into_owned();
+    let config = Config::load(None, env(&[("SEALPOST_SMTP_URL_FILE", &secret_path)]))?;
+    let smtp = config
+        .smtp_url
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned());
+    assert_eq!(smtp, Some(url));
+
+    let err = load_err(
+        None,
+        &[
+            ("SEALPOST_SMTP_URL_FILE", &secret_path),
+            ("SEALPOST_SMTP_URL", "smtp://other:25"),
+        ],
+    );
+    assert!(matches!(err, ConfigError::SecretConflict { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn bad_smtp_url_error_hides_the_value() {
+    for url in [
+        format!("http://u:{PASSWORD}@mail.example.com"),
+        format!("smtp://u:{PASSWORD}@mail.example.com?tls=sometimes"),
+        PASSWORD.to_owned(),
+        String::new(),
+    ] {
+        let err = load_err(None, &[("SEALPOST_SMTP_URL", &url)]);
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "smtp_url",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!err.to_string().contains(PASSWORD), "{err}");
+        assert!(!format!("{err:?}").contains(PASSWORD));
+        assert!(err.to_string().contains("SEALPOST_SMTP_URL"), "{err}");
+    }
+}
+
+#[test]
+fn redacted_output_hides_the_smtp_password() -> TestResult {
+    let url = format!("smtp://sealpost:{PASSWORD}@mail.example.com:587?tls=starttls");
+    let config = Config::load(None, env(&[("SEALPOST_SMTP_URL", &url)]))?;
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    assert!(
+        shown.contains(r#"smtp_url = "smtp://sealpost:***@mail.example.com:587?tls=starttls""#),
+        "{shown}"
+    );
+    assert!(!format!("{config:?}").contains(PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn bad_mail_from_errors() {
+    for from in ["", "not an address", "a@b@c"] {
+        let err = load_err(None, &[("SEALPOST_MAIL_FROM", from)]);
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "mail_from",
+                    ..
+                }
+            ),
+            "{from:?}: {err}"
+        );
+    }
 }

@@ -1,0 +1,142 @@
+//! Where rendered mail goes: an SMTP server (lettre, pooled connections) or,
+//! when no `smtp_url` is configured, the local dev mailbox.
+
+use std::time::Duration;
+
+use lettre::address::Envelope;
+use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use super::MailError;
+
+/// Per SMTP command; a stuck server must not hold a lease for long.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pooled connections: enough to overlap round trips, few enough not to
+/// trip a relay's per-client connection limit.
+const POOL_SIZE: u32 = 4;
+
+#[derive(Clone)]
+pub enum Transport {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    /// Mail is kept, sealed, in the `dev_mailbox` table.
+    DevMailbox,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Smtp(_) => f.write_str("Transport::Smtp(..)"),
+            Transport::DevMailbox => f.write_str("Transport::DevMailbox"),
+        }
+    }
+}
+
+/// How a send failed, as far as retrying is concerned. The text is an
+/// error class or SMTP status code, safe to store and log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// Worth retrying later: SMTP 4xx, connection, TLS or timeout trouble.
+    Temporary(String),
+    /// Will never work: SMTP 5xx, an unusable address or payload.
+    Permanent(String),
+}
+
+impl Transport {
+    pub fn from_config(smtp_url: Option<&SecretString>) -> Result<Transport, MailError> {
+        let Some(url) = smtp_url else {
+            return Ok(Transport::DevMailbox);
+        };
+        let transport = smtp_builder(url.expose_secret())?
+            .timeout(Some(SMTP_TIMEOUT))
+            .pool_config(PoolConfig::new().max_size(POOL_SIZE))
+            .build();
+        Ok(Transport::Smtp(transport))
+    }
+
+    pub fn is_dev_mailbox(&self) -> bool {
+        matches!(self, Transport::DevMailbox)
+    }
+
+    /// Sends over SMTP (the dev mailbox is written by the worker, in the
+    /// transaction that marks the row sent).
+    pub async fn send_smtp(&self, envelope: &Envelope, raw: &[u8]) -> Result<(), SendError> {
+        match self {
+            Transport::Smtp(smtp) => smtp
+                .send_raw(envelope, raw)
+                .await
+                .map(|_| ())
+                .map_err(|e| classify(&e)),
+            Transport::DevMailbox => Ok(()),
+        }
+    }
+}
+
+/// lettre's builder for `url`. `tls=starttls` is accepted as the common
+/// spelling of lettre's `tls=required` (STARTTLS, refusing plain text).
+pub fn smtp_builder(url: &str) -> Result<AsyncSmtpTransportBuilder, MailError> {
+    let url = Zeroizing::new(starttls_alias(url));
+    AsyncSmtpTransport::<Tokio1Executor>::from_url(&url).map_err(|_| MailError::InvalidSmtpUrl)
+}
+
+fn starttls_alias(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    let query: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.eq_ignore_ascii_case("tls=starttls") {
+                "tls=required"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    format!("{base}?{}", query.join("&"))
+}
+
+/// Sorts an SMTP error into retry or give up. Only the status code or the
+/// kind of error is kept: server replies can quote the address.
+fn classify(e: &lettre::transport::smtp::Error) -> SendError {
+    if let Some(code) = e.status() {
+        let class = format!("smtp {code}");
+        return if e.is_permanent() {
+            SendError::Permanent(class)
+        } else {
+            SendError::Temporary(class)
+        };
+    }
+    if e.is_timeout() {
+        SendError::Temporary("timeout".to_owned())
+    } else if e.is_tls() {
+        SendError::Temporary("tls".to_owned())
+    } else if e.is_client() {
+        SendError::Permanent("client".to_owned())
+    } else {
+        // Includes a reply that could not be read: in practice a dropped
+        // connection.
+        SendError::Temporary("connection".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn starttls_is_an_alias_for_required() {
+        assert_eq!(
+            starttls_alias("smtp://u:p@h:587?tls=starttls"),
+            "smtp://u:p@h:587?tls=required"
+        );
+        assert_eq!(starttls_alias("smtp://h:25"), "smtp://h:25");
+        assert!(smtp_builder("smtp://u:p@h:587?tls=starttls").is_ok());
+        assert!(smtp_builder("smtps://h").is_ok());
+        assert!(smtp_builder("smtp://h:25").is_ok());
+        assert!(smtp_builder("http://h").is_err());
+        assert!(smtp_builder("smtp://h?tls=bogus").is_err());
+        assert!(smtp_builder("h:25").is_err());
+    }
+}

@@ -1,0 +1,379 @@
+//! The sending worker. Rows are claimed with a lease (compare-and-set on
+//! `lease_until`, plus `FOR UPDATE SKIP LOCKED` on PostgreSQL; SQLite's
+//! `BEGIN IMMEDIATE` makes claims single-writer), so two workers or
+//! instances never send one row, and a crashed worker's rows come back
+//! when its lease runs out. Temporary failures back off exponentially for
+//! up to a day; permanent ones fail at once.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::task::{JoinHandle, JoinSet};
+use uuid::Uuid;
+
+use super::MailError;
+use super::dev_mailbox::{self, DevMail};
+use super::outbox::{Outbox, PAYLOAD_PURPOSE, Payload};
+use super::render::{self, Context};
+use super::transport::SendError;
+use crate::app::App;
+use crate::audit::{Action, Actor, Event};
+use crate::db::{Backend, Tx};
+use crate::deliveries::Status;
+use crate::vault::MessageId;
+
+/// Rows claimed per round.
+const BATCH: usize = 32;
+/// How long a claim lasts: well above one send (SMTP timeouts are 60 s per
+/// command), so a live worker never loses a lease mid-send.
+pub const LEASE_SECONDS: i64 = 300;
+/// Temporary failures are retried for this long after the row was queued.
+pub const GIVE_UP_AFTER_SECONDS: i64 = 24 * 3600;
+const FIRST_BACKOFF_SECONDS: i64 = 60;
+const MAX_BACKOFF_SECONDS: i64 = 3600;
+/// How often an idle worker looks for due mail.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Delay before retry number `attempts` + 1: 1, 2, 4, … minutes, at most an hour.
+pub fn backoff(attempts: i64) -> i64 {
+    let doublings = u32::try_from(attempts.saturating_sub(1).clamp(0, 16)).unwrap_or(16);
+    FIRST_BACKOFF_SECONDS
+        .saturating_mul(1_i64 << doublings)
+        .min(MAX_BACKOFF_SECONDS)
+}
+
+/// A claimed row.
+struct Claimed {
+    id: i64,
+    kind: String,
+    message_id: Option<MessageId>,
+    payload: Option<Vec<u8>>,
+    mail_message_id: String,
+    created_at: i64,
+    attempts: i64,
+}
+
+/// Starts the worker on the runtime; it runs until aborted.
+pub fn spawn(app: &App) -> JoinHandle<()> {
+    let outbox = app.outbox.clone();
+    tokio::spawn(async move {
+        loop {
+            match outbox.run_once().await {
+                // A full batch: more may be due right away.
+                Ok(n) if n >= BATCH => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "mail worker round failed; will retry"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    })
+}
+
+impl Outbox {
+    /// Claims what is due and tries to send it. Returns how many rows were
+    /// attempted (sent, rescheduled or failed).
+    pub async fn run_once(&self) -> Result<usize, MailError> {
+        let owner = Uuid::new_v4().to_string();
+        let claimed = self.claim_due(&owner, BATCH).await?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        let settings = self.inner.settings.load().await?;
+        let ctx = std::sync::Arc::new(Context::new(
+            &settings.organisation,
+            &settings.support_line,
+            &self.inner.public_url,
+            self.inner.clock.now(),
+        ));
+        let count = claimed.len();
+        // Sends overlap (lettre pools the connections); each row is
+        // finished in its own transaction.
+        let mut tasks = JoinSet::new();
+        for row in claimed {
+            let this = self.clone();
+            let owner = owner.clone();
+            let ctx = ctx.clone();
+            tasks.spawn(async move {
+                let id = row.id;
+                if let Err(e) = this.process(row, &owner, &ctx).await {
+                    // The lease runs out and the row is retried (same Message-ID).
+                    tracing::warn!(outbox_id = id, error = %e, "could not record a mail outcome");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "mail send task failed");
+            }
+        }
+        Ok(count)
+    }
+
+    /// Claims up to `limit` due rows for `owner` (one claim round of
+    /// [`Outbox::run_once`]; public so tests can play a worker that crashes
+    /// after claiming). Returns the ids claimed.
+    pub async fn claim(&self, owner: &str, limit: usize) -> Result<Vec<i64>, MailError> {
+        Ok(self
+            .claim_due(owner, limit)
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
+
+    async fn claim_due(&self, owner: &str, limit: usize) -> Result<Vec<Claimed>, MailError> {
+        let now = self.inner.clock.now();
+        let db = &self.inner.db;
+        let mut tx = db.begin().await?;
+        // PostgreSQL: concurrent claimers skip each other's candidates
+        // instead of queueing on them. SQLite: BEGIN IMMEDIATE already
+        // made this transaction the only writer.
+        let skip_locked = match db.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let candidates: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT id FROM outbox
+             WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
+               AND (lease_until IS NULL OR lease_until < $1)
+             ORDER BY next_attempt_at, id LIMIT $2{skip_locked}"
+        ))
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(candidates.len());
+        for id in candidates {
+            // The compare-and-set is what guarantees one owner per row.
+            let won = sqlx::query(
+                "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+                 WHERE id = $3 AND sent_at IS NULL AND failed_at IS NULL
+                   AND (lease_until IS NULL OR lease_until < $4)",
+            )
+            .bind(owner)
+            .bind(now + LEASE_SECONDS)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !won {
+                continue;
+            }
+            let row = sqlx::query(
+                "SELECT id, kind, message_id, payload, mail_message_id, created_at, attempts
+                 FROM outbox WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let message_id: Option<String> = row.try_get(2)?;
+            claimed.push(Claimed {
+                id: row.try_get(0)?,
+                kind: row.try_get(1)?,
+                message_id: message_id.and_then(|m| m.parse().ok()),
+                payload: row.try_get(3)?,
+                mail_message_id: row.try_get(4)?,
+                created_at: row.try_get(5)?,
+                attempts: row.try_get(6)?,
+            });
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    #[tracing::instrument(skip_all, fields(outbox_id = row.id, kind = %row.kind, attempt = row.attempts))]
+    async fn process(&self, row: Claimed, owner: &str, ctx: &Context) -> Result<(), MailError> {
+        match self.attempt(&row, ctx).await {
+            Ok(dev_copy) => self.mark_sent(&row, dev_copy).await,
+            Err(SendError::Permanent(class)) => self.mark_failed(&row, owner, &class).await,
+            Err(SendError::Temporary(class)) => {
+                let now = self.inner.clock.now();
+                let deadline = row.created_at + GIVE_UP_AFTER_SECONDS;
+                if now >= deadline {
+                    self.mark_failed(&row, owner, &class).await
+                } else {
+                    let next = (now + backoff(row.attempts)).min(deadline);
+                    self.mark_retry(&row, owner, &class, next).await
+                }
+            }
+        }
+    }
+
+    /// Renders and sends one row. For the dev mailbox nothing leaves the
+    /// process; the copy to keep is returned and stored with the outcome.
+    async fn attempt(&self, row: &Claimed, ctx: &Context) -> Result<Option<DevMail>, SendError> {
+        let permanent = |class: &str| SendError::Permanent(class.to_owned());
+        let sealed = row.payload.as_deref().ok_or_else(|| permanent("payload"))?;
+        let plain = self
+            .inner
+            .vault
+            .open_secret(PAYLOAD_PURPOSE, sealed)
+            .map_err(|_| permanent("payload"))?;
+        let payload: Payload = serde_json::from_slice(&plain).map_err(|_| permanent("payload"))?;
+        let rendered = render::render(ctx, &payload.mail).map_err(|_| permanent("render"))?;
+        let email = render::build(
+            &self.inner.from,
+            &payload.to,
+            &row.mail_message_id,
+            ctx.now,
+            &rendered,
+        )
+        .map_err(|e| match e {
+            MailError::InvalidAddress => permanent("invalid address"),
+            _ => permanent("build"),
+        })?;
+        if self.inner.transport.is_dev_mailbox() {
+            return Ok(Some(DevMail {
+                to: payload.to,
+                subject: rendered.subject,
+                text: rendered.text,
+                mail_message_id: row.mail_message_id.clone(),
+            }));
+        }
+        let raw = zeroize::Zeroizing::new(email.formatted());
+        self.inner
+            .transport
+            .send_smtp(email.envelope(), &raw)
+            .await?;
+        Ok(None)
+    }
+
+    async fn mark_sent(&self, row: &Claimed, dev_copy: Option<DevMail>) -> Result<(), MailError> {
+        let now = self.inner.clock.now();
+        let mut tx = self.inner.db.begin().await?;
+        // Not conditional on still holding the lease: once the server has
+        // the email, recording that is always right.
+        let marked = sqlx::query(
+            "UPDATE outbox SET sent_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL
+             WHERE id = $2 AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(now)
+        .bind(row.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !marked {
+            tracing::warn!("mail sent, but another worker had already finished the row");
+            return Ok(());
+        }
+        if let Some(copy) = dev_copy {
+            dev_mailbox::store(&mut tx, &self.inner.vault, row.id, now, &copy).await?;
+        }
+        if row.kind == "pickup_link" {
+            self.progress(&mut tx, row, Status::Emailed).await?;
+        }
+        self.audit(&mut tx, row, Action::MailSent, None).await?;
+        tx.commit().await?;
+        tracing::info!("mail sent");
+        Ok(())
+    }
+
+    async fn mark_retry(
+        &self,
+        row: &Claimed,
+        owner: &str,
+        class: &str,
+        next: i64,
+    ) -> Result<(), MailError> {
+        sqlx::query(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, last_error = $2
+             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(next)
+        .bind(class)
+        .bind(row.id)
+        .bind(owner)
+        .execute(self.inner.db.pool())
+        .await?;
+        tracing::warn!(error = class, retry_at = next, "mail not sent; will retry");
+        Ok(())
+    }
+
+    async fn mark_failed(&self, row: &Claimed, owner: &str, class: &str) -> Result<(), MailError> {
+        let now = self.inner.clock.now();
+        let mut tx = self.inner.db.begin().await?;
+        let marked = sqlx::query(
+            "UPDATE outbox SET failed_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL,
+                 last_error = $2
+             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(now)
+        .bind(class)
+        .bind(row.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !marked {
+            return Ok(());
+        }
+        if row.kind == "pickup_link" {
+            self.progress(&mut tx, row, Status::DeliveryFailed).await?;
+        }
+        self.audit(&mut tx, row, Action::MailFailed, Some(class))
+            .await?;
+        tx.commit().await?;
+        tracing::warn!(error = class, "mail failed for good");
+        Ok(())
+    }
+
+    /// Moves the message's delivery status, unless the customer has already
+    /// got further (a late outcome must not turn "verified" back into "emailed").
+    async fn progress(&self, tx: &mut Tx, row: &Claimed, status: Status) -> Result<(), MailError> {
+        let Some(id) = row.message_id else {
+            return Ok(());
+        };
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM deliveries WHERE message_id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+        let replaceable = [Status::Queued, Status::Emailed, Status::DeliveryFailed];
+        if current.is_some_and(|s| replaceable.iter().any(|r| r.as_str() == s)) {
+            self.inner.deliveries.set_status(tx, id, status).await?;
+        }
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        tx: &mut Tx,
+        row: &Claimed,
+        action: Action,
+        error: Option<&str>,
+    ) -> Result<(), MailError> {
+        let mut detail = serde_json::json!({
+            "outbox_id": row.id,
+            "kind": row.kind,
+            "attempts": row.attempts,
+        });
+        if let Some(error) = error {
+            detail["error"] = serde_json::Value::from(error);
+        }
+        let mut event = Event::new(Actor::System, action).detail(detail);
+        if let Some(id) = row.message_id {
+            event = event.message(id);
+        }
+        self.inner.audit.record(tx, &event).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_an_hour() {
+        assert_eq!(backoff(1), 60);
+        assert_eq!(backoff(2), 120);
+        assert_eq!(backoff(3), 240);
+        assert_eq!(backoff(7), 3600);
+        assert_eq!(backoff(100), 3600);
+        assert_eq!(backoff(0), 60);
+    }
+}
