@@ -106,6 +106,17 @@ internal_from!(
     crate::audit::AuditError
 );
 
+impl From<crate::mail::MailError> for PageError {
+    fn from(e: crate::mail::MailError) -> Self {
+        match e {
+            crate::mail::MailError::InvalidAddress => PageError::BadRequest(
+                "That email address cannot receive mail. Check it and try again.".to_owned(),
+            ),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::settings::SettingsError> for PageError {
     fn from(e: crate::settings::SettingsError) -> Self {
         match e {

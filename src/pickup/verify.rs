@@ -18,6 +18,7 @@ use super::{Brand, Notice, agent_class, limits, mask_address, notice};
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
+use crate::mail::{Alert, Mail};
 use crate::portal::ClientIp;
 use crate::settings::Method;
 use crate::vault::MessageId;
@@ -213,7 +214,18 @@ pub async fn send_code(
     .bind(now + CODE_TTL_SECS)
     .execute(&mut *tx)
     .await?;
-    // NOTE(outbox): the code email is queued here once the outbox lands.
+    let to = app.deliveries.open_recipient(&d)?;
+    app.outbox
+        .enqueue(
+            &mut tx,
+            to.expose_secret(),
+            &Mail::VerificationCode {
+                code: code.expose_secret().to_owned(),
+                expires_at: now + CODE_TTL_SECS,
+            },
+            Some(d.message_id),
+        )
+        .await?;
     let event = Event::new(Actor::Anonymous, Action::CodeSent)
         .message(d.message_id)
         .ip(ip);
@@ -334,9 +346,19 @@ pub async fn verify(
             None => true,
         };
         if claimed && code_ok {
-            app.deliveries
+            let first = app
+                .deliveries
                 .advance(&mut tx, d.message_id, Status::Verified)
                 .await?;
+            if first
+                && app
+                    .accounts
+                    .pickup_alerts(d.sender)
+                    .await
+                    .map_err(|e| PageError::Internal(e.to_string()))?
+            {
+                alert_sender(&app, &mut tx, &d, Alert::FirstPickup).await?;
+            }
             if d.shred_after_pickup {
                 sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
                     .bind(now + PICKUP_IDLE_SECS)
@@ -386,7 +408,8 @@ pub async fn verify(
         app.deliveries.lock(&mut tx, d.message_id).await?;
         let event = Event::new(Actor::System, Action::MessageLocked).message(d.message_id);
         app.audit.record(&mut tx, &event).await?;
-        // NOTE(outbox): the sender's lockout alert is queued here.
+        // The sender is always told of a lockout (PII-free: ids only).
+        alert_sender(&app, &mut tx, &d, Alert::Locked).await?;
         tx.commit().await?;
         return Ok(notice(&app, Notice::Locked, None).await);
     }
@@ -423,4 +446,32 @@ async fn check_hash(
     crate::staff::password::verify(SecretString::from(answer.to_owned()), stored)
         .await
         .map_err(|e| PageError::Internal(e.to_string()))
+}
+
+/// Queues a PII-free alert to the message's sender (if their account exists).
+async fn alert_sender(
+    app: &App,
+    tx: &mut crate::db::Tx,
+    d: &Delivery,
+    alert: Alert,
+) -> Result<(), PageError> {
+    let sender = app
+        .accounts
+        .state(d.sender)
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    if let Some(s) = sender.filter(|s| !s.account.disabled) {
+        app.outbox
+            .enqueue(
+                tx,
+                s.account.email.as_str(),
+                &Mail::SenderAlert {
+                    alert,
+                    message_id: d.message_id,
+                },
+                Some(d.message_id),
+            )
+            .await?;
+    }
+    Ok(())
 }

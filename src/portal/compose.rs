@@ -19,12 +19,14 @@ use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::deliveries::NewDelivery;
+use crate::mail::Mail;
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
 use crate::staff::StaffEmail;
 use crate::staff::password;
 use crate::vault::{Draft, MessageMeta, PartKind, PartMeta, VaultError};
 use crate::web::csrf;
 use crate::web::{Nav, PageError, PageResult};
+use secrecy::ExposeSecret;
 
 /// Room for the text fields and multipart framing on top of the size limit.
 const FORM_OVERHEAD: u64 = 1024 * 1024;
@@ -494,12 +496,23 @@ async fn commit(
         .set_recipient(&mut tx, id, &address)
         .await
         .map_err(|e| PageError::Internal(e.to_string()))?;
-    let _url = app
+    let url = app
         .deliveries
         .issue_link(&mut tx, id, &app.config.public_url)
         .await
         .map_err(|e| PageError::Internal(e.to_string()))?;
-    // NOTE(outbox): the pickup email is queued here once the outbox lands.
+    // The notification commits with the message: never one without the other.
+    app.outbox
+        .enqueue(
+            &mut tx,
+            &address,
+            &Mail::PickupLink {
+                url: url.expose_secret().to_owned(),
+                expires_at: checked.expires_at,
+            },
+            Some(id),
+        )
+        .await?;
     let methods: Vec<&str> = checked.methods.iter().map(|m| m.as_str()).collect();
     let event = Event::new(staff.actor(), Action::MessageSent)
         .message(id)

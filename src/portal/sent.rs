@@ -401,7 +401,7 @@ pub async fn resend(
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "resend").await?;
     let mut tx = app.db.begin().await?;
-    let _url = app
+    let url = app
         .deliveries
         .resend(
             &mut tx,
@@ -411,7 +411,18 @@ pub async fn resend(
             &app.config.public_url,
         )
         .await?;
-    // NOTE(outbox): the pickup email is queued here once the outbox lands.
+    let to = app.deliveries.open_recipient(&d)?;
+    app.outbox
+        .enqueue(
+            &mut tx,
+            secrecy::ExposeSecret::expose_secret(&to),
+            &crate::mail::Mail::PickupLink {
+                url: secrecy::ExposeSecret::expose_secret(&url).to_owned(),
+                expires_at: d.expires_at,
+            },
+            Some(d.message_id),
+        )
+        .await?;
     tx.commit().await?;
     Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
 }

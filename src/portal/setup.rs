@@ -59,6 +59,8 @@ pub enum LinkError {
     Account(#[from] AccountError),
     #[error("{0}")]
     Hash(#[from] password::HashError),
+    #[error("queuing the invitation email: {0}")]
+    Mail(String),
 }
 
 impl From<LinkError> for PageError {
@@ -253,6 +255,20 @@ pub async fn invite(
         expires_at,
     )
     .await?;
+    let url = link_url(app, "invite", &token);
+    // The invitation email commits with the account: one never exists
+    // without the other.
+    app.outbox
+        .enqueue(
+            &mut tx,
+            email.as_str(),
+            &crate::mail::Mail::StaffInvite {
+                url: url.expose_secret().to_owned(),
+            },
+            None,
+        )
+        .await
+        .map_err(|e| LinkError::Mail(e.to_string()))?;
     let detail = serde_json::json!({ "staff_id": staff_id.to_string(), "role": role.as_str() });
     let event = Event::new(actor, Action::StaffInvited)
         .ip(ip)
@@ -261,7 +277,7 @@ pub async fn invite(
     tx.commit().await?;
     Ok(Invitation {
         staff_id,
-        url: link_url(app, "invite", &token),
+        url,
         expires_at,
     })
 }

@@ -219,3 +219,39 @@ pub fn message_links(html: &str) -> Vec<String> {
     }
     out
 }
+
+/// Delivers what the outbox holds (no SMTP configured: into the dev
+/// mailbox) and returns the text of every email to `to`, oldest first, as a
+/// loopback visitor reads them at /dev/mailbox.
+pub async fn dev_mail(app: &App, b: &mut Browser, to: &str) -> Vec<String> {
+    app.outbox.run_once().await.expect("outbox run");
+    let list = b.get("/dev/mailbox").await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let mut found = Vec::new();
+    for row in list.body.split("<tr>").skip(2) {
+        if !row.contains(&format!("<td>{to}</td>")) {
+            continue;
+        }
+        let Some(i) = row.find("href=\"/dev/mailbox/") else {
+            continue;
+        };
+        let rest = &row[i + 6..];
+        let path = &rest[..rest.find('"').unwrap()];
+        let page = b.get(path).await;
+        let start = page.body.find("<pre class=\"mail\">").expect("mail text") + 18;
+        let end = start + page.body[start..].find("</pre>").unwrap();
+        found.push(page.body[start..end].to_owned());
+    }
+    found.reverse();
+    found
+}
+
+/// The first `http…` link in a mail's text whose path starts with `prefix`.
+pub fn link_in(mail: &str, prefix: &str) -> Option<String> {
+    mail.split("href=\"").skip(1).find_map(|s| {
+        let url = &s[..s.find('"')?];
+        let path = &url[url.find("://")? + 3..];
+        let path = &path[path.find('/')?..];
+        path.starts_with(prefix).then(|| path.to_owned())
+    })
+}

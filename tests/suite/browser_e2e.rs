@@ -2,19 +2,40 @@
 //! a message with an attachment; the customer opens the link, verifies,
 //! reads the body and downloads the file, byte for byte.
 
-use sealpost::staff::Role;
-use secrecy::ExposeSecret;
+use std::sync::Arc;
 
-use crate::browser::{PASSWORD, create_staff, portal};
+use sealpost::app::App;
+use sealpost::staff::Role;
+
+use crate::browser::{PASSWORD, create_staff, serve};
 use crate::common::{TestEnv, bytes, runtime};
+use crate::smtp::{SmtpServer, header, parts};
 use crate::webdriver::Chrome;
+
+/// Sends what the outbox holds and returns the text of the newest email to `to`.
+async fn next_mail(app: &App, smtp: &SmtpServer, to: &str) -> String {
+    app.outbox.run_once().await.unwrap();
+    let raw = smtp
+        .accepted()
+        .into_iter()
+        .rev()
+        .find(|m| header(m, "To").is_some_and(|t| t.contains(to)))
+        .expect("an email");
+    parts(&raw).0
+}
 
 #[test]
 fn agent_sends_and_customer_picks_up_in_chromium() {
     let rt = runtime();
     rt.block_on(async {
         let env = TestEnv::new().await;
-        let (app, _clock, base) = portal(&env, crate::common::now()).await;
+        let smtp = SmtpServer::start();
+        let mut vars = env.env_vars();
+        vars.push(("SEALPOST_SMTP_URL".to_owned(), smtp.url()));
+        let config = sealpost::config::Config::load(None, vars).unwrap();
+        let clock = sealpost::clock::ManualClock::new(crate::common::now());
+        let app = App::open_with_clock(config, Arc::new(clock)).await.unwrap();
+        let base = serve(app.clone()).await;
         create_staff(&app, "agent@example.com", Role::Agent).await;
         let downloads = tempfile::tempdir().unwrap();
         let upload = env.dir.path().join("Steuerbescheid 2025.pdf");
@@ -33,10 +54,7 @@ fn agent_sends_and_customer_picks_up_in_chromium() {
         chrome
             .type_into("#body", "Hello,\nyour tax assessment is attached.")
             .await;
-        // Switch from the email code (default) to an access code.
-        chrome.click("input[value=email_code]").await;
-        chrome.click("input[value=access_code]").await;
-        chrome.type_into("#access_code", "Phone-Code-2468").await;
+        // The default verification: a code by email.
         chrome
             .type_into("#attachments", &upload.display().to_string())
             .await;
@@ -44,33 +62,36 @@ fn agent_sends_and_customer_picks_up_in_chromium() {
             .click("form[action='/compose'] button[type=submit]")
             .await;
         chrome.wait_for("Encrypted and queued").await;
-        let page_url = chrome.url().await;
-        let id: sealpost::vault::MessageId = page_url
-            .split("/messages/")
-            .nth(1)
-            .unwrap()
-            .trim_end_matches("?sent=1")
-            .parse()
-            .unwrap();
-
-        // The link (what the email carries).
-        let mut tx = app.db.begin().await.unwrap();
-        let link = app
-            .deliveries
-            .resend(&mut tx, sealpost::audit::Actor::Cli, id, None, &base)
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        // The customer's email, read from the SMTP server.
+        let mail = next_mail(&app, &smtp, "customer@example.org").await;
+        let at = mail.find("/p/").expect("link in the email");
+        let token: String = mail[at + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        let link = format!("{base}/p/{token}");
 
         // The customer, in a fresh browser.
         chrome.quit().await;
         let mut chrome = Chrome::start(downloads.path()).await;
-        chrome.goto(link.expose_secret()).await;
+        chrome.goto(&link).await;
         chrome.wait_for("You have a secure message").await;
-        chrome.type_into("#access_code", "Phone-Code-2468").await;
+        chrome.click("#send-code").await;
+        chrome.wait_for("We sent a 6-digit code").await;
+        let mail = next_mail(&app, &smtp, "customer@example.org").await;
+        let code: String = mail
+            .split(|c: char| !c.is_ascii_digit())
+            .find(|w| w.len() == 6)
+            .expect("code in the email")
+            .to_owned();
+        chrome.type_into("#code", &code).await;
         chrome.click("#open").await;
         let page = chrome.wait_for("Your message").await;
         assert!(page.contains("your tax assessment is attached."));
+        assert!(
+            chrome.url().await.contains("/pickup/"),
+            "the link is not in the address bar any more"
+        );
         chrome.click("#attachments a").await;
         let target = downloads.path().join("Steuerbescheid 2025.pdf");
         for _ in 0..100 {

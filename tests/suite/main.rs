@@ -15,6 +15,7 @@ mod interop;
 mod keys;
 mod mail;
 mod pickup;
+mod pickup_mail;
 mod portal_admin;
 mod portal_auth;
 mod portal_messages;

@@ -55,7 +55,7 @@ fn logo_form(csrf: Option<&str>, name: &str, data: Vec<u8>) -> reqwest::multipar
 }
 
 /// Invites `email` through the admin page and returns the link's path.
-async fn invite(admin: &mut Browser, email: &str, role: &str) -> String {
+async fn invite(app: &App, admin: &mut Browser, email: &str, role: &str) -> String {
     let r = admin
         .submit(
             "/admin/staff",
@@ -64,8 +64,15 @@ async fn invite(admin: &mut Browser, email: &str, role: &str) -> String {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("Send this link to your colleague"));
-    path_of(&element_text(&r.body, "invite-link").expect("invite link shown"))
+    assert!(r.body.contains("We emailed"), "{}", r.body);
+    assert!(
+        !r.body.contains("/invite/"),
+        "the admin never sees the link"
+    );
+    let to = email.trim().to_lowercase();
+    let mails = crate::browser::dev_mail(app, admin, &to).await;
+    let last = mails.last().expect("an invitation email");
+    crate::browser::link_in(last, "/invite/").expect("invite link in the email")
 }
 
 async fn set_password(b: &mut Browser, path: &str, pw: &str, repeat: &str) -> Resp {
@@ -378,7 +385,7 @@ fn invitation_link_works_once_and_the_colleague_signs_in() {
         }
         assert_eq!(app.accounts.count().await.unwrap(), 1);
 
-        let path = invite(&mut admin, "New.Colleague@example.com", "agent").await;
+        let path = invite(&app, &mut admin, "New.Colleague@example.com", "agent").await;
         let token = path.trim_start_matches("/invite/").to_owned();
         assert_eq!(token.len(), 43, "256 bits, base64url");
         let staff = admin.get("/admin/staff").await;
@@ -479,7 +486,7 @@ fn expired_invitation_is_refused() {
         let (app, clock, base) = portal(&env, START).await;
         create_staff(&app, "admin@example.com", Role::Admin).await;
         let mut admin = Browser::signed_in(&base, "admin@example.com").await;
-        let path = invite(&mut admin, "late@example.com", "admin").await;
+        let path = invite(&app, &mut admin, "late@example.com", "admin").await;
         let mut c = Browser::new(&base);
         assert_eq!(c.get(&path).await.status, 200);
         let token = input_value(&c.get(&path).await.body, "csrf").unwrap();
