@@ -4,7 +4,8 @@
 //!   pickup_seed STATE_DIR COUNT PUBLIC_URL   -> prints one link per line
 //!
 //! Each message has a short body, expires in 7 days and asks for an access
-//! code, so visiting a link renders the full landing page.
+//! code, so visiting a link renders the full landing page; its pickup email
+//! is queued in the outbox, for the server's worker to send.
 
 use std::path::Path;
 
@@ -86,6 +87,18 @@ async fn main() -> Result<()> {
             .await?;
         app.deliveries.set_recipient(&mut tx, id, &address).await?;
         let url = app.deliveries.issue_link(&mut tx, id, public_url).await?;
+        // The notification, queued with the message as compose does.
+        app.outbox
+            .enqueue(
+                &mut tx,
+                &address,
+                &sealpost::mail::Mail::PickupLink {
+                    url: url.expose_secret().to_owned(),
+                    expires_at: app.clock.now() + 7 * 24 * 3600,
+                },
+                Some(id),
+            )
+            .await?;
         tx.commit().await?;
         println!("{}", url.expose_secret());
     }
