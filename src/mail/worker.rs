@@ -42,6 +42,13 @@ pub fn backoff(attempts: i64) -> i64 {
         .min(MAX_BACKOFF_SECONDS)
 }
 
+/// What happened to one send, recorded with the rest of its round.
+enum Outcome {
+    Sent(Option<DevMail>),
+    Failed(String),
+    Retry(String, i64),
+}
+
 /// A claimed row.
 struct Claimed {
     id: i64,
@@ -86,24 +93,45 @@ impl Outbox {
             self.inner.clock.now(),
         ));
         let count = claimed.len();
-        // Sends overlap (lettre pools the connections); each row is
-        // finished in its own transaction.
+        // Sends overlap (lettre pools the connections); the outcomes of the
+        // whole round are then recorded in one transaction, so a round costs
+        // one commit rather than one per email. If recording fails, the
+        // leases run out and the rows are sent again with the same
+        // Message-ID (at least once, never lost).
         let mut tasks = JoinSet::new();
         for row in claimed {
             let this = self.clone();
-            let owner = owner.clone();
             let ctx = ctx.clone();
             tasks.spawn(async move {
-                let id = row.id;
-                if let Err(e) = this.process(row, &owner, &ctx).await {
-                    // The lease runs out and the row is retried (same Message-ID).
-                    tracing::warn!(outbox_id = id, error = %e, "could not record a mail outcome");
-                }
+                let outcome = this.process(&row, &ctx).await;
+                (row, outcome)
             });
         }
+        let mut outcomes = Vec::with_capacity(count);
         while let Some(done) = tasks.join_next().await {
-            if let Err(e) = done {
-                tracing::error!(error = %e, "mail send task failed");
+            match done {
+                Ok(pair) => outcomes.push(pair),
+                Err(e) => tracing::error!(error = %e, "mail send task failed"),
+            }
+        }
+        let mut tx = self.inner.db.begin().await?;
+        for (row, outcome) in &outcomes {
+            match outcome {
+                Outcome::Sent(dev_copy) => self.mark_sent(&mut tx, row, dev_copy.as_ref()).await?,
+                Outcome::Failed(class) => self.mark_failed(&mut tx, row, &owner, class).await?,
+                Outcome::Retry(class, next) => {
+                    self.mark_retry(&mut tx, row, &owner, class, *next).await?
+                }
+            }
+        }
+        tx.commit().await?;
+        for (_, outcome) in &outcomes {
+            match outcome {
+                Outcome::Sent(_) => tracing::info!("mail sent"),
+                Outcome::Failed(class) => tracing::warn!(error = %class, "mail failed for good"),
+                Outcome::Retry(class, next) => {
+                    tracing::warn!(error = %class, retry_at = next, "mail not sent; will retry")
+                }
             }
         }
         Ok(count)
@@ -184,18 +212,17 @@ impl Outbox {
     }
 
     #[tracing::instrument(skip_all, fields(outbox_id = row.id, kind = %row.kind, attempt = row.attempts))]
-    async fn process(&self, row: Claimed, owner: &str, ctx: &Context) -> Result<(), MailError> {
-        match self.attempt(&row, ctx).await {
-            Ok(dev_copy) => self.mark_sent(&row, dev_copy).await,
-            Err(SendError::Permanent(class)) => self.mark_failed(&row, owner, &class).await,
+    async fn process(&self, row: &Claimed, ctx: &Context) -> Outcome {
+        match self.attempt(row, ctx).await {
+            Ok(dev_copy) => Outcome::Sent(dev_copy),
+            Err(SendError::Permanent(class)) => Outcome::Failed(class),
             Err(SendError::Temporary(class)) => {
                 let now = self.inner.clock.now();
                 let deadline = row.created_at + GIVE_UP_AFTER_SECONDS;
                 if now >= deadline {
-                    self.mark_failed(&row, owner, &class).await
+                    Outcome::Failed(class)
                 } else {
-                    let next = (now + backoff(row.attempts)).min(deadline);
-                    self.mark_retry(&row, owner, &class, next).await
+                    Outcome::Retry(class, (now + backoff(row.attempts)).min(deadline))
                 }
             }
         }
@@ -240,9 +267,13 @@ impl Outbox {
         Ok(None)
     }
 
-    async fn mark_sent(&self, row: &Claimed, dev_copy: Option<DevMail>) -> Result<(), MailError> {
+    async fn mark_sent(
+        &self,
+        tx: &mut Tx,
+        row: &Claimed,
+        dev_copy: Option<&DevMail>,
+    ) -> Result<(), MailError> {
         let now = self.inner.clock.now();
-        let mut tx = self.inner.db.begin().await?;
         // Not conditional on still holding the lease: once the server has
         // the email, recording that is always right.
         let marked = sqlx::query(
@@ -251,7 +282,7 @@ impl Outbox {
         )
         .bind(now)
         .bind(row.id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -260,19 +291,18 @@ impl Outbox {
             return Ok(());
         }
         if let Some(copy) = dev_copy {
-            dev_mailbox::store(&mut tx, &self.inner.vault, row.id, now, &copy).await?;
+            dev_mailbox::store(tx, &self.inner.vault, row.id, now, copy).await?;
         }
         if row.kind == "pickup_link" {
-            self.progress(&mut tx, row, Status::Emailed).await?;
+            self.progress(tx, row, Status::Emailed).await?;
         }
-        self.audit(&mut tx, row, Action::MailSent, None).await?;
-        tx.commit().await?;
-        tracing::info!("mail sent");
+        self.audit(tx, row, Action::MailSent, None).await?;
         Ok(())
     }
 
     async fn mark_retry(
         &self,
+        tx: &mut Tx,
         row: &Claimed,
         owner: &str,
         class: &str,
@@ -286,15 +316,19 @@ impl Outbox {
         .bind(class)
         .bind(row.id)
         .bind(owner)
-        .execute(self.inner.db.pool())
+        .execute(&mut **tx)
         .await?;
-        tracing::warn!(error = class, retry_at = next, "mail not sent; will retry");
         Ok(())
     }
 
-    async fn mark_failed(&self, row: &Claimed, owner: &str, class: &str) -> Result<(), MailError> {
+    async fn mark_failed(
+        &self,
+        tx: &mut Tx,
+        row: &Claimed,
+        owner: &str,
+        class: &str,
+    ) -> Result<(), MailError> {
         let now = self.inner.clock.now();
-        let mut tx = self.inner.db.begin().await?;
         let marked = sqlx::query(
             "UPDATE outbox SET failed_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL,
                  last_error = $2
@@ -304,7 +338,7 @@ impl Outbox {
         .bind(class)
         .bind(row.id)
         .bind(owner)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?
         .rows_affected()
             == 1;
@@ -312,12 +346,9 @@ impl Outbox {
             return Ok(());
         }
         if row.kind == "pickup_link" {
-            self.progress(&mut tx, row, Status::DeliveryFailed).await?;
+            self.progress(tx, row, Status::DeliveryFailed).await?;
         }
-        self.audit(&mut tx, row, Action::MailFailed, Some(class))
-            .await?;
-        tx.commit().await?;
-        tracing::warn!(error = class, "mail failed for good");
+        self.audit(tx, row, Action::MailFailed, Some(class)).await?;
         Ok(())
     }
 
