@@ -10,7 +10,7 @@ use sqlx::Row;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::db::{Db, Tx};
+use crate::db::{Db, NativePool, Tx};
 use crate::settings::Method;
 use crate::staff::StaffId;
 use crate::vault::{MessageId, Vault, VaultError};
@@ -474,13 +474,22 @@ impl Deliveries {
         {
             return Ok(None);
         }
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM deliveries d WHERE d.link_hash = $1"
-        ))
-        .bind(self.link_hash(token))
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|r| from_row(&r)).transpose()
+        let sql = format!("SELECT {COLUMNS} FROM deliveries d WHERE d.link_hash = $1");
+        let hash = self.link_hash(token);
+        match self.db.native() {
+            NativePool::Sqlite(pool) => sqlx::query(&sql)
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| from_sqlite_row(&r))
+                .transpose(),
+            NativePool::Postgres(pool) => sqlx::query(&sql)
+                .bind(hash)
+                .fetch_optional(pool)
+                .await?
+                .map(|r| from_pg_row(&r))
+                .transpose(),
+        }
     }
 
     /// Stores the recipient address sealed, for sending codes and alerts
@@ -631,29 +640,38 @@ fn with_ip(event: Event, ip: Option<std::net::IpAddr>) -> Event {
     }
 }
 
-fn from_row(row: &sqlx::any::AnyRow) -> Result<Delivery, DeliveryError> {
-    let id: String = row.try_get(0)?;
-    let sender: String = row.try_get(1)?;
-    let methods: String = row.try_get(4)?;
-    let status: String = row.try_get(6)?;
-    Ok(Delivery {
-        message_id: id
-            .parse()
-            .map_err(|_| DeliveryError::Invalid("bad message id"))?,
-        sender: StaffId::parse(&sender).ok_or(DeliveryError::Invalid("bad sender id"))?,
-        created_at: row.try_get(2)?,
-        expires_at: row.try_get(3)?,
-        methods: methods.split(',').filter_map(|m| m.parse().ok()).collect(),
-        shred_after_pickup: row.try_get::<i64, _>(5)? != 0,
-        stored_status: status.parse()?,
-        status_at: row.try_get(7)?,
-        locked_at: row.try_get(8)?,
-        revoked_at: row.try_get(9)?,
-        link_generation: row.try_get(10)?,
-        link_consumed_at: row.try_get(11)?,
-        failures: row.try_get(12)?,
-        shred_at: row.try_get(13)?,
-        shredded_at: row.try_get(14)?,
-        sealed_recipient: row.try_get(15)?,
-    })
+/// One row mapping for the `Any` pool and the driver pools (the landing
+/// page's lookup uses the latter: it is the hottest query customers cause).
+macro_rules! delivery_from_row {
+    ($name:ident, $row:ty) => {
+        fn $name(row: &$row) -> Result<Delivery, DeliveryError> {
+            let id: String = row.try_get(0)?;
+            let sender: String = row.try_get(1)?;
+            let methods: String = row.try_get(4)?;
+            let status: String = row.try_get(6)?;
+            Ok(Delivery {
+                message_id: id
+                    .parse()
+                    .map_err(|_| DeliveryError::Invalid("bad message id"))?,
+                sender: StaffId::parse(&sender).ok_or(DeliveryError::Invalid("bad sender id"))?,
+                created_at: row.try_get(2)?,
+                expires_at: row.try_get(3)?,
+                methods: methods.split(',').filter_map(|m| m.parse().ok()).collect(),
+                shred_after_pickup: row.try_get::<i64, _>(5)? != 0,
+                stored_status: status.parse()?,
+                status_at: row.try_get(7)?,
+                locked_at: row.try_get(8)?,
+                revoked_at: row.try_get(9)?,
+                link_generation: row.try_get(10)?,
+                link_consumed_at: row.try_get(11)?,
+                failures: row.try_get(12)?,
+                shred_at: row.try_get(13)?,
+                shredded_at: row.try_get(14)?,
+                sealed_recipient: row.try_get(15)?,
+            })
+        }
+    };
 }
+delivery_from_row!(from_row, sqlx::any::AnyRow);
+delivery_from_row!(from_sqlite_row, sqlx::sqlite::SqliteRow);
+delivery_from_row!(from_pg_row, sqlx::postgres::PgRow);

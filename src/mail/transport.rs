@@ -15,7 +15,7 @@ use super::MailError;
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Pooled connections: enough to overlap round trips, few enough not to
 /// trip a relay's per-client connection limit.
-const POOL_SIZE: u32 = 4;
+const POOL_SIZE: u32 = 8;
 
 #[derive(Clone)]
 pub enum Transport {

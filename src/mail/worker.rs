@@ -23,7 +23,7 @@ use crate::deliveries::Status;
 use crate::vault::MessageId;
 
 /// Rows claimed per round.
-const BATCH: usize = 32;
+const BATCH: usize = 64;
 /// How long a claim lasts: well above one send (SMTP timeouts are 60 s per
 /// command), so a live worker never loses a lease mid-send.
 pub const LEASE_SECONDS: i64 = 300;
