@@ -20,14 +20,21 @@ use axum::routing::{get, post};
 use crate::app::App;
 use crate::settings::Settings;
 
+/// Routes that need the session layer (verification binds a session).
 pub fn routes() -> Router<App> {
     Router::new()
-        .route("/p/{token}", get(verify::landing))
         .route("/p/{token}/code", post(verify::send_code))
         .route("/p/{token}/verify", post(verify::verify))
         .route("/pickup/{id}", get(view::message))
         .route("/pickup/{id}/files/{position}", get(view::download))
         .route("/pickup/{id}/done", post(view::done))
+}
+
+/// The landing page: read-only apart from the first-visit note, it needs
+/// no session, and it is what mail scanners and customers hit most, so it
+/// is served without the session and CSRF layers.
+pub fn landing_route() -> Router<App> {
+    Router::new().route("/p/{token}", get(verify::landing))
 }
 
 /// What every customer page shows of the organisation.

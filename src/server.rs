@@ -33,6 +33,7 @@ pub fn router(app: App) -> Router {
         .route("/readyz", get(ready))
         .route("/static/style.css", get(crate::web::stylesheet))
         .merge(pages)
+        .merge(crate::pickup::landing_route())
         .merge(crate::mail::routes())
         .route_layer(axum::middleware::from_fn(crate::web::log_request))
         .fallback(|| async { crate::web::PageError::NotFound })

@@ -6,7 +6,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use rand::RngExt;
 use secrecy::{ExposeSecret, SecretString};
@@ -50,6 +50,26 @@ fn gate(d: &Delivery, now: i64) -> Option<Notice> {
     }
 }
 
+/// The User-Agent header alone (not a copy of every header).
+pub struct UserAgent(Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(UserAgent(
+            parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        ))
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "pickup/landing.html")]
 struct LandingPage {
@@ -78,7 +98,7 @@ async fn find(app: &App, token: &str) -> Result<Option<Delivery>, PageError> {
 pub async fn landing(
     State(app): State<App>,
     Path(token): Path<String>,
-    headers: HeaderMap,
+    UserAgent(ua): UserAgent,
     Query(q): Query<LandingQuery>,
 ) -> Result<Response, PageError> {
     let Some(d) = find(&app, &token).await? else {
@@ -87,12 +107,9 @@ pub async fn landing(
     let now = app.clock.now();
     if let Some(n) = gate(&d, now) {
         if n == Notice::AlreadyOpened {
-            let ua = headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok());
             let event = Event::new(Actor::Anonymous, Action::LinkReused)
                 .message(d.message_id)
-                .detail(serde_json::json!({ "agent": agent_class(ua) }));
+                .detail(serde_json::json!({ "agent": agent_class(ua.as_deref()) }));
             app.audit.record_now(&event).await?;
         }
         return Ok(notice(&app, n, d.link_consumed_at).await);
@@ -101,9 +118,6 @@ pub async fn landing(
         d.stored_status,
         Status::Queued | Status::Emailed | Status::DeliveryFailed
     ) {
-        let ua = headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok());
         let mut tx = app.db.begin().await?;
         if app
             .deliveries
@@ -112,7 +126,7 @@ pub async fn landing(
         {
             let event = Event::new(Actor::Anonymous, Action::LinkVisited)
                 .message(d.message_id)
-                .detail(serde_json::json!({ "agent": agent_class(ua) }));
+                .detail(serde_json::json!({ "agent": agent_class(ua.as_deref()) }));
             app.audit.record(&mut tx, &event).await?;
         }
         tx.commit().await?;

@@ -125,7 +125,17 @@ impl TestEnv {
                 let path = entry.expect("entry").path();
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 if name.is_some_and(|n| n.starts_with("sealpost.db")) {
-                    out.extend(std::fs::read(&path).expect("read db file"));
+                    // Read by another process: closing a descriptor of our own
+                    // on these files would drop every POSIX lock this process's
+                    // SQLite connections hold on them (fcntl locks are per
+                    // process), after which another process may checkpoint and
+                    // reset the WAL under them and they read stale data.
+                    let copy = Command::new("cat")
+                        .arg(&path)
+                        .output()
+                        .expect("cat db file");
+                    assert!(copy.status.success());
+                    out.extend(copy.stdout);
                 }
             }
             assert!(!out.is_empty(), "found no SQLite files to scan");
