@@ -316,6 +316,30 @@ impl Deliveries {
         Ok((items, more))
     }
 
+    /// Live messages locked after failed verifications (one sender's, or
+    /// everyone's): the sent list's alert.
+    pub async fn count_locked(&self, sender: Option<StaffId>) -> Result<i64, DeliveryError> {
+        let live = "locked_at IS NOT NULL AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1";
+        let count = match sender {
+            Some(sender) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT COUNT(*) FROM deliveries WHERE {live} AND sender_id = $2"
+                ))
+                .bind(self.clock.now())
+                .bind(sender.to_string())
+                .fetch_one(self.db.pool())
+                .await?
+            }
+            None => {
+                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM deliveries WHERE {live}"))
+                    .bind(self.clock.now())
+                    .fetch_one(self.db.pool())
+                    .await?
+            }
+        };
+        Ok(count)
+    }
+
     /// Revokes: shreds the message now (in the same transaction as the
     /// status change and its audit event), then deletes the ciphertext.
     pub async fn revoke(
@@ -518,19 +542,6 @@ impl Deliveries {
             .as_deref()
             .ok_or(DeliveryError::NotFound)?;
         let plain = self.vault.open_secret(RECIPIENT_PURPOSE, sealed)?;
-        Ok(SecretString::from(
-            String::from_utf8_lossy(&plain).into_owned(),
-        ))
-    }
-
-    pub async fn recipient(&self, id: MessageId) -> Result<SecretString, DeliveryError> {
-        let sealed: Option<Option<Vec<u8>>> =
-            sqlx::query_scalar("SELECT sealed_recipient FROM deliveries WHERE message_id = $1")
-                .bind(id.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
-        let sealed = sealed.flatten().ok_or(DeliveryError::NotFound)?;
-        let plain = self.vault.open_secret(RECIPIENT_PURPOSE, &sealed)?;
         Ok(SecretString::from(
             String::from_utf8_lossy(&plain).into_owned(),
         ))

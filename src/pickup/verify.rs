@@ -144,12 +144,8 @@ async fn render(
 ) -> Result<Response, PageError> {
     let email_code = d.methods.contains(&Method::EmailCode);
     let masked = if email_code {
-        mask_address(
-            app.deliveries
-                .recipient(d.message_id)
-                .await?
-                .expose_secret(),
-        )
+        // The sealed address comes with the delivery row: no extra query.
+        mask_address(app.deliveries.open_recipient(d)?.expose_secret())
     } else {
         String::new()
     };

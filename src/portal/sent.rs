@@ -50,7 +50,7 @@ struct SentPage {
     everyone: bool,
     prev: Option<String>,
     next: Option<String>,
-    locked: usize,
+    locked: i64,
 }
 
 #[derive(Deserialize, Default)]
@@ -88,16 +88,7 @@ pub async fn list(
     };
     let (items, more) = app.deliveries.list(&query).await?;
     // In-app alert: locked messages need the sender's attention.
-    let (locked_items, _) = app
-        .deliveries
-        .list(&ListQuery {
-            sender: query.sender,
-            status: Some(Status::Locked),
-            limit: 100,
-            ..ListQuery::default()
-        })
-        .await?;
-    let locked = locked_items.len();
+    let locked = app.deliveries.count_locked(query.sender).await?;
     let now = app.clock.now();
     let mut rows = Vec::with_capacity(items.len());
     for d in items {

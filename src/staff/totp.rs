@@ -150,16 +150,6 @@ impl Totp {
         Ok(Some(codes))
     }
 
-    /// Whether `staff` has a confirmed second factor.
-    pub async fn enabled(&self, staff: StaffId) -> Result<bool, TotpError> {
-        let at: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT totp_enabled_at FROM staff_users WHERE id = $1")
-                .bind(staff.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
-        Ok(matches!(at, Some(Some(_))))
-    }
-
     /// Checks a code and, if it matches a step not used before, records
     /// that step so the same code cannot be replayed.
     pub async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, TotpError> {
