@@ -26,6 +26,7 @@
 pub mod blobs;
 mod envelope;
 mod export;
+mod lease;
 pub mod keyring;
 mod pipeline;
 mod rotation;

@@ -33,6 +33,8 @@ const FIRST_BACKOFF_SECONDS: i64 = 60;
 const MAX_BACKOFF_SECONDS: i64 = 3600;
 /// How often an idle worker looks for due mail.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a round keeps trying to record its outcomes: half the lease.
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(LEASE_SECONDS as u64 / 2);
 
 /// Delay before retry number `attempts` + 1: 1, 2, 4, … minutes, at most an hour.
 pub fn backoff(attempts: i64) -> i64 {
@@ -114,17 +116,17 @@ impl Outbox {
                 Err(e) => tracing::error!(error = %e, "mail send task failed"),
             }
         }
-        let mut tx = self.inner.db.begin().await?;
-        for (row, outcome) in &outcomes {
-            match outcome {
-                Outcome::Sent(dev_copy) => self.mark_sent(&mut tx, row, dev_copy.as_ref()).await?,
-                Outcome::Failed(class) => self.mark_failed(&mut tx, row, &owner, class).await?,
-                Outcome::Retry(class, next) => {
-                    self.mark_retry(&mut tx, row, &owner, class, *next).await?
-                }
+        // The emails are out: keep trying to record that through a database
+        // outage (a failover, a restart) for well within the lease, so the
+        // rows are not sent a second time when it runs out.
+        let started = std::time::Instant::now();
+        while let Err(e) = self.record_round(&owner, &outcomes).await {
+            if started.elapsed() >= RECORD_RETRY_FOR {
+                return Err(e);
             }
+            tracing::warn!(error = %e, "could not record sent mail; retrying");
+            tokio::time::sleep(POLL).await;
         }
-        tx.commit().await?;
         for (_, outcome) in &outcomes {
             match outcome {
                 Outcome::Sent(_) => tracing::info!("mail sent"),
@@ -135,6 +137,25 @@ impl Outbox {
             }
         }
         Ok(count)
+    }
+
+    async fn record_round(
+        &self,
+        owner: &str,
+        outcomes: &[(Claimed, Outcome)],
+    ) -> Result<(), MailError> {
+        let mut tx = self.inner.db.begin().await?;
+        for (row, outcome) in outcomes {
+            match outcome {
+                Outcome::Sent(dev_copy) => self.mark_sent(&mut tx, row, dev_copy.as_ref()).await?,
+                Outcome::Failed(class) => self.mark_failed(&mut tx, row, owner, class).await?,
+                Outcome::Retry(class, next) => {
+                    self.mark_retry(&mut tx, row, owner, class, *next).await?
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Claims up to `limit` due rows for `owner` (one claim round of

@@ -7,7 +7,11 @@
 use sqlx::Row;
 
 use super::keyring::{Keyring, MasterKeyId};
+use super::lease::JobLease;
 use super::{Vault, VaultError, envelope, register_keys};
+
+/// The lease rotation and retirement hold (see [`JobLease`]).
+const ROTATION_LEASE: &str = "master-key-rotation";
 
 /// Rows re-wrapped per transaction.
 const BATCH: i64 = 200;
@@ -99,15 +103,37 @@ impl Vault {
 
     /// Adds a new master key to the key file and re-wraps everything to it.
     /// If an earlier rotation did not finish, finishes that one instead.
+    ///
+    /// Runs under a cluster-wide lease: two rotations started together (from
+    /// two instances, say) run one after the other, and the second one sees
+    /// the key the first added and only finishes its re-wrap instead of
+    /// adding yet another key. The lease also keeps two writers of one key
+    /// file from dropping each other's new key.
     pub async fn rotate(&self) -> Result<RotateReport, VaultError> {
+        let seen_newest = Keyring::load(self.keyring().path())?.newest().id.clone();
+        let lease = JobLease::acquire(self.db(), &self.inner.clock, ROTATION_LEASE).await?;
+        let result = self.rotate_holding(&lease, &seen_newest).await;
+        let released = lease.release().await;
+        let report = result?;
+        released?;
+        Ok(report)
+    }
+
+    async fn rotate_holding(
+        &self,
+        lease: &JobLease,
+        seen_newest: &MasterKeyId,
+    ) -> Result<RotateReport, VaultError> {
         let mut ring = Keyring::load(self.keyring().path())?;
         // A crash between writing the key file and registering the key.
         register_keys(self.db(), &ring, self.inner.clock.now()).await?;
         let mut added_key = false;
-        if self
-            .count_wrapped(Wrapped::NotBy, &ring.newest().id)
-            .await?
-            == 0
+        let rotated_meanwhile = &ring.newest().id != seen_newest;
+        if !rotated_meanwhile
+            && self
+                .count_wrapped(Wrapped::NotBy, &ring.newest().id)
+                .await?
+                == 0
         {
             let id = ring.add_new_key()?;
             tracing::warn!(key_id = %id, key_file = %ring.path().display(),
@@ -117,7 +143,7 @@ impl Vault {
         }
         let target = ring.newest().id.clone();
         self.set_keyring(ring);
-        let rewrapped = self.rewrap_all(&target).await?;
+        let rewrapped = self.rewrap_all(&target, lease).await?;
         Ok(RotateReport {
             target,
             added_key,
@@ -125,7 +151,7 @@ impl Vault {
         })
     }
 
-    async fn rewrap_all(&self, target: &MasterKeyId) -> Result<u64, VaultError> {
+    async fn rewrap_all(&self, target: &MasterKeyId, lease: &JobLease) -> Result<u64, VaultError> {
         let ring = self.keyring();
         let new_key = ring
             .get(target)
@@ -142,6 +168,11 @@ impl Vault {
                 .await?;
                 if rows.is_empty() {
                     break;
+                }
+                if !lease.renew().await? {
+                    return Err(VaultError::KeyManagement(
+                        "another process took over the key rotation; run `sealpost keys rotate` again".into(),
+                    ));
                 }
                 let mut tx = self.db().begin().await?;
                 for row in &rows {
@@ -172,6 +203,16 @@ impl Vault {
     /// Removes a master key from the key file and marks it retired. Refuses
     /// while anything is still wrapped by it, and for the newest key.
     pub async fn retire(&self, id: &MasterKeyId) -> Result<(), VaultError> {
+        // The same lease as rotation: both rewrite the key file.
+        let lease = JobLease::acquire(self.db(), &self.inner.clock, ROTATION_LEASE).await?;
+        let result = self.retire_holding(id).await;
+        let released = lease.release().await;
+        result?;
+        released?;
+        Ok(())
+    }
+
+    async fn retire_holding(&self, id: &MasterKeyId) -> Result<(), VaultError> {
         let mut ring = Keyring::load(self.keyring().path())?;
         let known: Option<String> = sqlx::query_scalar("SELECT id FROM master_keys WHERE id = $1")
             .bind(id.as_str())

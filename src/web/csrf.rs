@@ -84,7 +84,12 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, PageError> {
 pub async fn reject_cross_site(State(app): State<App>, req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if !safe && is_cross_site(&app, &req) {
-        tracing::info!(path = %req.uri().path(), "refused a cross-site request");
+        // The route template, never the path: links carry secrets.
+        let route = req
+            .extensions()
+            .get::<axum::extract::MatchedPath>()
+            .map_or("(unmatched)", |p| p.as_str());
+        tracing::info!(route, "refused a cross-site request");
         return PageError::Csrf.into_response();
     }
     next.run(req).await

@@ -100,6 +100,11 @@ impl Browser {
     }
 
     async fn send(&mut self, req: reqwest::RequestBuilder) -> Resp {
+        self.try_send(req).await.expect("request")
+    }
+
+    /// Like the other requests, but a transport error is returned, not a panic.
+    async fn try_send(&mut self, req: reqwest::RequestBuilder) -> Result<Resp, String> {
         let mut req = req;
         if !self.cookies.is_empty() {
             req = req.header(reqwest::header::COOKIE, self.cookie_header());
@@ -107,7 +112,7 @@ impl Browser {
         for (k, v) in &self.extra {
             req = req.header(k.as_str(), v.as_str());
         }
-        let resp = req.send().await.expect("request");
+        let resp = req.send().await.map_err(|e| e.to_string())?;
         for value in resp.headers().get_all(reqwest::header::SET_COOKIE) {
             let text = value.to_str().expect("cookie text");
             let first = text.split(';').next().unwrap_or_default();
@@ -121,12 +126,29 @@ impl Browser {
         }
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.text().await.expect("body");
-        Resp {
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        Ok(Resp {
             status,
             headers,
             body,
-        }
+        })
+    }
+
+    pub async fn try_get(&mut self, path: &str) -> Result<Resp, String> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.try_send(req).await
+    }
+
+    pub async fn try_post_multipart(
+        &mut self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> Result<Resp, String> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .multipart(form);
+        self.try_send(req).await
     }
 
     pub async fn get(&mut self, path: &str) -> Resp {

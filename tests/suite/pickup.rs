@@ -484,6 +484,15 @@ fn debug_request_logs_hold_no_link_secret_code_or_content() {
         let link = fresh_link(&app, id).await;
         let mut c = Browser::new(&base);
         c.get(&link).await;
+        // A refused cross-site post is logged too, by route only.
+        let mut foreign = Browser::new(&base);
+        foreign
+            .extra
+            .push(("sec-fetch-site".to_owned(), "cross-site".to_owned()));
+        let refused = foreign
+            .post(&format!("{link}/verify"), &[("access_code", code)])
+            .await;
+        assert_eq!(refused.status, 403);
         c.post(
             &format!("{link}/verify"),
             &[("access_code", "Wrong-Canary-Guess-7")],
@@ -503,6 +512,10 @@ fn debug_request_logs_hold_no_link_secret_code_or_content() {
         assert!(
             log.contains("route=\"/p/{token}/verify\""),
             "request lines are logged: {log}"
+        );
+        assert!(
+            log.contains("refused a cross-site request"),
+            "the refusal is logged: {log}"
         );
         let token = link.trim_start_matches("/p/");
         for secret in [

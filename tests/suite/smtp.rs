@@ -20,6 +20,9 @@ pub enum Reply {
     Permanent,
     /// Connections are closed before the greeting (server down).
     Down,
+    /// The end of DATA goes unanswered until the reply changes; a client
+    /// that disconnects meanwhile has sent nothing (no attempt recorded).
+    Hold,
 }
 
 #[derive(Default)]
@@ -101,7 +104,7 @@ impl Handler for Recorder {
         let reply = state.reply.unwrap_or(Reply::Accept);
         state.attempts.push((std::mem::take(&mut self.data), reply));
         match reply {
-            Reply::Accept | Reply::Down => mailin::response::OK,
+            Reply::Accept | Reply::Down | Reply::Hold => mailin::response::OK,
             Reply::Temporary => Response::custom(451, "4.3.0 try again later".to_owned()),
             Reply::Permanent => Response::custom(550, "5.1.1 mailbox unavailable".to_owned()),
         }
@@ -120,7 +123,7 @@ fn serve_connection(stream: TcpStream, state: Arc<Mutex<State>>) {
     };
     let mut reader = BufReader::new(stream);
     let handler = Recorder {
-        state,
+        state: state.clone(),
         data: Vec::new(),
     };
     let mut session = SessionBuilder::new("test-smtp.local").build(peer, handler);
@@ -133,6 +136,9 @@ fn serve_connection(stream: TcpStream, state: Arc<Mutex<State>>) {
         match reader.read_until(b'\n', &mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+        if line == b".\r\n" && !wait_while_held(&state, reader.get_ref()) {
+            return; // the client went away before the end of DATA was answered
         }
         let response = session.process(&line);
         // mailin stays in its DATA state after refusing an email, so the
@@ -158,6 +164,25 @@ fn serve_connection(stream: TcpStream, state: Arc<Mutex<State>>) {
             Action::NoReply => {}
         }
     }
+}
+
+/// While the reply is [`Reply::Hold`], waits; false if the client hung up.
+fn wait_while_held(state: &Arc<Mutex<State>>, stream: &TcpStream) -> bool {
+    while state.lock().unwrap().reply == Some(Reply::Hold) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let closed = match stream.peek(&mut probe) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        };
+        if stream.set_nonblocking(false).is_err() || closed {
+            return false;
+        }
+    }
+    true
 }
 
 /// The header `name` of a raw email (first occurrence, unfolded).
