@@ -34,11 +34,10 @@ write_new() { # name value
 }
 
 if [ ! -e "$dir/postgres_password" ]; then
-  pw=$(random_hex)
-  write_new postgres_password "$pw"
-  rm -f "$dir/database_url"
-  write_new database_url "postgres://sealpost:$pw@postgres:5432/sealpost"
+  rm -f "$dir/database_url" # it must carry the new password
+  write_new postgres_password "$(random_hex)"
 fi
+write_new database_url "postgres://sealpost:$(cat "$dir/postgres_password")@postgres:5432/sealpost"
 write_new s3_secret_access_key "$(random_hex)"
 
 key="$dir/master.key"
