@@ -319,13 +319,13 @@ http {
 }
 EOF
 }
-nginx_run() { # extra nginx arguments
-  "$nginx" -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" "$@"
+nginx_run() { # extra nginx arguments; exec, so a background run's $! is nginx
+  exec "$nginx" -p "$work/nginx" -e "$work/nginx/error.log" -c "$work/nginx/nginx.conf" "$@"
 }
 
 nginx_test() {
   nginx_prepare
-  nginx_run -t -q -g "pid $work/nginx/nginx.pid;"
+  (nginx_run -t -q -g "pid $work/nginx/nginx.pid;")
 }
 check "nginx -t" nginx_test
 
