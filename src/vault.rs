@@ -26,8 +26,8 @@
 pub mod blobs;
 mod envelope;
 mod export;
-mod lease;
 pub mod keyring;
+mod lease;
 mod pipeline;
 mod rotation;
 mod sweep;

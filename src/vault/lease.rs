@@ -66,15 +66,14 @@ impl JobLease {
     /// Extends the lease; false if it was lost (expired and taken over), in
     /// which case the caller must stop.
     pub(crate) async fn renew(&self) -> Result<bool, sqlx::Error> {
-        let renewed = sqlx::query(
-            "UPDATE job_leases SET expires_at = $1 WHERE name = $2 AND holder = $3",
-        )
-        .bind(self.clock.now() + TTL_SECONDS)
-        .bind(self.name)
-        .bind(&self.holder)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
+        let renewed =
+            sqlx::query("UPDATE job_leases SET expires_at = $1 WHERE name = $2 AND holder = $3")
+                .bind(self.clock.now() + TTL_SECONDS)
+                .bind(self.name)
+                .bind(&self.holder)
+                .execute(self.db.pool())
+                .await?
+                .rows_affected();
         Ok(renewed == 1)
     }
 

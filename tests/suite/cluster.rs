@@ -115,6 +115,7 @@ impl Drop for Instance {
         // A frozen process ignores SIGKILL until continued on some kernels.
         Command::new("kill")
             .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status()
             .ok();
         self.kill();

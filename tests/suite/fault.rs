@@ -41,7 +41,15 @@ impl PrivatePostgres {
         }
         pg.run(
             "initdb",
-            &["-D", &pg.data(), "-A", "trust", "-U", "postgres", "--no-sync"],
+            &[
+                "-D",
+                &pg.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
         );
         pg.pg_ctl(&["start"]);
         pg
@@ -138,10 +146,9 @@ fn postgres_bin() -> PathBuf {
         })
         .unwrap_or_default();
     found.sort();
-    found
-        .pop()
-        .map(|(_, b)| b)
-        .expect("the PostgreSQL server (Debian package postgresql) is needed: apt-get install postgresql")
+    found.pop().map(|(_, b)| b).expect(
+        "the PostgreSQL server (Debian package postgresql) is needed: apt-get install postgresql",
+    )
 }
 
 /// Compose that reports failures instead of panicking: during the outage
@@ -226,7 +233,12 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
             confirmed.extend(ok);
             refused += failed;
         }
+        eprintln!(
+            "during the load: {} messages confirmed, {refused} requests refused",
+            confirmed.len()
+        );
         assert!(confirmed.len() >= 8, "load ran: {} ok", confirmed.len());
+        assert!(refused > 0, "the restart was felt: some requests failed");
 
         // Both recovered without a restart: ready, and serving writes.
         let mut one = one;
@@ -235,7 +247,11 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
         two.wait_ready().await;
         for base in [&one.base, &two.base] {
             let mut staff = Browser::signed_in(base, AGENT).await;
-            confirmed.push(try_compose(&mut staff).await.expect("compose after restart"));
+            confirmed.push(
+                try_compose(&mut staff)
+                    .await
+                    .expect("compose after restart"),
+            );
         }
 
         // Every confirmed message is stored and its notification delivered

@@ -9,8 +9,8 @@ use sealpost::vault::MessageId;
 
 use crate::browser::Browser;
 use crate::cluster::{
-    AGENT, CUSTOMER, Instance, link_path, mail_texts, message_ids, observer, prepare,
-    six_digits, wait_for_mail,
+    AGENT, CUSTOMER, Instance, link_path, mail_texts, message_ids, observer, prepare, six_digits,
+    wait_for_mail,
 };
 use crate::common::{TestEnv, runtime};
 use crate::smtp::{Reply, SmtpServer};
@@ -152,7 +152,10 @@ fn sessions_pickup_and_attempt_counters_hold_across_instances() {
         }
         let mut last = Browser::new(&two.base);
         let r = last
-            .post(&format!("{link2}/verify"), &[("access_code", "Right-Code-4242")])
+            .post(
+                &format!("{link2}/verify"),
+                &[("access_code", "Right-Code-4242")],
+            )
             .await;
         assert_ne!(r.status, 303, "locked after 10 failures on two instances");
         let app = observer(&env, &vars).await;
@@ -204,7 +207,9 @@ fn each_notification_is_sent_once_and_a_killed_instance_loses_nothing() {
             } else {
                 &mut staff_two
             };
-            compose(staff, &["email_code"], "", b"a").await.expect("compose");
+            compose(staff, &["email_code"], "", b"a")
+                .await
+                .expect("compose");
         }
         wait_for_mail(&smtp, "the first batch", |all| all.len() >= FIRST).await;
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
@@ -258,7 +263,10 @@ fn each_notification_is_sent_once_and_a_killed_instance_loses_nothing() {
         let ids = message_ids(&smtp);
         let counts = distinct(&ids);
         for m in &expected {
-            let n = counts.get(&format!("<{m}>")).or_else(|| counts.get(m)).copied();
+            let n = counts
+                .get(&format!("<{m}>"))
+                .or_else(|| counts.get(m))
+                .copied();
             assert_eq!(n, Some(1), "{m} delivered exactly once: {counts:?}");
         }
         assert_eq!(ids.len(), FIRST + SECOND, "no duplicates, nothing lost");
@@ -271,7 +279,13 @@ async fn fresh_link(app: &sealpost::app::App, id: MessageId) -> String {
     let mut tx = app.db.begin().await.expect("tx");
     let url = app
         .deliveries
-        .resend(&mut tx, sealpost::audit::Actor::Cli, id, None, &app.config.public_url)
+        .resend(
+            &mut tx,
+            sealpost::audit::Actor::Cli,
+            id,
+            None,
+            &app.config.public_url,
+        )
         .await
         .expect("resend");
     tx.commit().await.expect("commit");
@@ -323,7 +337,22 @@ fn expiry_and_key_rotation_are_safe_on_both_instances() {
                 .spawn()
                 .expect("rotate")
         };
+        // Both are made to start while a rotation is under way (a lease
+        // held from here), so they really overlap.
+        let app = observer(&env, &vars).await;
+        sqlx::query(
+            "INSERT INTO job_leases (name, holder, expires_at) VALUES ('master-key-rotation', 'test', $1)",
+        )
+        .bind(i64::MAX / 2)
+        .execute(app.db.pool())
+        .await
+        .expect("hold the lease");
         let (a, b) = (rotate(), rotate());
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        sqlx::query("DELETE FROM job_leases")
+            .execute(app.db.pool())
+            .await
+            .expect("release the lease");
         let (a, b) = (
             a.wait_with_output().expect("rotate a"),
             b.wait_with_output().expect("rotate b"),
@@ -342,7 +371,6 @@ fn expiry_and_key_rotation_are_safe_on_both_instances() {
         assert_eq!(added, 1, "exactly one rotation adds a key");
         let ring = sealpost::vault::keyring::Keyring::load(&env.key_file()).expect("ring");
         assert_eq!(ring.keys().len(), 2);
-        let app = observer(&env, &vars).await;
         let status = app.vault.key_status().await.expect("status");
         let old = status.iter().find(|k| !k.newest).expect("old key");
         assert_eq!((old.messages, old.secrets), (0, 0), "{status:?}");
