@@ -12,9 +12,21 @@ use crate::settings::SettingsStore;
 use crate::staff::{Accounts, SignIn, Totp};
 use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
 
-/// Everything a running Sealpost needs, cheap to clone.
+/// Everything a running Sealpost needs, cheap to clone: one reference
+/// count, because axum clones the state for every request and middleware
+/// layer (one count per part showed up as ~10% of a landing-page request).
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppParts>);
+
+impl std::ops::Deref for App {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+pub struct AppParts {
     pub config: Arc<Config>,
     pub db: Db,
     pub vault: Vault,
@@ -101,7 +113,7 @@ impl App {
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;
-        Ok(App {
+        Ok(App(Arc::new(AppParts {
             config: Arc::new(config),
             db,
             vault,
@@ -113,6 +125,6 @@ impl App {
             deliveries,
             outbox,
             clock,
-        })
+        })))
     }
 }

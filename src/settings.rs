@@ -139,6 +139,10 @@ pub struct SettingsStore {
     /// staleness on other instances is fine, this instance sees its own
     /// saves at once.
     cache: std::sync::Arc<std::sync::RwLock<Option<(std::time::Instant, Settings, bool)>>>,
+    /// Held by the one request that refreshes an expired cache; the others
+    /// keep using the stale copy meanwhile instead of all querying at once
+    /// (which showed as a latency spike every CACHE_TTL under load).
+    refreshing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// How long another instance's settings change may take to show.
@@ -156,17 +160,35 @@ impl SettingsStore {
             db,
             audit,
             cache: Default::default(),
+            refreshing: Default::default(),
         }
     }
 
     /// Settings and whether a logo exists, from a short-lived cache.
     pub async fn cached(&self) -> Result<(Settings, bool), SettingsError> {
-        if let Ok(guard) = self.cache.read()
-            && let Some((at, s, logo)) = guard.as_ref()
-            && at.elapsed() < CACHE_TTL
-        {
-            return Ok((s.clone(), *logo));
-        }
+        let stale = match self.cache.read() {
+            Ok(guard) => match guard.as_ref() {
+                Some((at, s, logo)) if at.elapsed() < CACHE_TTL => return Ok((s.clone(), *logo)),
+                Some((_, s, logo)) => Some((s.clone(), *logo)),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        let _refreshing = match (stale, self.refreshing.try_lock()) {
+            (_, Ok(guard)) => guard,
+            (Some(stale), Err(_)) => return Ok(stale),
+            (None, Err(_)) => {
+                let guard = self.refreshing.lock().await;
+                // Whoever held the lock has just filled the cache.
+                if let Ok(cache) = self.cache.read()
+                    && let Some((at, s, logo)) = cache.as_ref()
+                    && at.elapsed() < CACHE_TTL
+                {
+                    return Ok((s.clone(), *logo));
+                }
+                guard
+            }
+        };
         let settings = self.load().await?;
         let logo = self.has_logo().await?;
         if let Ok(mut guard) = self.cache.write() {
