@@ -609,6 +609,15 @@ impl Vault {
             .collect()
     }
 
+    /// Whether the blob store can be reached and written to now.
+    pub async fn check_blob_store(&self) -> Result<(), VaultError> {
+        let store = Arc::clone(&self.inner.blobs);
+        tokio::task::spawn_blocking(move || store.ping())
+            .await
+            .map_err(|e| VaultError::Task(e.to_string()))??;
+        Ok(())
+    }
+
     /// Streams a stored part's plaintext (blocking I/O: call from a blocking
     /// thread in async code).
     pub fn open_part(
