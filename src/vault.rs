@@ -29,6 +29,7 @@ mod export;
 pub mod keyring;
 mod pipeline;
 mod rotation;
+pub mod s3;
 mod sweep;
 
 use std::fmt;
@@ -55,6 +56,7 @@ pub use export::ExportReport;
 pub use keyring::{KeyFileError, Keyring, MasterKeyId};
 pub use pipeline::{PipelinedReader, PipelinedWriter};
 pub use rotation::{KeyStatus, RotateReport};
+pub use s3::{S3BlobStore, S3Settings};
 pub use sweep::SweepReport;
 
 /// Plaintext is moved through the vault in pieces this big.

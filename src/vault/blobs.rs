@@ -21,7 +21,7 @@ use crate::private_fs;
 pub struct BlobKey(String);
 
 impl BlobKey {
-    fn generate() -> Self {
+    pub(super) fn generate() -> Self {
         let bytes: [u8; 16] = rand::rng().random();
         BlobKey(hex::encode(bytes))
     }
