@@ -577,3 +577,109 @@ fn readyz_follows_the_blob_store() {
     moto.create_bucket(&bucket);
     assert_eq!(ready(&rt), (200, "ready".to_owned()));
 }
+
+const MEMORY_CHILD_ENV: &str = "SEALPOST_TEST_S3_MEMORY_CHILD";
+const MEMORY_TEST: &str = "s3::a_100_mib_upload_keeps_memory_flat";
+const MEMORY_BYTES: usize = 100 * MIB;
+
+/// The process's peak resident memory so far, in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .expect("/proc/self/status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+/// Deterministic bytes produced piece by piece, never all at once.
+fn fill(buf: &mut [u8], state: &mut u64) {
+    for chunk in buf.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+/// In a process of its own (the measurement is per process): uploads
+/// 100 MiB and reads it back, reporting the peak memory before and after.
+fn memory_child(spec: &str) {
+    use sha2::{Digest, Sha256};
+    let (endpoint, bucket) = spec.split_once(' ').expect("endpoint and bucket");
+    let mut moto = Moto::new(endpoint.to_owned(), 0);
+    moto.child = None;
+    let store = moto.store(bucket);
+    // Warm up (runtime, connection pool) so the baseline includes them.
+    let mut w = store.create().expect("create");
+    w.write_all(b"warm-up").expect("write");
+    let warm = w.commit().expect("commit");
+    store.delete(&warm).expect("delete");
+    let baseline = peak_rss_kib();
+
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut written = Sha256::new();
+    let mut w = store.create().expect("create");
+    for _ in 0..MEMORY_BYTES / buf.len() {
+        fill(&mut buf, &mut state);
+        written.update(&buf);
+        w.write_all(&buf).expect("write");
+    }
+    let key = w.commit().expect("commit");
+    let mut read = Sha256::new();
+    let mut reader = store.open(&key).expect("open");
+    let mut total = 0;
+    loop {
+        let n = reader.read(&mut buf).expect("read");
+        if n == 0 {
+            break;
+        }
+        read.update(&buf[..n]);
+        total += n;
+    }
+    assert_eq!(total, MEMORY_BYTES);
+    assert_eq!(written.finalize(), read.finalize(), "read back differs");
+    let peak = peak_rss_kib();
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "MEMORY {baseline} {peak}").expect("report");
+    out.flush().expect("flush");
+}
+
+#[test]
+fn a_100_mib_upload_keeps_memory_flat() {
+    if let Ok(spec) = std::env::var(MEMORY_CHILD_ENV) {
+        memory_child(&spec);
+        return;
+    }
+    let moto = Moto::shared_or_start();
+    let bucket = moto.new_bucket();
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([MEMORY_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(MEMORY_CHILD_ENV, format!("{} {bucket}", moto.endpoint))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run child");
+    assert!(out.status.success(), "child failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .find_map(|l| l.split("MEMORY ").nth(1))
+        .unwrap_or_else(|| panic!("no report in {stdout}"));
+    let (baseline, peak) = report.split_once(' ').expect("two numbers");
+    let (baseline, peak): (u64, u64) = (baseline.parse().expect("kB"), peak.parse().expect("kB"));
+    let grown_mib = peak.saturating_sub(baseline) / 1024;
+    // Parts in flight plus the one filling are 24 MiB; a whole-object buffer
+    // would be at least 100.
+    assert!(
+        grown_mib < 64,
+        "a 100 MiB upload and download grew memory by {grown_mib} MiB"
+    );
+    let objects = moto.objects(&bucket);
+    assert_eq!(objects.len(), 1);
+    assert_eq!(objects[0].2, MEMORY_BYTES as u64);
+    assert!(
+        objects[0].1.trim_matches('"').ends_with("-13"),
+        "{objects:?}"
+    );
+}
