@@ -10,7 +10,9 @@ use crate::deliveries::Deliveries;
 use crate::mail::{MailError, Outbox};
 use crate::settings::SettingsStore;
 use crate::staff::{Accounts, SignIn, Totp};
-use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
+use crate::vault::{
+    BlobStore, LocalBlobStore, S3BlobStore, S3Settings, Vault, VaultError, VaultSettings,
+};
 
 /// Everything a running Sealpost needs, cheap to clone: one reference
 /// count, because axum clones the state for every request and middleware
@@ -61,6 +63,11 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot set up the S3 blob store {location}: {source}")]
+    S3 {
+        location: String,
+        source: std::io::Error,
+    },
 }
 
 /// Connections in the pool: SQLite has one writer anyway; PostgreSQL
@@ -74,20 +81,67 @@ pub async fn open_db(config: &Config) -> Result<Db, DbError> {
     Ok(db)
 }
 
+/// The local blob folder, or the S3 bucket when `blob_url` is set.
+fn open_blob_store(config: &Config) -> Result<Arc<dyn BlobStore>, StartError> {
+    let Some(location) = &config.blob_url else {
+        let local = LocalBlobStore::open(&config.blob_dir).map_err(|source| StartError::Blobs {
+            path: config.blob_dir.clone(),
+            source,
+        })?;
+        return Ok(Arc::new(local));
+    };
+    if let Some(endpoint) = &config.s3_endpoint
+        && endpoint.starts_with("http://")
+        && !is_loopback_url(endpoint)
+    {
+        tracing::warn!(
+            "s3_endpoint is plain http:// on another machine: blobs are ciphertext, \
+             but requests and bucket contents are visible on the network; use https://"
+        );
+    }
+    let settings = S3Settings {
+        bucket: location.bucket.clone(),
+        prefix: location.prefix.clone(),
+        endpoint: config.s3_endpoint.clone(),
+        region: config.s3_region.clone(),
+        credentials: config
+            .s3_access_key_id
+            .clone()
+            .zip(config.s3_secret_access_key.clone()),
+    };
+    let store = S3BlobStore::open(settings).map_err(|source| StartError::S3 {
+        location: location.to_string(),
+        source,
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// Whether an http(s) URL's host is a loopback name or address.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl App {
     pub async fn open(config: Config) -> Result<App, StartError> {
         Self::open_with_clock(config, Arc::new(SystemClock)).await
     }
 
     pub async fn open_with_clock(config: Config, clock: SharedClock) -> Result<App, StartError> {
+        crate::tls::install_crypto_provider();
         let db = open_db(&config).await?;
-        let blobs = LocalBlobStore::open(&config.blob_dir).map_err(|source| StartError::Blobs {
-            path: config.blob_dir.clone(),
-            source,
-        })?;
+        let blobs = open_blob_store(&config)?;
         let vault = Vault::open(
             db.clone(),
-            Arc::new(blobs),
+            blobs,
             VaultSettings {
                 master_key_file: config.master_key_file.clone(),
                 escrow_recipients: config.escrow_recipients.clone(),
@@ -113,6 +167,12 @@ impl App {
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;
+        if config.blob_url.is_some()
+            && let Err(e) = vault.check_blob_store().await
+        {
+            // Not fatal: the store may come up after us; /readyz says 503 until then.
+            tracing::warn!(error = %e, "the S3 blob store is not reachable yet");
+        }
         Ok(App(Arc::new(AppParts {
             config: Arc::new(config),
             db,

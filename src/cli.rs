@@ -121,6 +121,7 @@ enum KeysCommand {
 }
 
 pub fn main() -> ExitCode {
+    crate::tls::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

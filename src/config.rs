@@ -40,6 +40,7 @@ const IGNORED_ENV_PREFIX: &str = "SEALPOST_TEST_";
 /// Guards against `_FILE` pointing at something huge or endless (`/dev/zero`).
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 const DEFAULT_MAIL_FROM: &str = "Sealpost <sealpost@localhost>";
+const DEFAULT_S3_REGION: &str = "us-east-1";
 
 /// Every setting, by TOML key. The env name is `SEALPOST_` + the key uppercased.
 /// A secret also accepts `<key>_file`; adding one is one line here (plus its
@@ -48,6 +49,11 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("data_dir", Kind::Text),
     ("database_url", secret(hide_url_password)),
     ("blob_dir", Kind::Text),
+    ("blob_url", Kind::Text),
+    ("s3_endpoint", Kind::Text),
+    ("s3_region", Kind::Text),
+    ("s3_access_key_id", Kind::Text),
+    ("s3_secret_access_key", secret(hide_all)),
     ("master_key_file", Kind::Text),
     ("escrow_recipients", Kind::List),
     ("bind", Kind::Text),
@@ -84,7 +90,23 @@ pub struct Config {
     /// Secret. Key `database_url`, default `sqlite://{data_dir}/sealpost.db`.
     pub database_url: SecretString,
     /// Encrypted blob store. Key `blob_dir`, default `{data_dir}/blobs`.
+    /// Not used when `blob_url` is set.
     pub blob_dir: PathBuf,
+    /// An S3 bucket (and optional key prefix) for the encrypted blobs instead
+    /// of `blob_dir`. Key `blob_url`, `s3://bucket` or `s3://bucket/prefix`;
+    /// default none (the local folder).
+    pub blob_url: Option<S3Location>,
+    /// The S3 API endpoint, for S3-compatible stores (MinIO, Ceph, …). Key
+    /// `s3_endpoint`, e.g. `https://minio.internal:9000`; default none
+    /// (AWS). Plain HTTP is allowed only when written as `http://`.
+    pub s3_endpoint: Option<String>,
+    /// Key `s3_region`, default `us-east-1`.
+    pub s3_region: String,
+    /// Key `s3_access_key_id`; default none: with neither key set, the
+    /// instance's role credentials (EC2/ECS metadata) are used.
+    pub s3_access_key_id: Option<String>,
+    /// Secret. Key `s3_secret_access_key`; set together with the key id.
+    pub s3_secret_access_key: Option<SecretString>,
     /// Path of the master key (an ordinary path, not a secret). Key
     /// `master_key_file`, default `{data_dir}/master.key`.
     pub master_key_file: PathBuf,
@@ -206,6 +228,15 @@ pub enum ConfigError {
         /// What would have been accepted.
         expected: &'static str,
     },
+    /// A setting that only means something together with another one, which
+    /// is missing: refused rather than silently ignored.
+    #[error("{origin} has no effect without {needs}; set {needs} too, or remove it")]
+    Needs {
+        /// Where the lone setting came from.
+        origin: Origin,
+        /// What is missing, e.g. `blob_url = "s3://…"`.
+        needs: &'static str,
+    },
     /// An escrow recipient does not parse as an age X25519 recipient.
     #[error(
         "invalid escrow_recipients[{index}] (from {origin}): {reason}; \
@@ -286,6 +317,7 @@ impl Config {
             Some(set) => check_mail_from(set)?,
             None => DEFAULT_MAIL_FROM.to_owned(),
         };
+        let s3 = load_s3(&mut layer)?;
         debug_assert!(
             layer.is_empty(),
             "every setting in SETTINGS must be consumed"
@@ -295,6 +327,11 @@ impl Config {
             data_dir,
             database_url,
             blob_dir,
+            blob_url: s3.blob_url,
+            s3_endpoint: s3.endpoint,
+            s3_region: s3.region,
+            s3_access_key_id: s3.access_key_id,
+            s3_secret_access_key: s3.secret_access_key,
             master_key_file,
             escrow_recipients,
             bind,
@@ -315,10 +352,29 @@ impl Config {
             .iter()
             .map(|r| toml::Value::String(r.to_string()))
             .collect();
-        let entries = [
+        let head = [
             ("data_dir", path(&self.data_dir)),
             ("database_url", secret("database_url", &self.database_url)),
             ("blob_dir", path(&self.blob_dir)),
+        ];
+        // The S3 settings only mean something with a bucket; unset ones have
+        // no TOML spelling and are left out.
+        let s3 = self.blob_url.as_ref().map(|location| {
+            [
+                Some(("blob_url", text(&location.to_string()))),
+                self.s3_endpoint
+                    .as_deref()
+                    .map(|e| ("s3_endpoint", text(e))),
+                Some(("s3_region", text(&self.s3_region))),
+                self.s3_access_key_id
+                    .as_deref()
+                    .map(|id| ("s3_access_key_id", text(id))),
+                self.s3_secret_access_key
+                    .as_ref()
+                    .map(|k| ("s3_secret_access_key", secret("s3_secret_access_key", k))),
+            ]
+        });
+        let entries = [
             ("master_key_file", path(&self.master_key_file)),
             ("escrow_recipients", toml::Value::Array(recipients)),
             ("bind", text(&self.bind.to_string())),
@@ -331,8 +387,9 @@ impl Config {
             .as_ref()
             .map(|url| ("smtp_url", secret("smtp_url", url)));
         let mail = [("mail_from", text(&self.mail_from))];
-        entries
-            .into_iter()
+        head.into_iter()
+            .chain(s3.into_iter().flatten().flatten())
+            .chain(entries)
             .chain(smtp)
             .chain(mail)
             .map(|(key, value)| format!("{key} = {value}\n"))
@@ -707,6 +764,206 @@ fn check_mail_from(set: Sourced<String>) -> Result<String, ConfigError> {
     }
 }
 
+/// An S3 bucket and the key prefix under which Sealpost keeps its objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket name.
+    pub bucket: String,
+    /// Key prefix without leading or trailing `/`; empty for the bucket root.
+    pub prefix: String,
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3://{}", self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
+}
+
+/// The S3 settings, checked together.
+struct S3Settings {
+    blob_url: Option<S3Location>,
+    endpoint: Option<String>,
+    region: String,
+    access_key_id: Option<String>,
+    secret_access_key: Option<SecretString>,
+}
+
+fn load_s3(layer: &mut Layer) -> Result<S3Settings, ConfigError> {
+    let blob_url = layer.text.remove("blob_url");
+    let endpoint = layer.text.remove("s3_endpoint");
+    let region = layer.text.remove("s3_region");
+    let key_id = layer.text.remove("s3_access_key_id");
+    let secret_key = layer.secrets.remove("s3_secret_access_key");
+    let Some(blob_url) = blob_url else {
+        // S3 settings without a bucket are a mistake (a typo in blob_url, or
+        // a half-finished migration): say so rather than quietly use the folder.
+        let lone = [&endpoint, &region, &key_id]
+            .into_iter()
+            .flatten()
+            .map(|set| set.origin.clone())
+            .chain(secret_key.map(|set| set.origin))
+            .next();
+        return match lone {
+            Some(origin) => Err(ConfigError::Needs {
+                origin,
+                needs: "blob_url = \"s3://…\"",
+            }),
+            None => Ok(S3Settings {
+                blob_url: None,
+                endpoint: None,
+                region: DEFAULT_S3_REGION.to_owned(),
+                access_key_id: None,
+                secret_access_key: None,
+            }),
+        };
+    };
+    let blob_url = parse_blob_url(blob_url)?;
+    let endpoint = endpoint.map(parse_s3_endpoint).transpose()?;
+    let region = match region {
+        Some(set) => check_s3_region(set)?,
+        None => DEFAULT_S3_REGION.to_owned(),
+    };
+    let key_id = key_id
+        .map(|set| {
+            let valid = !set.value.is_empty() && set.value.bytes().all(|b| b.is_ascii_graphic());
+            if valid {
+                Ok(set)
+            } else {
+                Err(ConfigError::Invalid {
+                    setting: "s3_access_key_id",
+                    origin: set.origin,
+                    expected: "an access key id without spaces",
+                })
+            }
+        })
+        .transpose()?;
+    let secret_key = secret_key
+        .map(|set| read_secret("s3_secret_access_key", set))
+        .transpose()?;
+    // One key without the other would silently fall back to instance
+    // credentials, which is never what someone who set one of them meant.
+    let (access_key_id, secret_access_key) = match (key_id, secret_key) {
+        (Some(id), Some(key)) => (Some(id.value), Some(check_s3_secret(key)?)),
+        (None, None) => (None, None),
+        (Some(id), None) => {
+            return Err(ConfigError::Needs {
+                origin: id.origin,
+                needs: "s3_secret_access_key",
+            });
+        }
+        (None, Some(key)) => {
+            return Err(ConfigError::Needs {
+                origin: key.origin,
+                needs: "s3_access_key_id",
+            });
+        }
+    };
+    Ok(S3Settings {
+        blob_url: Some(blob_url),
+        endpoint,
+        region,
+        access_key_id,
+        secret_access_key,
+    })
+}
+
+/// `s3://bucket` or `s3://bucket/prefix`. Bucket names follow S3's rules;
+/// prefix segments are plain names, so a key can never climb out of them.
+fn parse_blob_url(set: Sourced<String>) -> Result<S3Location, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        setting: "blob_url",
+        origin: set.origin.clone(),
+        expected: "s3://bucket or s3://bucket/prefix (leave blob_url unset to keep blobs \
+                   in the local blob_dir)",
+    };
+    let rest = set.value.strip_prefix("s3://").ok_or_else(invalid)?;
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_empty()
+        || prefix.split('/').all(|segment| {
+            !segment.is_empty()
+                && segment != "."
+                && segment != ".."
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        });
+    if bucket_ok && prefix_ok {
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            prefix: prefix.to_owned(),
+        })
+    } else {
+        Err(invalid())
+    }
+}
+
+fn parse_s3_endpoint(set: Sourced<String>) -> Result<String, ConfigError> {
+    let invalid = |expected| ConfigError::Invalid {
+        setting: "s3_endpoint",
+        origin: set.origin.clone(),
+        expected,
+    };
+    let url = set.value.as_str();
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            invalid("a URL starting with https:// (or http:// for a local test server)")
+        })?;
+    if url.contains(['?', '#']) || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid("a URL without a query, fragment or spaces"));
+    }
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
+    if authority.is_empty() || authority.contains('@') {
+        return Err(invalid(
+            "a URL with a host and no user info, such as https://minio.internal:9000 \
+             (credentials go in s3_access_key_id and s3_secret_access_key)",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn check_s3_region(set: Sourced<String>) -> Result<String, ConfigError> {
+    let valid = !set.value.is_empty()
+        && set
+            .value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid {
+        Ok(set.value)
+    } else {
+        Err(ConfigError::Invalid {
+            setting: "s3_region",
+            origin: set.origin,
+            expected: "a region name such as us-east-1",
+        })
+    }
+}
+
+fn check_s3_secret(set: Sourced<SecretString>) -> Result<SecretString, ConfigError> {
+    if set.value.expose_secret().is_empty() {
+        return Err(ConfigError::Invalid {
+            setting: "s3_secret_access_key",
+            origin: set.origin,
+            expected: "a non-empty secret access key",
+        });
+    }
+    Ok(set.value)
+}
+
 fn parse_recipients(set: Sourced<Vec<String>>) -> Result<Vec<Recipient>, ConfigError> {
     set.value
         .iter()
@@ -814,6 +1071,8 @@ mod tests {
                 "escrow_recipients" => "",
                 "smtp_url" => "smtp://localhost:25",
                 "mail_from" => "a@example.com",
+                "blob_url" => "s3://bucket/prefix",
+                "s3_endpoint" => "http://127.0.0.1:9000",
                 _ => "x",
             };
             (format!("SEALPOST_{}", key.to_uppercase()), value.to_owned())

@@ -16,5 +16,6 @@ pub mod private_fs;
 pub mod server;
 pub mod settings;
 pub mod staff;
+pub mod tls;
 pub mod vault;
 pub mod web;

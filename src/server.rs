@@ -41,14 +41,18 @@ pub fn router(app: App) -> Router {
     crate::web::with_security_headers(routes, https)
 }
 
+/// Ready when both the database and the blob store answer: without either,
+/// no message can be sent or read.
 async fn ready(State(app): State<App>) -> (StatusCode, &'static str) {
-    match app.db.ping().await {
-        Ok(()) => (StatusCode::OK, "ready"),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness check: database unreachable");
-            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-        }
+    if let Err(e) = app.db.ping().await {
+        tracing::warn!(error = %e, "readiness check: database unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
     }
+    if let Err(e) = app.vault.check_blob_store().await {
+        tracing::warn!(error = %e, "readiness check: blob store unreachable");
+        return (StatusCode::SERVICE_UNAVAILABLE, "blob store unreachable");
+    }
+    (StatusCode::OK, "ready")
 }
 
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests.

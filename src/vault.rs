@@ -30,6 +30,7 @@ pub mod keyring;
 mod lease;
 mod pipeline;
 mod rotation;
+pub mod s3;
 mod sweep;
 
 use std::fmt;
@@ -56,6 +57,7 @@ pub use export::ExportReport;
 pub use keyring::{KeyFileError, Keyring, MasterKeyId};
 pub use pipeline::{PipelinedReader, PipelinedWriter};
 pub use rotation::{KeyStatus, RotateReport};
+pub use s3::{S3BlobStore, S3Settings};
 pub use sweep::SweepReport;
 
 /// Plaintext is moved through the vault in pieces this big.
@@ -608,6 +610,15 @@ impl Vault {
                 })
             })
             .collect()
+    }
+
+    /// Whether the blob store can be reached and written to now.
+    pub async fn check_blob_store(&self) -> Result<(), VaultError> {
+        let store = Arc::clone(&self.inner.blobs);
+        tokio::task::spawn_blocking(move || store.ping())
+            .await
+            .map_err(|e| VaultError::Task(e.to_string()))??;
+        Ok(())
     }
 
     /// Streams a stored part's plaintext (blocking I/O: call from a blocking

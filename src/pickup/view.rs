@@ -3,6 +3,7 @@
 //! this message and still fresh.
 
 use std::io::{self, Write};
+use std::sync::Arc;
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -20,7 +21,7 @@ use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
 use crate::portal::ClientIp;
-use crate::vault::{MessageId, PartKind};
+use crate::vault::{MessageId, PartKind, VaultError};
 use crate::web::PageError;
 use crate::web::csrf::{self, CsrfForm};
 
@@ -126,16 +127,24 @@ pub async fn message(
         Ok(d) => d,
         Err(r) => return Ok(r),
     };
-    let key = app.vault.unlock(d.message_id).await?;
+    let key = Arc::new(app.vault.unlock(d.message_id).await?);
     let mut body = String::new();
     let mut files = Vec::new();
     for part in app.vault.parts(d.message_id).await? {
         match part.kind {
             PartKind::Body => {
-                // The body is bounded at compose time; reading it is quick.
-                let mut out = zeroize::Zeroizing::new(Vec::new());
-                app.vault.open_part(&key, &part)?.copy_to(&mut *out)?;
-                body = String::from_utf8_lossy(&out).into_owned();
+                // Bounded at compose time, but still blob I/O (a network round
+                // trip with S3): off the async threads.
+                let vault = app.vault.clone();
+                let key = Arc::clone(&key);
+                let text = tokio::task::spawn_blocking(move || {
+                    let mut out = zeroize::Zeroizing::new(Vec::new());
+                    vault.open_part(&key, &part)?.copy_to(&mut *out)?;
+                    Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
+                })
+                .await
+                .map_err(|e| PageError::Internal(format!("reading task failed: {e}")))??;
+                body = text;
             }
             PartKind::Attachment => {
                 let meta = key.part_meta(&part)?;

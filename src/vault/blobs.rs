@@ -21,7 +21,7 @@ use crate::private_fs;
 pub struct BlobKey(String);
 
 impl BlobKey {
-    fn generate() -> Self {
+    pub(super) fn generate() -> Self {
         let bytes: [u8; 16] = rand::rng().random();
         BlobKey(hex::encode(bytes))
     }
@@ -68,6 +68,8 @@ pub trait BlobStore: Send + Sync + 'static {
     fn delete(&self, key: &BlobKey) -> io::Result<()>;
     fn list(&self) -> io::Result<Vec<StoredEntry>>;
     fn delete_partial(&self, name: &str) -> io::Result<()>;
+    /// Checks that the store can be written to now (for readiness probes).
+    fn ping(&self) -> io::Result<()>;
 }
 
 /// Blobs in a local folder: `ab/<key>.age` (256 shards keep folders small)
@@ -176,6 +178,21 @@ impl BlobStore for LocalBlobStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+
+    /// Creates and removes a file where blobs are written. Named like an
+    /// unfinished write, so the sweep removes it if a crash leaves it behind.
+    fn ping(&self) -> io::Result<()> {
+        let probe = self
+            .root
+            .join(TMP_DIR)
+            .join(format!("{}{TMP_SUFFIX}", BlobKey::generate().0));
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&probe)?;
+        fs::remove_file(&probe)
     }
 }
 

@@ -80,6 +80,7 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(base: &str) -> Browser {
+        sealpost::tls::install_crypto_provider();
         Browser {
             base: base.to_owned(),
             http: reqwest::Client::builder()

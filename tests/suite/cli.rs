@@ -85,6 +85,20 @@ fn serve_answers_health_checks() {
 }
 
 #[test]
+fn readyz_fails_when_the_blob_folder_is_gone() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    std::fs::remove_dir_all(env.blob_dir()).expect("remove blob folder");
+    let resp = rt.block_on(get_raw(app.clone(), "/readyz"));
+    assert!(resp.starts_with("http/1.1 503"), "{resp}");
+    assert!(resp.ends_with("blob store unreachable"), "{resp}");
+    // Liveness is a different question: the process is fine.
+    let resp = rt.block_on(get_raw(app, "/healthz"));
+    assert!(resp.starts_with("http/1.1 200"), "{resp}");
+}
+
+#[test]
 fn sqlite_durability_settings_are_in_force() {
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());

@@ -132,8 +132,8 @@ pub fn free_port() -> u16 {
 
 /// Creates the installation (key file, schema, one agent) from this process,
 /// then lets go of the database so only the instances use it.
-pub async fn prepare(env: &TestEnv) {
-    let app = env.app().await;
+pub async fn prepare(env: &TestEnv, extra: &[(String, String)]) {
+    let app = observer(env, extra).await;
     create_staff(&app, AGENT, Role::Agent).await;
     app.db.close().await;
 }

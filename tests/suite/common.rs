@@ -33,6 +33,8 @@ impl TestEnv {
     }
 
     async fn build(escrow: Option<String>) -> TestEnv {
+        // Before any reqwest client: the crate is built without a provider.
+        sealpost::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, postgres) = match std::env::var(PG_ENV) {
             Ok(admin_url) if !admin_url.is_empty() => {

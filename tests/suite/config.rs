@@ -638,3 +638,235 @@ fn bad_mail_from_errors() {
         );
     }
 }
+
+#[test]
+fn blobs_stay_local_unless_blob_url_is_set() -> TestResult {
+    let config = Config::load(None, env(&[]))?;
+    assert!(config.blob_url.is_none());
+    assert_eq!(config.s3_region, "us-east-1");
+    let shown = config.to_redacted_toml();
+    assert!(
+        !shown.contains("blob_url") && !shown.contains("s3_"),
+        "{shown}"
+    );
+    Ok(())
+}
+
+#[test]
+fn s3_settings_layer_like_other_settings() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(
+        &dir,
+        "blob_url = \"s3://sealpost-blobs\"\ns3_endpoint = \"https://minio.internal:9000/\"\n",
+    )?;
+    let config = Config::load(Some(&file), env(&[]))?;
+    let location = config.blob_url.clone().ok_or("blob_url")?;
+    assert_eq!(location.bucket, "sealpost-blobs");
+    assert_eq!(location.prefix, "");
+    assert_eq!(
+        config.s3_endpoint.as_deref(),
+        Some("https://minio.internal:9000")
+    );
+    assert_eq!(config.s3_region, "us-east-1");
+    assert!(config.s3_access_key_id.is_none() && config.s3_secret_access_key.is_none());
+
+    let config = Config::load(
+        Some(&file),
+        env(&[
+            ("SEALPOST_BLOB_URL", "s3://other.bucket/prod/eu-1/"),
+            ("SEALPOST_S3_REGION", "eu-central-1"),
+            ("SEALPOST_S3_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("SEALPOST_S3_SECRET_ACCESS_KEY", PASSWORD),
+        ]),
+    )?;
+    let location = config.blob_url.clone().ok_or("blob_url")?;
+    assert_eq!(location.bucket, "other.bucket");
+    assert_eq!(location.prefix, "prod/eu-1");
+    assert_eq!(location.to_string(), "s3://other.bucket/prod/eu-1");
+    assert_eq!(config.s3_region, "eu-central-1");
+    assert_eq!(config.s3_access_key_id.as_deref(), Some("AKIAEXAMPLE"));
+    let secret = config
+        .s3_secret_access_key
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned());
+    assert_eq!(secret.as_deref(), Some(PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn bad_blob_url_errors() {
+    for url in [
+        "file:///srv/blobs",
+        "/srv/blobs",
+        "https://sealpost-blobs.s3.amazonaws.com",
+        "s3://",
+        "s3://ab",
+        "s3://Bad_Bucket",
+        "s3://-bucket",
+        "s3://bucket//prefix",
+        "s3://bucket/../prefix",
+        "s3://bucket/pre fix",
+        "s3://bucket?x=1",
+    ] {
+        let err = load_err(None, &[("SEALPOST_BLOB_URL", url)]);
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "blob_url",
+                    ..
+                }
+            ),
+            "{url}: {err}"
+        );
+        let message = err.to_string();
+        assert!(message.contains("SEALPOST_BLOB_URL"), "{message}");
+        assert!(message.contains("s3://bucket/prefix"), "{message}");
+    }
+}
+
+#[test]
+fn s3_settings_without_blob_url_error() {
+    for var in [
+        "SEALPOST_S3_ENDPOINT",
+        "SEALPOST_S3_REGION",
+        "SEALPOST_S3_ACCESS_KEY_ID",
+        "SEALPOST_S3_SECRET_ACCESS_KEY",
+    ] {
+        let value = if var == "SEALPOST_S3_ENDPOINT" {
+            "https://minio.internal"
+        } else {
+            "eu-west-1"
+        };
+        let err = load_err(None, &[(var, value)]);
+        assert!(matches!(err, ConfigError::Needs { .. }), "{var}: {err}");
+        let message = err.to_string();
+        assert!(message.contains(var), "{message}");
+        assert!(message.contains("blob_url"), "{message}");
+    }
+}
+
+#[test]
+fn s3_keys_come_in_pairs() {
+    let url = ("SEALPOST_BLOB_URL", "s3://sealpost-blobs");
+    let err = load_err(None, &[url, ("SEALPOST_S3_ACCESS_KEY_ID", "AKIAEXAMPLE")]);
+    assert!(
+        matches!(
+            err,
+            ConfigError::Needs {
+                needs: "s3_secret_access_key",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = load_err(None, &[url, ("SEALPOST_S3_SECRET_ACCESS_KEY", PASSWORD)]);
+    assert!(
+        matches!(
+            err,
+            ConfigError::Needs {
+                needs: "s3_access_key_id",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+}
+
+#[test]
+fn bad_s3_endpoint_error_hides_the_value() {
+    for endpoint in [
+        "minio.internal:9000".to_owned(),
+        "ftp://minio.internal".to_owned(),
+        "https://".to_owned(),
+        format!("https://user:{PASSWORD}@minio.internal"),
+        "https://minio.internal?x=1".to_owned(),
+    ] {
+        let err = load_err(
+            None,
+            &[
+                ("SEALPOST_BLOB_URL", "s3://sealpost-blobs"),
+                ("SEALPOST_S3_ENDPOINT", &endpoint),
+            ],
+        );
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    setting: "s3_endpoint",
+                    ..
+                }
+            ),
+            "{endpoint}: {err}"
+        );
+        assert!(!err.to_string().contains(PASSWORD), "{err}");
+    }
+}
+
+#[test]
+fn s3_secret_key_can_come_from_a_file_and_is_redacted() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let secret = dir.path().join("s3_secret");
+    fs::write(&secret, format!("{PASSWORD}\n"))?;
+    let secret_path = secret.to_string_lossy().into_owned();
+    let vars = [
+        ("SEALPOST_BLOB_URL", "s3://sealpost-blobs/sealpost"),
+        ("SEALPOST_S3_ENDPOINT", "http://127.0.0.1:9000"),
+        ("SEALPOST_S3_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ("SEALPOST_S3_SECRET_ACCESS_KEY_FILE", secret_path.as_str()),
+    ];
+    let config = Config::load(None, env(&vars))?;
+    let key = config
+        .s3_secret_access_key
+        .as_ref()
+        .map(|s| s.expose_secret().to_owned());
+    assert_eq!(key.as_deref(), Some(PASSWORD));
+
+    let shown = config.to_redacted_toml();
+    assert!(!shown.contains(PASSWORD), "{shown}");
+    for line in [
+        r#"blob_url = "s3://sealpost-blobs/sealpost""#,
+        r#"s3_endpoint = "http://127.0.0.1:9000""#,
+        r#"s3_region = "us-east-1""#,
+        r#"s3_access_key_id = "AKIAEXAMPLE""#,
+        r#"s3_secret_access_key = "***""#,
+    ] {
+        assert!(
+            shown.lines().any(|l| l == line),
+            "{line} missing from:\n{shown}"
+        );
+    }
+    assert!(!format!("{config:?}").contains(PASSWORD));
+    assert!(!format!("{config:#?}").contains(PASSWORD));
+
+    let err = load_err(
+        None,
+        &[
+            ("SEALPOST_BLOB_URL", "s3://sealpost-blobs"),
+            ("SEALPOST_S3_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+            ("SEALPOST_S3_SECRET_ACCESS_KEY_FILE", &secret_path),
+            ("SEALPOST_S3_SECRET_ACCESS_KEY", "inline"),
+        ],
+    );
+    assert!(matches!(err, ConfigError::SecretConflict { .. }), "{err}");
+    Ok(())
+}
+
+#[test]
+fn redacted_s3_output_is_loadable_toml() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let original = Config::load(
+        None,
+        env(&[
+            ("SEALPOST_BLOB_URL", "s3://sealpost-blobs/a/b"),
+            ("SEALPOST_S3_ENDPOINT", "https://minio.internal:9000"),
+            ("SEALPOST_S3_REGION", "eu-west-3"),
+        ]),
+    )?;
+    let file = toml_file(&dir, &original.to_redacted_toml())?;
+    let reloaded = Config::load(Some(&file), env(&[]))?;
+    assert_eq!(reloaded.to_redacted_toml(), original.to_redacted_toml());
+    assert_eq!(reloaded.blob_url, original.blob_url);
+    Ok(())
+}

@@ -193,7 +193,7 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
         let mut env = TestEnv::new().await;
         env.database_url = pg.url();
         let smtp = SmtpServer::start();
-        prepare(&env).await;
+        prepare(&env, &[]).await;
         let vars = vec![("SEALPOST_SMTP_URL".to_owned(), smtp.url())];
         let one = Instance::start(&env, "one", &vars).await;
         let two = Instance::start(&env, "two", &vars).await;

@@ -23,6 +23,7 @@ mod portal_admin;
 mod portal_auth;
 mod portal_messages;
 mod roundtrip;
+mod s3;
 mod sign_in;
 mod smtp;
 mod staff;

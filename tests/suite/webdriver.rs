@@ -32,6 +32,7 @@ impl Chrome {
                 "chromedriver is required (Debian package chromium-driver; .ci/run installs it)",
             );
         let base = format!("http://127.0.0.1:{port}");
+        sealpost::tls::install_crypto_provider();
         let http = reqwest::Client::new();
         for _ in 0..100 {
             if http.get(format!("{base}/status")).send().await.is_ok() {
