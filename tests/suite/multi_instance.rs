@@ -65,7 +65,7 @@ fn shared_settings(smtp: &SmtpServer, s3: &Option<S3>) -> Vec<(String, String)> 
     vars
 }
 
-type S3 = (crate::s3::Moto, String, Vec<(String, String)>);
+type S3 = crate::s3::ClusterBucket;
 
 fn browser_like(base: &str, other: &Browser) -> Browser {
     let mut b = Browser::new(base);

@@ -684,11 +684,14 @@ fn a_100_mib_upload_keeps_memory_flat() {
     );
 }
 
+/// A moto server, a bucket on it and the settings that select it.
+pub type ClusterBucket = (Moto, String, Vec<(String, String)>);
+
 /// For the multi-instance tests: on PostgreSQL (the scale-out pairing) a
 /// bucket on a moto server and the settings that select it; on SQLite
 /// nothing (the instances share the local blob folder). Call outside any
 /// async runtime: the helper drives its own.
-pub fn bucket_when_on_postgres() -> Option<(Moto, String, Vec<(String, String)>)> {
+pub fn bucket_when_on_postgres() -> Option<ClusterBucket> {
     match std::env::var(crate::common::PG_ENV) {
         Ok(url) if !url.is_empty() => {
             let moto = Moto::shared_or_start();
