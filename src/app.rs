@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, PoolSettings};
 use crate::deliveries::Deliveries;
 use crate::mail::{MailError, Outbox};
 use crate::settings::SettingsStore;
@@ -51,13 +51,13 @@ pub enum StartError {
     },
 }
 
-/// Connections in the pool: SQLite has one writer anyway; PostgreSQL
-/// setups tune this in later issues.
-const MAX_CONNECTIONS: u32 = 10;
-
 /// Connects to the database and applies migrations.
 pub async fn open_db(config: &Config) -> Result<Db, DbError> {
-    let db = Db::connect(&config.database_url, MAX_CONNECTIONS).await?;
+    let pool = PoolSettings {
+        max_connections: config.db_max_connections,
+        acquire_timeout: config.db_acquire_timeout,
+    };
+    let db = Db::connect(&config.database_url, pool).await?;
     db.migrate().await?;
     Ok(db)
 }

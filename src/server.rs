@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
+use crate::config::LogFormat;
 
 /// How often orphaned blobs are swept, and how old an orphan must be: long
 /// enough that a slow multi-part upload still in flight is never touched.
@@ -88,12 +89,25 @@ pub async fn serve(app: App) -> std::io::Result<()> {
 /// log lines are shipped and kept, and the link is a credential.
 async fn announce_setup_link(app: &App) {
     match crate::portal::setup::issue_setup_link(app).await {
-        Ok(Some(url)) => println!(
-            "No staff accounts yet. Create the first admin within 1 hour at: {}\n\
-             (The page only answers on this machine: open it here or through an SSH tunnel. \
-             Restart Sealpost for a new link.)",
-            url.expose_secret()
-        ),
+        Ok(Some(url)) => {
+            let text = "No staff accounts yet. Create the first admin within 1 hour at the \
+                        setup_url. (The page only answers on this machine: open it here or \
+                        through an SSH tunnel. Restart Sealpost for a new link.)";
+            match app.config.log_format {
+                // Still not a log event, but in the shape the log collector
+                // reading this output expects.
+                LogFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({ "message": text, "setup_url": url.expose_secret() })
+                ),
+                LogFormat::Text => println!(
+                    "No staff accounts yet. Create the first admin within 1 hour at: {}\n\
+                     (The page only answers on this machine: open it here or through an SSH tunnel. \
+                     Restart Sealpost for a new link.)",
+                    url.expose_secret()
+                ),
+            }
+        }
         Ok(None) => {}
         // The CLI (`sealpost admin create-user`) still works, so keep serving.
         Err(e) => tracing::warn!(
