@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP concerns shared by every page: security headers,
 //! sessions, CSRF, the stylesheet and the one error type pages return.
 
+pub mod client_ip;
 pub mod csrf;
 pub mod session;
 

@@ -19,6 +19,7 @@ mod pickup_mail;
 mod portal_admin;
 mod portal_auth;
 mod portal_messages;
+mod proxies;
 mod roundtrip;
 mod sign_in;
 mod smtp;
