@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::db::{Db, DbError, PoolSettings};
 use crate::deliveries::Deliveries;
 use crate::mail::{MailError, Outbox};
+use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
 use crate::staff::{Accounts, SignIn, Totp};
 use crate::vault::{LocalBlobStore, Vault, VaultError, VaultSettings};
@@ -26,6 +27,7 @@ pub struct App {
     pub deliveries: Deliveries,
     pub outbox: Outbox,
     pub clock: SharedClock,
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for App {
@@ -83,6 +85,7 @@ impl App {
             clock.clone(),
         )
         .await?;
+        let metrics = Metrics::new(vault.shred_counter());
         let audit = AuditLog::new(vault.clone(), clock.clone());
         let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone());
         let sign_in = SignIn::new(vault.clone(), audit.clone(), clock.clone());
@@ -97,6 +100,7 @@ impl App {
             deliveries.clone(),
             audit.clone(),
             clock.clone(),
+            metrics.clone(),
         )?;
         crate::web::session::migrate(&db)
             .await
@@ -113,6 +117,7 @@ impl App {
             deliveries,
             outbox,
             clock,
+            metrics,
         })
     }
 }

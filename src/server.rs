@@ -36,8 +36,13 @@ pub fn router(app: App) -> Router {
         .merge(pages)
         .merge(crate::pickup::landing_route())
         .merge(crate::mail::routes())
-        .route_layer(axum::middleware::from_fn(crate::web::log_request))
         .fallback(|| async { crate::web::PageError::NotFound })
+        // A layer (not a route layer) so unmatched requests are counted too;
+        // it runs after routing, so the matched template is known.
+        .layer(axum::middleware::from_fn_with_state(
+            app.metrics.clone(),
+            crate::web::log_request,
+        ))
         .with_state(app);
     crate::web::with_security_headers(routes, https)
 }
@@ -55,11 +60,18 @@ async fn ready(State(app): State<App>) -> (StatusCode, &'static str) {
 /// Serves until SIGINT/SIGTERM, then drains in-flight requests.
 pub async fn serve(app: App) -> std::io::Result<()> {
     let listener = TcpListener::bind(app.config.bind).await?;
+    let metrics_listener = match app.config.metrics_bind {
+        Some(addr) => Some(TcpListener::bind(addr).await?),
+        None => None,
+    };
     tracing::info!(
         bind = %listener.local_addr()?,
         public_url = %app.config.public_url,
         "sealpost is listening"
     );
+    if let Some(l) = &metrics_listener {
+        tracing::info!(metrics_bind = %l.local_addr()?, "metrics are served at /metrics");
+    }
     announce_setup_link(&app).await;
     if app.outbox.is_dev_mailbox() {
         tracing::warn!(
@@ -72,6 +84,8 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     let mailer = crate::mail::spawn(&app);
     let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
     let expiry = tokio::spawn(crate::pickup::expiry::run_forever(app.clone()));
+    let metrics = metrics_listener
+        .map(|l| tokio::spawn(axum::serve(l, crate::metrics::router(app.clone())).into_future()));
     let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let result = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown_signal())
@@ -80,6 +94,9 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     mailer.abort();
     sessions.abort();
     expiry.abort();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     app.db.close().await;
     result
 }

@@ -125,11 +125,19 @@ impl Outbox {
             }
         }
         tx.commit().await?;
+        let metrics = &self.inner.metrics;
         for (_, outcome) in &outcomes {
             match outcome {
-                Outcome::Sent(_) => tracing::info!("mail sent"),
-                Outcome::Failed(class) => tracing::warn!(error = %class, "mail failed for good"),
+                Outcome::Sent(_) => {
+                    metrics.email_sent();
+                    tracing::info!("mail sent")
+                }
+                Outcome::Failed(class) => {
+                    metrics.email_failed();
+                    tracing::warn!(error = %class, "mail failed for good")
+                }
                 Outcome::Retry(class, next) => {
+                    metrics.email_deferred();
                     tracing::warn!(error = %class, retry_at = next, "mail not sent; will retry")
                 }
             }

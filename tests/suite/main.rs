@@ -14,6 +14,7 @@ mod crash;
 mod interop;
 mod keys;
 mod mail;
+mod metrics;
 mod pickup;
 mod pickup_mail;
 mod portal_admin;
