@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
@@ -57,7 +58,18 @@ async fn ready(State(app): State<App>) -> (StatusCode, &'static str) {
     }
 }
 
-/// Serves until SIGINT/SIGTERM, then drains in-flight requests.
+/// After the shutdown timeout, how much longer background tasks get to
+/// finish a database write they are in before they are aborted.
+const TASK_MARGIN: Duration = Duration::from_secs(10);
+/// How long closing the database may take: connections still held by
+/// requests cut off at the timeout would otherwise keep it waiting.
+const CLOSE_DB_WITHIN: Duration = Duration::from_secs(5);
+
+/// Serves until SIGINT/SIGTERM, then shuts down in order: stop accepting;
+/// let requests in flight (uploads, downloads) finish within
+/// `shutdown_timeout`; meanwhile stop the background tasks between units of
+/// work (the mail worker releases the leases of emails it could not
+/// finish); then close the database.
 pub async fn serve(app: App) -> std::io::Result<()> {
     let listener = TcpListener::bind(app.config.bind).await?;
     let metrics_listener = match app.config.metrics_bind {
@@ -80,24 +92,76 @@ pub async fn serve(app: App) -> std::io::Result<()> {
              readable from this machine only (set SEALPOST_SMTP_URL to send mail)"
         );
     }
-    let sweeper = tokio::spawn(sweep_forever(app.clone()));
-    let mailer = crate::mail::spawn(&app);
-    let sessions = tokio::spawn(delete_expired_sessions(app.clone()));
-    let expiry = tokio::spawn(crate::pickup::expiry::run_forever(app.clone()));
-    let metrics = metrics_listener
-        .map(|l| tokio::spawn(axum::serve(l, crate::metrics::router(app.clone())).into_future()));
+    let timeout = app.config.shutdown_timeout;
+    let stop = CancellationToken::new();
+    let background = vec![
+        tokio::spawn(sweep_forever(app.clone(), stop.clone())),
+        crate::mail::spawn(&app, stop.clone(), timeout),
+        tokio::spawn(delete_expired_sessions(app.clone(), stop.clone())),
+        tokio::spawn(crate::pickup::expiry::run_forever(
+            app.clone(),
+            stop.clone(),
+        )),
+    ];
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(
+            axum::serve(l, crate::metrics::router(app.clone()))
+                .with_graceful_shutdown(stop.clone().cancelled_owned())
+                .into_future(),
+        )
+    });
+    let signal = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop.cancel();
+        }
+    });
+
     let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let result = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    sweeper.abort();
-    mailer.abort();
-    sessions.abort();
-    expiry.abort();
+    let server = axum::serve(listener, service)
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
+    let deadline = async {
+        stop.cancelled().await;
+        tokio::time::sleep(timeout).await;
+    };
+    let result = tokio::select! {
+        result = server => result,
+        () = deadline => {
+            // Dropping the server stops waiting; the connections left are
+            // closed when the runtime shuts down.
+            tracing::warn!(
+                timeout_secs = timeout.as_secs(),
+                "shutdown timeout reached with requests still in flight; cutting them off"
+            );
+            Ok(())
+        }
+    };
+    // Also when serving failed rather than a signal ending it.
+    stop.cancel();
+    signal.abort();
+
+    let aborts: Vec<_> = background.iter().map(|t| t.abort_handle()).collect();
+    let finished = tokio::time::timeout(
+        timeout + TASK_MARGIN,
+        futures_util::future::join_all(background),
+    )
+    .await;
+    if finished.is_err() {
+        tracing::warn!("background tasks did not stop in time; aborting them");
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
     if let Some(metrics) = metrics {
         metrics.abort();
     }
-    app.db.close().await;
+    if tokio::time::timeout(CLOSE_DB_WITHIN, app.db.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("database connections still in use at exit");
+    }
+    tracing::info!("stopped");
     result
 }
 
@@ -134,10 +198,14 @@ async fn announce_setup_link(app: &App) {
     }
 }
 
-async fn sweep_forever(app: App) {
+/// Background loops stop between units of work, never inside one.
+async fn sweep_forever(app: App, stop: CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         match app.vault.sweep(SWEEP_GRACE).await {
             Ok(r) if r.removed_blobs + r.removed_partials > 0 => {
                 let detail = serde_json::json!({
@@ -155,10 +223,13 @@ async fn sweep_forever(app: App) {
     }
 }
 
-async fn delete_expired_sessions(app: App) {
+async fn delete_expired_sessions(app: App, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         if let Err(e) = crate::web::session::delete_expired(&app.db).await {
             tracing::warn!(error = %e, "could not delete expired sessions; will retry");
         }
