@@ -5,9 +5,10 @@ use std::sync::Arc;
 use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::db::{Db, DbError};
+use crate::db::{Db, DbError, PoolSettings};
 use crate::deliveries::Deliveries;
 use crate::mail::{MailError, Outbox};
+use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
 use crate::staff::{Accounts, SignIn, Totp};
 use crate::vault::{
@@ -40,6 +41,7 @@ pub struct AppParts {
     pub deliveries: Deliveries,
     pub outbox: Outbox,
     pub clock: SharedClock,
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for App {
@@ -70,13 +72,13 @@ pub enum StartError {
     },
 }
 
-/// Connections in the pool: SQLite has one writer anyway; PostgreSQL
-/// setups tune this in later issues.
-const MAX_CONNECTIONS: u32 = 10;
-
 /// Connects to the database and applies migrations.
 pub async fn open_db(config: &Config) -> Result<Db, DbError> {
-    let db = Db::connect(&config.database_url, MAX_CONNECTIONS).await?;
+    let pool = PoolSettings {
+        max_connections: config.db_max_connections,
+        acquire_timeout: config.db_acquire_timeout,
+    };
+    let db = Db::connect(&config.database_url, pool).await?;
     db.migrate().await?;
     Ok(db)
 }
@@ -149,6 +151,7 @@ impl App {
             clock.clone(),
         )
         .await?;
+        let metrics = Metrics::new(vault.shred_counter());
         let audit = AuditLog::new(vault.clone(), clock.clone());
         let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone());
         let sign_in = SignIn::new(vault.clone(), audit.clone(), clock.clone());
@@ -163,6 +166,7 @@ impl App {
             deliveries.clone(),
             audit.clone(),
             clock.clone(),
+            metrics.clone(),
         )?;
         crate::web::session::migrate(&db)
             .await
@@ -185,6 +189,7 @@ impl App {
             deliveries,
             outbox,
             clock,
+            metrics,
         })))
     }
 }

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{self, App};
 use crate::audit::{self, Action, Actor, Event, Verification};
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::staff::{Role, StaffEmail};
 use crate::vault::{MasterKeyId, MessageId};
 use secrecy::SecretString;
@@ -138,7 +138,7 @@ fn run(cli: Cli) -> Result<()> {
         print!("{}", config.to_redacted_toml());
         return Ok(());
     }
-    init_tracing(&config.log);
+    init_tracing(&config.log, config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -146,15 +146,25 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(dispatch(cli.command, config))
 }
 
-fn init_tracing(filter: &str) {
+fn init_tracing(filter: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // One object per line with the event's fields at the top level,
+        // as log shippers expect; no colour codes.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         // Colour codes only for a person at a terminal, not in log files.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 async fn dispatch(command: Command, config: Config) -> Result<()> {

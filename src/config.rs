@@ -25,8 +25,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use age::x25519::Recipient;
 use secrecy::zeroize::Zeroizing;
@@ -41,6 +42,8 @@ const IGNORED_ENV_PREFIX: &str = "SEALPOST_TEST_";
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
 const DEFAULT_MAIL_FROM: &str = "Sealpost <sealpost@localhost>";
 const DEFAULT_S3_REGION: &str = "us-east-1";
+/// The pool size before it was a setting: SQLite has one writer anyway.
+const DEFAULT_DB_MAX_CONNECTIONS: u64 = 10;
 
 /// Every setting, by TOML key. The env name is `SEALPOST_` + the key uppercased.
 /// A secret also accepts `<key>_file`; adding one is one line here (plus its
@@ -61,6 +64,12 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("log", Kind::Text),
     ("smtp_url", secret(hide_url_password)),
     ("mail_from", Kind::Text),
+    ("metrics_bind", Kind::Text),
+    ("log_format", Kind::Text),
+    ("shutdown_timeout_secs", Kind::Number),
+    ("trusted_proxies", Kind::List),
+    ("db_max_connections", Kind::Number),
+    ("db_acquire_timeout_secs", Kind::Number),
 ];
 
 /// A secret setting; `show` renders it for `to_redacted_toml` (use `hide_all`
@@ -72,6 +81,8 @@ const fn secret(show: fn(&str) -> String) -> Kind {
 #[derive(Clone, Copy)]
 enum Kind {
     Text,
+    /// A whole number: a TOML integer (or string), a string in env.
+    Number,
     /// Comma-separated in env; a TOML array or comma-separated string.
     List,
     /// `show` renders the value for `to_redacted_toml`.
@@ -127,6 +138,41 @@ pub struct Config {
     /// The `From:` of every email. Key `mail_from`, default
     /// `Sealpost <sealpost@localhost>`.
     pub mail_from: String,
+    /// Where Prometheus scrapes `/metrics`: a listener of its own, so the
+    /// public one never serves it. Key `metrics_bind`, e.g. `127.0.0.1:9090`;
+    /// default none (no metrics listener).
+    pub metrics_bind: Option<SocketAddr>,
+    /// Log line format. Key `log_format`: `text` (default) or `json`.
+    pub log_format: LogFormat,
+    /// How long a stopping server waits for requests in flight (and the
+    /// mail worker for sends in flight). Key `shutdown_timeout_secs`, default 30.
+    pub shutdown_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` is believed. Key
+    /// `trusted_proxies`: IP addresses or CIDR ranges; default none.
+    pub trusted_proxies: TrustedProxies,
+    /// Largest database pool. Key `db_max_connections`, default 10.
+    pub db_max_connections: u32,
+    /// How long a request waits for a pooled connection before failing.
+    /// Key `db_acquire_timeout_secs`, default 30.
+    pub db_acquire_timeout: Duration,
+}
+
+/// How log lines are written (`log_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
 }
 
 /// Where a value came from, for error messages.
@@ -318,6 +364,47 @@ impl Config {
             None => DEFAULT_MAIL_FROM.to_owned(),
         };
         let s3 = load_s3(&mut layer)?;
+        let metrics_bind = match layer.text.remove("metrics_bind") {
+            Some(set) => Some(parse_metrics_bind(set, bind)?),
+            None => None,
+        };
+        let log_format = match layer.text.remove("log_format") {
+            Some(set) => match set.value.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        setting: "log_format",
+                        origin: set.origin,
+                        expected: "`text` or `json`",
+                    });
+                }
+            },
+            None => LogFormat::Text,
+        };
+        let shutdown_timeout = Duration::from_secs(layer.number(
+            "shutdown_timeout_secs",
+            0..=3600,
+            30,
+            "a whole number of seconds from 0 to 3600",
+        )?);
+        let trusted_proxies = match layer.lists.remove("trusted_proxies") {
+            Some(set) => TrustedProxies::parse(set)?,
+            None => TrustedProxies::default(),
+        };
+        let db_max_connections = u32::try_from(layer.number(
+            "db_max_connections",
+            1..=1000,
+            DEFAULT_DB_MAX_CONNECTIONS,
+            "a whole number from 1 to 1000",
+        )?)
+        .unwrap_or(u32::MAX);
+        let db_acquire_timeout = Duration::from_secs(layer.number(
+            "db_acquire_timeout_secs",
+            1..=3600,
+            30,
+            "a whole number of seconds from 1 to 3600",
+        )?);
         debug_assert!(
             layer.is_empty(),
             "every setting in SETTINGS must be consumed"
@@ -339,6 +426,12 @@ impl Config {
             log,
             smtp_url,
             mail_from,
+            metrics_bind,
+            log_format,
+            shutdown_timeout,
+            trusted_proxies,
+            db_max_connections,
+            db_acquire_timeout,
         })
     }
 
@@ -387,11 +480,43 @@ impl Config {
             .as_ref()
             .map(|url| ("smtp_url", secret("smtp_url", url)));
         let mail = [("mail_from", text(&self.mail_from))];
+        let number = |n: u64| toml::Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        // No metrics listener has no TOML spelling either.
+        let metrics = self
+            .metrics_bind
+            .map(|addr| ("metrics_bind", text(&addr.to_string())));
+        let operations = [
+            ("log_format", text(self.log_format.as_str())),
+            (
+                "shutdown_timeout_secs",
+                number(self.shutdown_timeout.as_secs()),
+            ),
+            (
+                "trusted_proxies",
+                toml::Value::Array(
+                    self.trusted_proxies
+                        .ranges()
+                        .iter()
+                        .map(|r| text(&r.to_string()))
+                        .collect(),
+                ),
+            ),
+            (
+                "db_max_connections",
+                number(u64::from(self.db_max_connections)),
+            ),
+            (
+                "db_acquire_timeout_secs",
+                number(self.db_acquire_timeout.as_secs()),
+            ),
+        ];
         head.into_iter()
             .chain(s3.into_iter().flatten().flatten())
             .chain(entries)
             .chain(smtp)
             .chain(mail)
+            .chain(metrics)
+            .chain(operations)
             .map(|(key, value)| format!("{key} = {value}\n"))
             .collect()
     }
@@ -544,7 +669,7 @@ impl Layer {
             (Kind::List, Raw::Array(value)) => {
                 self.lists.insert(key, Sourced { value, origin });
             }
-            (Kind::Text, Raw::Str(value)) => {
+            (Kind::Text | Kind::Number, Raw::Str(value)) => {
                 self.text.insert(key, Sourced { value, origin });
             }
             (Kind::Secret { .. }, Raw::Str(value)) => {
@@ -595,6 +720,27 @@ impl Layer {
             None => Ok(None),
         }
     }
+
+    /// Takes a whole-number setting within `range`.
+    fn number(
+        &mut self,
+        setting: &'static str,
+        range: std::ops::RangeInclusive<u64>,
+        default: u64,
+        expected: &'static str,
+    ) -> Result<u64, ConfigError> {
+        match self.text.remove(setting) {
+            Some(set) => match set.value.trim().parse::<u64>() {
+                Ok(n) if range.contains(&n) => Ok(n),
+                _ => Err(ConfigError::Invalid {
+                    setting,
+                    origin: set.origin,
+                    expected,
+                }),
+            },
+            None => Ok(default),
+        }
+    }
 }
 
 fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
@@ -628,10 +774,12 @@ fn file_layer(path: &Path) -> Result<Layer, ConfigError> {
         };
         let expected = match found.1 {
             Kind::List => "a string or an array of strings",
+            Kind::Number => "a whole number",
             Kind::Text | Kind::Secret { .. } => "a string",
         };
         let raw = match value {
             toml::Value::String(s) => Raw::Str(s),
+            toml::Value::Integer(n) if matches!(found.1, Kind::Number) => Raw::Str(n.to_string()),
             toml::Value::Array(items) => items
                 .into_iter()
                 .map(|item| match item {
@@ -1023,6 +1171,75 @@ fn parse_public_url(set: Sourced<String>) -> Result<String, ConfigError> {
     Ok(url.trim_end_matches('/').to_owned())
 }
 
+/// A socket address other than `bind` (one port cannot serve both).
+fn parse_metrics_bind(set: Sourced<String>, bind: SocketAddr) -> Result<SocketAddr, ConfigError> {
+    match set.value.parse::<SocketAddr>() {
+        Ok(addr) if addr == bind && addr.port() != 0 => Err(ConfigError::Invalid {
+            setting: "metrics_bind",
+            origin: set.origin,
+            expected: "an address other than bind",
+        }),
+        Ok(addr) => Ok(addr),
+        Err(_) => Err(ConfigError::Invalid {
+            setting: "metrics_bind",
+            origin: set.origin,
+            expected: "a socket address such as 127.0.0.1:9090",
+        }),
+    }
+}
+
+/// The reverse proxies whose `X-Forwarded-For` header is believed
+/// (`trusted_proxies`). Empty means none: the socket peer is the client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// From addresses (`192.0.2.7`, `::1`) and CIDR ranges (`10.0.0.0/8`).
+    pub fn new(ranges: Vec<ipnet::IpNet>) -> TrustedProxies {
+        TrustedProxies(ranges.into_iter().map(|r| r.trunc()).collect())
+    }
+
+    fn parse(set: Sourced<Vec<String>>) -> Result<TrustedProxies, ConfigError> {
+        let ranges = set
+            .value
+            .iter()
+            .map(|entry| entry.trim())
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| {
+                        entry
+                            .parse::<IpAddr>()
+                            .map(|ip| ipnet::IpNet::from(ip.to_canonical()))
+                    })
+                    .map_err(|_| ConfigError::Invalid {
+                        setting: "trusted_proxies",
+                        origin: set.origin.clone(),
+                        expected: "IP addresses or CIDR ranges, such as 10.0.0.0/8 or 192.0.2.7",
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TrustedProxies::new(ranges))
+    }
+
+    pub fn ranges(&self) -> &[ipnet::IpNet] {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` is one of the proxies. IPv4-mapped IPv6 addresses
+    /// (`::ffff:10.0.0.1`, as a dual-stack socket reports IPv4 peers) count
+    /// as the IPv4 address they carry.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|range| range.contains(&ip))
+    }
+}
+
 /// 1-based line and column (in characters) of a byte offset.
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let mut position = (1, 1);
@@ -1073,6 +1290,10 @@ mod tests {
                 "mail_from" => "a@example.com",
                 "blob_url" => "s3://bucket/prefix",
                 "s3_endpoint" => "http://127.0.0.1:9000",
+                "metrics_bind" => "127.0.0.1:2",
+                "log_format" => "json",
+                "trusted_proxies" => "10.0.0.0/8,192.0.2.7",
+                "shutdown_timeout_secs" | "db_max_connections" | "db_acquire_timeout_secs" => "5",
                 _ => "x",
             };
             (format!("SEALPOST_{}", key.to_uppercase()), value.to_owned())

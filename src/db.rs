@@ -31,7 +31,17 @@ const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
 /// Connections in the driver-specific pool (sessions and the landing-page
 /// lookup). 4 measured best on 2 cores with the landing bench (8 and 16
 /// threads spent more time switching; 2 queued requests).
+/// A smaller `db_max_connections` lowers it too.
 const NATIVE_CONNECTIONS: u32 = 4;
+
+/// Pool sizing (settings `db_max_connections`, `db_acquire_timeout_secs`).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// Largest size of each pool.
+    pub max_connections: u32,
+    /// How long a caller waits for a free connection before an error.
+    pub acquire_timeout: Duration,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -76,7 +86,7 @@ pub enum NativePool {
 impl Db {
     /// Connects to `url`. For SQLite the file (and its folder) is created if
     /// missing. The URL is a secret (it may hold a password) and never logged.
-    pub async fn connect(url: &SecretString, max_connections: u32) -> Result<Db, DbError> {
+    pub async fn connect(url: &SecretString, sizing: PoolSettings) -> Result<Db, DbError> {
         sqlx::any::install_default_drivers();
         let url = url.expose_secret();
         let backend = if url.starts_with("sqlite:") {
@@ -97,9 +107,9 @@ impl Db {
         // (measured: a sizeable share of a landing-page request).
         let ping_before_use = backend == Backend::Postgres;
         let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
+            .max_connections(sizing.max_connections)
             .test_before_acquire(ping_before_use)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(sizing.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -110,6 +120,7 @@ impl Db {
             })
             .connect_with(options)
             .await?;
+        let native_connections = NATIVE_CONNECTIONS.min(sizing.max_connections);
         let native = match backend {
             Backend::Sqlite => {
                 let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url)?
@@ -119,16 +130,16 @@ impl Db {
                     .busy_timeout(Duration::from_secs(5));
                 NativePool::Sqlite(
                     sqlx::sqlite::SqlitePoolOptions::new()
-                        .max_connections(NATIVE_CONNECTIONS)
+                        .max_connections(native_connections)
                         .test_before_acquire(false)
-                        .acquire_timeout(Duration::from_secs(30))
+                        .acquire_timeout(sizing.acquire_timeout)
                         .connect_lazy_with(options),
                 )
             }
             Backend::Postgres => NativePool::Postgres(
                 sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(NATIVE_CONNECTIONS)
-                    .acquire_timeout(Duration::from_secs(30))
+                    .max_connections(native_connections)
+                    .acquire_timeout(sizing.acquire_timeout)
                     .connect_lazy_with(sqlx::postgres::PgConnectOptions::from_str(&url)?),
             ),
         };

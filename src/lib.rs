@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod deliveries;
 pub mod mail;
+pub mod metrics;
 pub mod pickup;
 pub mod portal;
 pub mod private_fs;

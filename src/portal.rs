@@ -8,16 +8,13 @@ pub mod compose;
 pub mod sent;
 pub mod setup;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::request::Parts;
 use axum::response::Redirect;
 use axum::routing::{get, post};
 
 use crate::app::App;
 
+pub use crate::web::client_ip::ClientIp;
 pub use auth::CurrentStaff;
 
 pub fn routes() -> Router<App> {
@@ -51,24 +48,6 @@ pub fn routes() -> Router<App> {
         .route("/messages/{id}/unlock", post(sent::unlock))
         .merge(admin::routes())
         .merge(setup::routes())
-}
-
-/// The client's address as the socket saw it. (Behind a load balancer this
-/// is the balancer; a trusted-proxy setting arrives with scale-out.)
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp(pub IpAddr);
-
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
-        ))
-    }
 }
 
 /// Formats a unix time for staff pages (UTC, minute precision).

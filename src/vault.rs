@@ -246,6 +246,8 @@ struct Inner {
     /// such as TOTP seeds.
     secrets_key: Zeroizing<[u8; 64]>,
     clock: SharedClock,
+    /// Committed shreds, for the metrics (which register this counter).
+    shreds: prometheus_client::metrics::counter::Counter,
 }
 
 impl fmt::Debug for Vault {
@@ -297,8 +299,14 @@ impl Vault {
                 audit_key,
                 secrets_key,
                 clock,
+                shreds: Default::default(),
             }),
         })
+    }
+
+    /// Counts committed shreds; see [`Vault::delete_shredded_blobs`].
+    pub fn shred_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.inner.shreds.clone()
     }
 
     pub fn db(&self) -> &Db {
@@ -688,8 +696,11 @@ impl Vault {
         Ok(Some(Shredded { blobs }))
     }
 
-    /// Deletes a committed shred's ciphertext; failures are left to the sweeper.
+    /// Deletes a committed shred's ciphertext; failures are left to the
+    /// sweeper. Every shred path calls this once its transaction has
+    /// committed, so this is also where shreds are counted.
     pub async fn delete_shredded_blobs(&self, shredded: Shredded) {
+        self.inner.shreds.inc();
         let store = Arc::clone(&self.inner.blobs);
         let blobs = shredded.blobs;
         let result = tokio::task::spawn_blocking(move || {

@@ -1,6 +1,7 @@
 //! Cross-cutting HTTP concerns shared by every page: security headers,
 //! sessions, CSRF, the stylesheet and the one error type pages return.
 
+pub mod client_ip;
 pub mod csrf;
 pub mod session;
 
@@ -142,24 +143,35 @@ impl From<crate::vault::VaultError> for PageError {
 
 pub type PageResult<T = Response> = Result<T, PageError>;
 
-/// Logs each request at debug level by its route template (`/p/{token}`),
-/// never the concrete path or query: those carry link secrets and search
-/// terms (recipient addresses).
-pub async fn log_request(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let method = req.method().clone();
+/// Logs each request at debug level and counts it in the metrics, both by
+/// its route template (`/p/{token}`), never the concrete path or query:
+/// those carry link secrets and search terms (recipient addresses).
+/// Requests no route matched are `unmatched`. No allocation: the template
+/// is the router's own shared string.
+pub async fn log_request(
+    axum::extract::State(metrics): axum::extract::State<crate::metrics::Metrics>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = crate::metrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
-        .map_or_else(|| "(unmatched)".to_owned(), |p| p.as_str().to_owned());
+        .cloned();
     let started = std::time::Instant::now();
     let response = next.run(req).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
     tracing::debug!(
-        %method,
-        route,
-        status = response.status().as_u16(),
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        method,
+        route = route
+            .as_ref()
+            .map_or(crate::metrics::UNMATCHED, |r| r.as_str()),
+        status,
+        micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "request"
     );
+    metrics.record_request(route, method, status, elapsed);
     response
 }
 

@@ -4,15 +4,13 @@
 //!
 //! The pages answer only when no SMTP server is configured, only to a
 //! loopback client, and not through a proxy (a proxy on the same host would
-//! otherwise make every visitor look local); anyone else gets a 404.
-
-use std::net::IpAddr;
+//! otherwise make every visitor look local; see [`Loopback`]); anyone else
+//! gets a 404.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
@@ -21,8 +19,9 @@ use sqlx::Row;
 use super::MailError;
 use crate::app::App;
 use crate::db::Tx;
-use crate::portal::{ClientIp, format_time};
+use crate::portal::format_time;
 use crate::vault::Vault;
+use crate::web::client_ip::Loopback;
 use crate::web::{Nav, PageError, PageResult};
 
 const PURPOSE: &str = "dev-mailbox";
@@ -64,11 +63,8 @@ pub fn routes() -> Router<App> {
         .route("/dev/mailbox/{id}", get(show))
 }
 
-fn allowed(app: &App, ip: IpAddr, headers: &HeaderMap) -> bool {
-    let proxied = ["forwarded", "x-forwarded-for", "x-real-ip"]
-        .iter()
-        .any(|h| headers.contains_key(*h));
-    app.outbox.is_dev_mailbox() && ip.to_canonical().is_loopback() && !proxied
+fn allowed(app: &App, Loopback(local): Loopback) -> bool {
+    app.outbox.is_dev_mailbox() && local
 }
 
 struct Entry {
@@ -102,12 +98,8 @@ struct MailPage {
     segments: Vec<Segment>,
 }
 
-async fn list(
-    State(app): State<App>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
-) -> PageResult<Response> {
-    if !allowed(&app, ip, &headers) {
+async fn list(State(app): State<App>, local: Loopback) -> PageResult<Response> {
+    if !allowed(&app, local) {
         return Err(PageError::NotFound);
     }
     let rows =
@@ -130,11 +122,10 @@ async fn list(
 
 async fn show(
     State(app): State<App>,
-    ClientIp(ip): ClientIp,
-    headers: HeaderMap,
+    local: Loopback,
     Path(id): Path<i64>,
 ) -> PageResult<Response> {
-    if !allowed(&app, ip, &headers) {
+    if !allowed(&app, local) {
         return Err(PageError::NotFound);
     }
     let row = sqlx::query("SELECT created_at, content FROM dev_mailbox WHERE id = $1")

@@ -16,6 +16,7 @@ use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::db::{Db, Tx};
 use crate::deliveries::Deliveries;
+use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
 use crate::vault::{MessageId, Vault};
 
@@ -35,6 +36,7 @@ pub(super) struct Inner {
     pub deliveries: Deliveries,
     pub audit: AuditLog,
     pub clock: SharedClock,
+    pub metrics: Metrics,
     pub transport: Transport,
     pub from: Mailbox,
     pub public_url: String,
@@ -71,6 +73,7 @@ impl Outbox {
         deliveries: Deliveries,
         audit: AuditLog,
         clock: SharedClock,
+        metrics: Metrics,
     ) -> Result<Outbox, MailError> {
         let transport = Transport::from_config(config.smtp_url.as_ref())?;
         let from: Mailbox = config
@@ -85,6 +88,7 @@ impl Outbox {
                 deliveries,
                 audit,
                 clock,
+                metrics,
                 transport,
                 from,
                 public_url: config.public_url.clone(),
@@ -136,6 +140,16 @@ impl Outbox {
         tracing::debug!(outbox_id = id, "mail queued");
         Ok(id)
     }
+}
+
+/// How many emails wait to be sent (or retried), and when the oldest of
+/// them was queued. Cheap: the `outbox_due` index covers exactly these rows.
+pub async fn pending(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
+    )
+    .fetch_one(db.pool())
+    .await
 }
 
 /// The host part of `public_url` (no scheme, port or path), for `Message-ID`s.

@@ -4,11 +4,16 @@
 //! instances never send one row, and a crashed worker's rows come back
 //! when its lease runs out. Temporary failures back off exponentially for
 //! up to a day; permanent ones fail at once.
+//!
+//! On shutdown the worker stops claiming, gives sends in flight a grace
+//! period, records what finished and hands back the leases of the rest, so
+//! another instance sends them at once rather than after the lease runs out.
 
 use std::time::Duration;
 
 use sqlx::Row;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::MailError;
@@ -62,19 +67,25 @@ struct Claimed {
     attempts: i64,
 }
 
-/// Starts the worker on the runtime; it runs until aborted.
-pub fn spawn(app: &App) -> JoinHandle<()> {
+/// Starts the worker on the runtime. It runs until `stop` is cancelled,
+/// then lets sends in flight finish for up to `grace`, releases the leases
+/// of those that did not, and returns (never mid-transaction).
+pub fn spawn(app: &App, stop: CancellationToken, grace: Duration) -> JoinHandle<()> {
     let outbox = app.outbox.clone();
     tokio::spawn(async move {
-        loop {
-            match outbox.run_once().await {
+        while !stop.is_cancelled() {
+            match outbox.run_round(&stop, grace).await {
                 // A full batch: more may be due right away.
                 Ok(n) if n >= BATCH => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "mail worker round failed; will retry"),
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(POLL) => {}
+            }
         }
+        tracing::info!("mail worker stopped");
     })
 }
 
@@ -82,6 +93,22 @@ impl Outbox {
     /// Claims what is due and tries to send it. Returns how many rows were
     /// attempted (sent, rescheduled or failed).
     pub async fn run_once(&self) -> Result<usize, MailError> {
+        self.run_round(&CancellationToken::new(), Duration::ZERO)
+            .await
+    }
+
+    /// One round of [`Outbox::run_once`] that gives up waiting for sends
+    /// `grace` after `stop` is cancelled: what finished is recorded, and
+    /// rows still sending are released (their sends abandoned) for another
+    /// worker to take at once.
+    pub async fn run_round(
+        &self,
+        stop: &CancellationToken,
+        grace: Duration,
+    ) -> Result<usize, MailError> {
+        if stop.is_cancelled() {
+            return Ok(0);
+        }
         let owner = Uuid::new_v4().to_string();
         let claimed = self.claim_due(&owner, BATCH).await?;
         if claimed.is_empty() {
@@ -95,6 +122,7 @@ impl Outbox {
             self.inner.clock.now(),
         ));
         let count = claimed.len();
+        let mut unfinished: Vec<i64> = claimed.iter().map(|c| c.id).collect();
         // Sends overlap (lettre pools the connections); the outcomes of the
         // whole round are then recorded in one transaction, so a round costs
         // one commit rather than one per email. If recording fails, the
@@ -110,28 +138,65 @@ impl Outbox {
             });
         }
         let mut outcomes = Vec::with_capacity(count);
-        while let Some(done) = tasks.join_next().await {
-            match done {
-                Ok(pair) => outcomes.push(pair),
-                Err(e) => tracing::error!(error = %e, "mail send task failed"),
+        let give_up = async {
+            stop.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::pin!(give_up);
+        let mut abandoned = false;
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => match done {
+                    None => break,
+                    Some(Ok(pair)) => {
+                        unfinished.retain(|id| *id != pair.0.id);
+                        outcomes.push(pair);
+                    }
+                    Some(Err(e)) => tracing::error!(error = %e, "mail send task failed"),
+                },
+                () = &mut give_up => {
+                    // Dropping a send mid-conversation means the server
+                    // never got the final "." or we never saw its reply:
+                    // at worst the email goes twice, with one Message-ID.
+                    tasks.abort_all();
+                    abandoned = true;
+                    break;
+                }
             }
         }
         // The emails are out: keep trying to record that through a database
         // outage (a failover, a restart) for well within the lease, so the
         // rows are not sent a second time when it runs out.
+        // A task that panicked keeps its lease until it runs out, as after a
+        // crash; only sends cut short by shutdown are released.
+        let released: &[i64] = if abandoned { &unfinished } else { &[] };
         let started = std::time::Instant::now();
-        while let Err(e) = self.record_round(&owner, &outcomes).await {
-            if started.elapsed() >= RECORD_RETRY_FOR {
+        while let Err(e) = self.record_round(&owner, &outcomes, released).await {
+            if started.elapsed() >= RECORD_RETRY_FOR || stop.is_cancelled() {
                 return Err(e);
             }
             tracing::warn!(error = %e, "could not record sent mail; retrying");
             tokio::time::sleep(POLL).await;
         }
+        if abandoned && !unfinished.is_empty() {
+            tracing::info!(
+                released = unfinished.len(),
+                "shutting down: released the leases of emails still sending"
+            );
+        }
+        let metrics = &self.inner.metrics;
         for (_, outcome) in &outcomes {
             match outcome {
-                Outcome::Sent(_) => tracing::info!("mail sent"),
-                Outcome::Failed(class) => tracing::warn!(error = %class, "mail failed for good"),
+                Outcome::Sent(_) => {
+                    metrics.email_sent();
+                    tracing::info!("mail sent")
+                }
+                Outcome::Failed(class) => {
+                    metrics.email_failed();
+                    tracing::warn!(error = %class, "mail failed for good")
+                }
                 Outcome::Retry(class, next) => {
+                    metrics.email_deferred();
                     tracing::warn!(error = %class, retry_at = next, "mail not sent; will retry")
                 }
             }
@@ -139,10 +204,13 @@ impl Outbox {
         Ok(count)
     }
 
+    /// Records a round's outcomes, and releases the leases of sends cut
+    /// short by shutdown, in one transaction.
     async fn record_round(
         &self,
         owner: &str,
         outcomes: &[(Claimed, Outcome)],
+        released: &[i64],
     ) -> Result<(), MailError> {
         let mut tx = self.inner.db.begin().await?;
         for (row, outcome) in outcomes {
@@ -154,7 +222,22 @@ impl Outbox {
                 }
             }
         }
+        for id in released {
+            self.release(&mut tx, *id, owner).await?;
+        }
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, tx: &mut Tx, id: i64, owner: &str) -> Result<(), MailError> {
+        sqlx::query(
+            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND lease_owner = $2 AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(id)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 

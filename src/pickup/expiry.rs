@@ -61,11 +61,15 @@ pub async fn run_once(app: &App) -> Result<usize, crate::deliveries::DeliveryErr
     Ok(done)
 }
 
-/// Runs [`run_once`] every minute until the task is aborted.
-pub async fn run_forever(app: App) {
+/// Runs [`run_once`] every minute until `stop` is cancelled (between
+/// passes, never inside one).
+pub async fn run_forever(app: App, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
         if let Err(e) = run_once(&app).await {
             tracing::warn!(error = %e, "expiry pass failed; will retry");
         }

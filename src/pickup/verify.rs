@@ -241,6 +241,7 @@ pub async fn send_code(
         .ip(ip);
     app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
+    app.metrics.code_sent();
     Ok(Redirect::to(&format!("/p/{token}?sent=1")).into_response())
 }
 
@@ -381,6 +382,7 @@ pub async fn verify(
                 .ip(ip);
             app.audit.record(&mut tx, &event).await?;
             tx.commit().await?;
+            app.metrics.verification(true);
             super::view::bind_session(&app, &session, d.message_id).await?;
             return Ok(Redirect::to(&format!("/pickup/{}", d.message_id)).into_response());
         }
@@ -421,9 +423,12 @@ pub async fn verify(
         // The sender is always told of a lockout (PII-free: ids only).
         alert_sender(&app, &mut tx, &d, Alert::Locked).await?;
         tx.commit().await?;
+        app.metrics.verification(false);
+        app.metrics.lockout();
         return Ok(notice(&app, Notice::Locked, None).await);
     }
     tx.commit().await?;
+    app.metrics.verification(false);
     render(
         &app,
         &d,

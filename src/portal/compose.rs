@@ -525,6 +525,7 @@ async fn commit(
         }));
     app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
+    app.metrics.message_sent();
     Ok(Outcome::Sent(id, generated))
 }
 

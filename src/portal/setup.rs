@@ -32,6 +32,7 @@ use crate::audit::{Action, Actor, AuditError, Event};
 use crate::db::Tx;
 use crate::staff::password::{self, NewPassword, PasswordRejected};
 use crate::staff::{AccountError, Role, StaffEmail, StaffId};
+use crate::web::client_ip::Loopback;
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::{Nav, PageError, PageResult};
 
@@ -110,19 +111,6 @@ impl LinkToken {
 
     fn hash(&self, app: &App) -> Vec<u8> {
         app.vault.keyed_hash(HASH_PURPOSE, &self.0)
-    }
-}
-
-/// The setup page answers only on the machine Sealpost runs on (or through
-/// an SSH tunnel to it), so a leaked console line is not enough on its own.
-/// Behind a reverse proxy on the same host every request looks local; the
-/// 256-bit token is the real protection then.
-pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
     }
 }
 
@@ -327,9 +315,16 @@ struct SetupPage {
     errors: Vec<String>,
 }
 
-/// Whether the setup link may be used by this client right now.
-async fn setup_allowed(app: &App, ip: IpAddr, token: &LinkToken) -> Result<bool, PageError> {
-    if !is_loopback(ip) {
+/// Whether the setup link may be used by this client right now. The setup
+/// page answers only on the machine Sealpost runs on (or through an SSH
+/// tunnel to it), never through a proxy, so a leaked console line is not
+/// enough on its own (see [`Loopback`]).
+async fn setup_allowed(
+    app: &App,
+    Loopback(local): Loopback,
+    token: &LinkToken,
+) -> Result<bool, PageError> {
+    if !local {
         return Ok(false);
     }
     if app.accounts.count().await.map_err(LinkError::from)? > 0 {
@@ -341,13 +336,13 @@ async fn setup_allowed(app: &App, ip: IpAddr, token: &LinkToken) -> Result<bool,
 pub async fn setup_page(
     State(app): State<App>,
     session: Session,
-    ClientIp(ip): ClientIp,
+    local: Loopback,
     Path(token): Path<String>,
 ) -> PageResult {
     let Some(token) = LinkToken::parse(&token) else {
         return Ok(invalid_link());
     };
-    if !setup_allowed(&app, ip, &token).await? {
+    if !setup_allowed(&app, local, &token).await? {
         return Ok(invalid_link());
     }
     Ok(SetupPage {
@@ -372,13 +367,14 @@ pub async fn setup(
     State(app): State<App>,
     session: Session,
     ClientIp(ip): ClientIp,
+    local: Loopback,
     Path(token): Path<String>,
     CsrfForm(form): CsrfForm<SetupForm>,
 ) -> PageResult {
     let Some(token) = LinkToken::parse(&token) else {
         return Ok(invalid_link());
     };
-    if !setup_allowed(&app, ip, &token).await? {
+    if !setup_allowed(&app, local, &token).await? {
         return Ok(invalid_link());
     }
     // Mistakes in the form do not use up the link.
@@ -534,35 +530,6 @@ pub async fn accept_invite(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{Ipv4Addr, Ipv6Addr};
-
-    #[test]
-    fn only_loopback_clients_may_use_the_setup_link() {
-        for ip in [
-            IpAddr::V4(Ipv4Addr::LOCALHOST),
-            IpAddr::V4(Ipv4Addr::new(127, 8, 9, 10)),
-            IpAddr::V6(Ipv6Addr::LOCALHOST),
-            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
-        ] {
-            assert!(is_loopback(ip), "{ip} refused");
-        }
-        for ip in [
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
-            IpAddr::V4(Ipv4Addr::new(192, 168, 1, 127)),
-            IpAddr::V4(Ipv4Addr::new(128, 0, 0, 1)),
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()),
-            "2001:db8::1"
-                .parse()
-                .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-            "fe80::1"
-                .parse()
-                .unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
-        ] {
-            assert!(!is_loopback(ip), "{ip} accepted");
-        }
-    }
 
     #[test]
     fn tokens_round_trip_and_reject_anything_else() {

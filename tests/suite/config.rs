@@ -3,8 +3,9 @@
 use std::error::Error;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use sealpost::config::{Config, ConfigError, ExposeSecret};
+use sealpost::config::{Config, ConfigError, ExposeSecret, LogFormat};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -869,4 +870,66 @@ fn redacted_s3_output_is_loadable_toml() -> TestResult {
     assert_eq!(reloaded.to_redacted_toml(), original.to_redacted_toml());
     assert_eq!(reloaded.blob_url, original.blob_url);
     Ok(())
+}
+
+#[test]
+fn operations_settings_have_defaults_and_take_toml_numbers() -> TestResult {
+    let config = Config::load(None, env(&[]))?;
+    assert!(config.metrics_bind.is_none());
+    assert_eq!(config.log_format, LogFormat::Text);
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(30));
+    assert!(config.trusted_proxies.is_empty());
+    assert_eq!(config.db_max_connections, 10);
+    assert_eq!(config.db_acquire_timeout, Duration::from_secs(30));
+
+    let dir = tempfile::tempdir()?;
+    let file = toml_file(
+        &dir,
+        "metrics_bind = \"127.0.0.1:9090\"\nlog_format = \"json\"\n\
+         shutdown_timeout_secs = 60\ntrusted_proxies = [\"10.0.0.0/8\", \"192.0.2.7\"]\n\
+         db_max_connections = \"25\"\ndb_acquire_timeout_secs = 5\n",
+    )?;
+    let config = Config::load(Some(&file), env(&[("SEALPOST_DB_MAX_CONNECTIONS", "4")]))?;
+    assert_eq!(
+        config.metrics_bind.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    assert_eq!(config.log_format, LogFormat::Json);
+    assert_eq!(config.shutdown_timeout, Duration::from_secs(60));
+    assert!(config.trusted_proxies.contains("10.20.30.40".parse()?));
+    assert!(config.trusted_proxies.contains("::ffff:192.0.2.7".parse()?));
+    assert!(!config.trusted_proxies.contains("192.0.2.8".parse()?));
+    assert_eq!(config.db_max_connections, 4, "env wins");
+    assert_eq!(config.db_acquire_timeout, Duration::from_secs(5));
+    // What `sealpost config` prints loads back to the same settings.
+    let shown = toml_file(&dir, &config.to_redacted_toml())?;
+    let again = Config::load(Some(&shown), env(&[]))?;
+    assert_eq!(again.trusted_proxies, config.trusted_proxies);
+    assert_eq!(again.shutdown_timeout, config.shutdown_timeout);
+    Ok(())
+}
+
+#[test]
+fn bad_operations_settings_are_refused_by_name() {
+    for (var, value) in [
+        ("SEALPOST_METRICS_BIND", "localhost"),
+        ("SEALPOST_METRICS_BIND", "127.0.0.1:8080"),
+        ("SEALPOST_LOG_FORMAT", "yaml"),
+        ("SEALPOST_SHUTDOWN_TIMEOUT_SECS", "-1"),
+        ("SEALPOST_SHUTDOWN_TIMEOUT_SECS", "3601"),
+        ("SEALPOST_TRUSTED_PROXIES", "10.0.0.0/33"),
+        ("SEALPOST_TRUSTED_PROXIES", "proxy.internal"),
+        ("SEALPOST_DB_MAX_CONNECTIONS", "0"),
+        ("SEALPOST_DB_ACQUIRE_TIMEOUT_SECS", "soon"),
+    ] {
+        let err = load_err(None, &[(var, value)]).to_string();
+        let setting = var.trim_start_matches("SEALPOST_").to_lowercase();
+        assert!(err.contains(&setting), "{var}={value}: {err}");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let file = toml_file(&dir, "shutdown_timeout_secs = 1.5\n").expect("file");
+    assert!(matches!(
+        load_err(Some(&file), &[]),
+        ConfigError::WrongType { .. }
+    ));
 }

@@ -106,7 +106,7 @@ impl Loop {
     }
 }
 
-fn link_path(text: &str) -> String {
+pub fn link_path(text: &str) -> String {
     let i = text.find("/p/").expect("a pickup link");
     text[i..]
         .split(|c: char| c.is_whitespace())
@@ -115,7 +115,7 @@ fn link_path(text: &str) -> String {
         .to_owned()
 }
 
-fn six_digits(text: &str) -> String {
+pub fn six_digits(text: &str) -> String {
     text.split(|c: char| !c.is_ascii_digit())
         .find(|w| w.len() == 6)
         .expect("a 6-digit code")
