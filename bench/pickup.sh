@@ -4,8 +4,7 @@
 #   bench/pickup.sh            SEED=N messages (default 10000), DURATION=s (default 20)
 #
 # Builds release and seeds SEED messages (each with its pickup email queued)
-# into a fresh SQLite data folder. Starts an SMTP sink (aiosmtpd, from PyPI
-# if missing) and `sealpost serve` pointed at it, and times the outbox
+# into a fresh SQLite data folder. Starts an SMTP sink (examples/smtp_sink.rs) and `sealpost serve` pointed at it, and times the outbox
 # draining: emails per second. Then loads one message's landing page with
 # wrk (Debian package, installed if missing) at 64 connections for DURATION
 # seconds. Ends with one line:
@@ -17,13 +16,12 @@ seed=${SEED:-10000}
 duration=${DURATION:-20}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
-python3 -c 'import aiosmtpd' 2>/dev/null || pip install --quiet aiosmtpd
 if ! command -v wrk >/dev/null; then
   sudo_=""; [ "$(id -u)" -eq 0 ] || sudo_="sudo"
   $sudo_ apt-get install -y -qq wrk >/dev/null
 fi
 
-cargo build --release --quiet --manifest-path "$here/Cargo.toml" --bin sealpost --example pickup_seed
+cargo build --release --quiet --manifest-path "$here/Cargo.toml" --bin sealpost --example pickup_seed --example smtp_sink
 bin="$here/target/release/sealpost"
 seeder="$here/target/release/examples/pickup_seed"
 
@@ -46,7 +44,8 @@ start=$(date +%s)
 "$seeder" "$work/data" "$seed" "$base" > "$work/links"
 echo "seeded in $(( $(date +%s) - start )) s"
 
-python3 -m aiosmtpd -n -l "127.0.0.1:$smtp_port" -c aiosmtpd.handlers.Sink &
+sink="$here/target/release/examples/smtp_sink"
+"$sink" "127.0.0.1:$smtp_port" &
 sink_pid=$!
 sleep 1
 
