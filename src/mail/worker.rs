@@ -125,9 +125,9 @@ impl Outbox {
         let mut unfinished: Vec<i64> = claimed.iter().map(|c| c.id).collect();
         // Sends overlap (lettre pools the connections); the outcomes of the
         // whole round are then recorded in one transaction, so a round costs
-        // one commit rather than one per email. If recording fails, the
-        // leases run out and the rows are sent again with the same
-        // Message-ID (at least once, never lost).
+        // one commit rather than one per email. If recording still fails
+        // after the retries below, the leases run out and the rows are sent
+        // again with the same Message-ID (at least once, never lost).
         let mut tasks = JoinSet::new();
         for row in claimed {
             let this = self.clone();
