@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use sealpost::vault::MessageId;
 use tempfile::TempDir;
 
-use crate::browser::{Browser, input_value};
-use crate::cluster::{AGENT, CUSTOMER, Instance, free_port, message_ids, observer, prepare};
+use crate::browser::Browser;
+use crate::cluster::{AGENT, Instance, free_port, message_ids, observer, prepare};
 use crate::common::{TestEnv, runtime};
+use crate::multi_instance::compose;
 use crate::smtp::SmtpServer;
 
 /// A throw-away PostgreSQL server.
@@ -151,41 +151,6 @@ fn postgres_bin() -> PathBuf {
     )
 }
 
-/// Compose that reports failures instead of panicking: during the outage
-/// a request may fail, and the client is then told so (not a loss).
-async fn try_compose(staff: &mut Browser) -> Result<MessageId, String> {
-    let page = staff.try_get("/compose").await?;
-    if page.status != 200 {
-        return Err(format!("compose page {}", page.status));
-    }
-    let token = input_value(&page.body, "csrf").ok_or("no csrf token")?;
-    let form = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", CUSTOMER)
-        .text("body", "fault test")
-        .text("expiry_hours", "48")
-        .text("method", "email_code")
-        .text("access_code", "")
-        .text("known_fact", "")
-        .text("retention", "keep")
-        .part(
-            "attachments",
-            reqwest::multipart::Part::bytes(vec![7u8; 4096]).file_name("f.pdf"),
-        );
-    let r = staff.try_post_multipart("/compose", form).await?;
-    if r.status != 303 {
-        return Err(format!("compose {}", r.status));
-    }
-    r.location()
-        .and_then(|l| {
-            l.trim_start_matches("/messages/")
-                .trim_end_matches("?sent=1")
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| "no message id".to_owned())
-}
-
 #[test]
 fn postgres_restart_under_load_loses_no_message_or_notification() {
     runtime().block_on(async {
@@ -208,7 +173,7 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
             workers.push(tokio::spawn(async move {
                 let (mut ok, mut failed) = (Vec::new(), 0usize);
                 while !stop.load(Ordering::SeqCst) {
-                    match try_compose(&mut staff).await {
+                    match compose(&mut staff, &["email_code"], "", &[7u8; 4096]).await {
                         Ok(id) => ok.push(id),
                         Err(_) => {
                             failed += 1;
@@ -219,6 +184,16 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
                 (ok, failed)
             }));
         }
+        let started_at = || async {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg.url())
+                .await
+                .expect("connect to the private PostgreSQL");
+            sqlx::query_scalar::<_, String>("SELECT pg_postmaster_start_time()::text")
+                .fetch_one(&mut conn)
+                .await
+                .expect("start time")
+        };
+        let before = started_at().await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         // The restart: a clean stop, two seconds down, start again.
         pg.pg_ctl(&["stop"]);
@@ -238,7 +213,14 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
             confirmed.len()
         );
         assert!(confirmed.len() >= 8, "load ran: {} ok", confirmed.len());
-        assert!(refused > 0, "the restart was felt: some requests failed");
+        // Requests during the outage either wait for a connection or fail
+        // with an error page; which, depends on timing. That the server
+        // really restarted under the load is what must hold.
+        assert_ne!(
+            started_at().await,
+            before,
+            "PostgreSQL restarted during the load"
+        );
 
         // Both recovered without a restart: ready, and serving writes.
         let mut one = one;
@@ -248,7 +230,7 @@ fn postgres_restart_under_load_loses_no_message_or_notification() {
         for base in [&one.base, &two.base] {
             let mut staff = Browser::signed_in(base, AGENT).await;
             confirmed.push(
-                try_compose(&mut staff)
+                compose(&mut staff, &["email_code"], "", &[7u8; 4096])
                     .await
                     .expect("compose after restart"),
             );

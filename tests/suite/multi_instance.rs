@@ -17,14 +17,20 @@ use crate::smtp::{Reply, SmtpServer};
 
 const BODY: &str = "Two-instance canary body";
 
-/// Composes a message for CUSTOMER; returns its id.
+/// Composes a message for CUSTOMER; returns its id. Failures are returned,
+/// not panicked on: during an outage a request may fail, and the client is
+/// then told so (fault.rs counts those).
 pub async fn compose(
     staff: &mut Browser,
     methods: &[&str],
     access_code: &str,
     file: &[u8],
 ) -> Result<MessageId, String> {
-    let token = staff.csrf("/compose").await;
+    let page = staff.try_get("/compose").await?;
+    if page.status != 200 {
+        return Err(format!("compose page: {}", page.status));
+    }
+    let token = crate::browser::input_value(&page.body, "csrf").ok_or("no csrf token")?;
     let mut form = reqwest::multipart::Form::new()
         .text("csrf", token)
         .text("recipient", CUSTOMER)
@@ -41,7 +47,7 @@ pub async fn compose(
             "attachments",
             reqwest::multipart::Part::bytes(file.to_vec()).file_name("statement.pdf"),
         );
-    let r = staff.post_multipart("/compose", form).await;
+    let r = staff.try_post_multipart("/compose", form).await?;
     if r.status != 303 {
         return Err(format!("compose: {} {}", r.status, r.body));
     }
