@@ -335,6 +335,11 @@ impl AuditLog {
 
     /// Appends `event` inside `tx`. Appends are serialised (SQLite's write
     /// lock; a table lock on PostgreSQL) so the chain never forks.
+    ///
+    /// Call it last in a transaction, after every other write: a
+    /// transaction holding the append lock must not then wait for a row
+    /// another transaction has locked, or the two deadlock on PostgreSQL
+    /// (that one waits for this lock to append its own event).
     pub async fn record(&self, tx: &mut Tx, event: &Event) -> Result<i64, AuditError> {
         if self.db().backend() == Backend::Postgres {
             // Readers go on; only other appends wait.

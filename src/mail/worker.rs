@@ -213,17 +213,24 @@ impl Outbox {
         released: &[i64],
     ) -> Result<(), MailError> {
         let mut tx = self.inner.db.begin().await?;
+        let mut events = Vec::new();
         for (row, outcome) in outcomes {
-            match outcome {
+            let event = match outcome {
                 Outcome::Sent(dev_copy) => self.mark_sent(&mut tx, row, dev_copy.as_ref()).await?,
                 Outcome::Failed(class) => self.mark_failed(&mut tx, row, owner, class).await?,
                 Outcome::Retry(class, next) => {
-                    self.mark_retry(&mut tx, row, owner, class, *next).await?
+                    self.mark_retry(&mut tx, row, owner, class, *next).await?;
+                    None
                 }
-            }
+            };
+            events.extend(event);
         }
         for id in released {
             self.release(&mut tx, *id, owner).await?;
+        }
+        // Audit last: see `AuditLog::record`.
+        for event in &events {
+            self.inner.audit.record(&mut tx, event).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -376,7 +383,7 @@ impl Outbox {
         tx: &mut Tx,
         row: &Claimed,
         dev_copy: Option<&DevMail>,
-    ) -> Result<(), MailError> {
+    ) -> Result<Option<Event>, MailError> {
         let now = self.inner.clock.now();
         // Not conditional on still holding the lease: once the server has
         // the email, recording that is always right.
@@ -392,7 +399,7 @@ impl Outbox {
             == 1;
         if !marked {
             tracing::warn!("mail sent, but another worker had already finished the row");
-            return Ok(());
+            return Ok(None);
         }
         if let Some(copy) = dev_copy {
             dev_mailbox::store(tx, &self.inner.vault, row.id, now, copy).await?;
@@ -400,8 +407,7 @@ impl Outbox {
         if row.kind == "pickup_link" {
             self.progress(tx, row, Status::Emailed).await?;
         }
-        self.audit(tx, row, Action::MailSent, None).await?;
-        Ok(())
+        Ok(Some(audit_event(row, Action::MailSent, None)))
     }
 
     async fn mark_retry(
@@ -431,7 +437,7 @@ impl Outbox {
         row: &Claimed,
         owner: &str,
         class: &str,
-    ) -> Result<(), MailError> {
+    ) -> Result<Option<Event>, MailError> {
         let now = self.inner.clock.now();
         let marked = sqlx::query(
             "UPDATE outbox SET failed_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL,
@@ -447,13 +453,12 @@ impl Outbox {
         .rows_affected()
             == 1;
         if !marked {
-            return Ok(());
+            return Ok(None);
         }
         if row.kind == "pickup_link" {
             self.progress(tx, row, Status::DeliveryFailed).await?;
         }
-        self.audit(tx, row, Action::MailFailed, Some(class)).await?;
-        Ok(())
+        Ok(Some(audit_event(row, Action::MailFailed, Some(class))))
     }
 
     /// Moves the message's delivery status, unless the customer has already
@@ -473,29 +478,23 @@ impl Outbox {
         }
         Ok(())
     }
+}
 
-    async fn audit(
-        &self,
-        tx: &mut Tx,
-        row: &Claimed,
-        action: Action,
-        error: Option<&str>,
-    ) -> Result<(), MailError> {
-        let mut detail = serde_json::json!({
-            "outbox_id": row.id,
-            "kind": row.kind,
-            "attempts": row.attempts,
-        });
-        if let Some(error) = error {
-            detail["error"] = serde_json::Value::from(error);
-        }
-        let mut event = Event::new(Actor::System, action).detail(detail);
-        if let Some(id) = row.message_id {
-            event = event.message(id);
-        }
-        self.inner.audit.record(tx, &event).await?;
-        Ok(())
+/// What the audit log records about an outbox row's outcome (ids only).
+fn audit_event(row: &Claimed, action: Action, error: Option<&str>) -> Event {
+    let mut detail = serde_json::json!({
+        "outbox_id": row.id,
+        "kind": row.kind,
+        "attempts": row.attempts,
+    });
+    if let Some(error) = error {
+        detail["error"] = serde_json::Value::from(error);
     }
+    let mut event = Event::new(Actor::System, action).detail(detail);
+    if let Some(id) = row.message_id {
+        event = event.message(id);
+    }
+    event
 }
 
 #[cfg(test)]

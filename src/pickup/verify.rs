@@ -415,18 +415,19 @@ pub async fn verify(
         .message(d.message_id)
         .ip(ip)
         .detail(serde_json::json!({ "failures": failures }));
-    app.audit.record(&mut tx, &event).await?;
     if failures >= LOCK_AFTER {
         app.deliveries.lock(&mut tx, d.message_id).await?;
-        let event = Event::new(Actor::System, Action::MessageLocked).message(d.message_id);
-        app.audit.record(&mut tx, &event).await?;
         // The sender is always told of a lockout (PII-free: ids only).
         alert_sender(&app, &mut tx, &d, Alert::Locked).await?;
+        app.audit.record(&mut tx, &event).await?;
+        let locked = Event::new(Actor::System, Action::MessageLocked).message(d.message_id);
+        app.audit.record(&mut tx, &locked).await?;
         tx.commit().await?;
         app.metrics.verification(false);
         app.metrics.lockout();
         return Ok(notice(&app, Notice::Locked, None).await);
     }
+    app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
     app.metrics.verification(false);
     render(

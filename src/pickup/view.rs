@@ -316,10 +316,6 @@ pub async fn done(
     };
     session.flush().await?;
     let mut tx = app.db.begin().await?;
-    let event = Event::new(Actor::Customer, Action::PickupDone)
-        .message(d.message_id)
-        .ip(ip);
-    app.audit.record(&mut tx, &event).await?;
     if d.shred_after_pickup {
         sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
             .bind(app.clock.now())
@@ -327,6 +323,10 @@ pub async fn done(
             .execute(&mut *tx)
             .await?;
     }
+    let event = Event::new(Actor::Customer, Action::PickupDone)
+        .message(d.message_id)
+        .ip(ip);
+    app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
     if d.shred_after_pickup {
         super::expiry::run_once(&app).await?;

@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use sealpost::app::App;
-use sealpost::audit::Actor;
+use sealpost::audit::{Action, Actor, Event};
 use sealpost::clock::{Clock, ManualClock};
+use sealpost::db::Backend;
 use sealpost::deliveries::{NewDelivery, Status};
 use sealpost::mail::worker::{GIVE_UP_AFTER_SECONDS, LEASE_SECONDS};
 use sealpost::mail::{Alert, Mail, MailError};
@@ -293,6 +294,86 @@ fn every_kind_is_sent_with_its_contents_and_no_customer_data() {
         ] {
             assert!(!stored.contains(secret), "database holds {secret:?}");
         }
+    });
+}
+
+/// A worker round about several messages must not hold the audit append
+/// lock while it waits for a message a customer's transaction has locked:
+/// that transaction appends its own audit event next, and PostgreSQL would
+/// fail one of the two as a deadlock (seen under load in bench/scale.sh).
+#[test]
+fn a_worker_round_waits_for_a_busy_message_without_holding_the_audit_lock() {
+    runtime().block_on(async {
+        let env = TestEnv::new().await;
+        let smtp = SmtpServer::start();
+        let clock = ManualClock::new(START);
+        let app = mail_app(&env, &clock, Some(&smtp)).await;
+        let agent = create_staff(&app, AGENT, Role::Agent).await;
+        let first = send_message(&app, agent, &link(1)).await;
+        let busy = send_message(&app, agent, &link(2)).await;
+
+        // A customer's verification holds the second message's row ...
+        let mut customer = app.db.begin().await.unwrap();
+        sqlx::query("UPDATE deliveries SET failures = failures + 1 WHERE message_id = $1")
+            .bind(busy.to_string())
+            .execute(&mut *customer)
+            .await
+            .unwrap();
+        // ... while a worker sends both emails and records the round.
+        let worker = tokio::spawn({
+            let app = app.clone();
+            async move { app.outbox.run_once().await }
+        });
+        if app.db.backend() == Backend::Postgres {
+            let watcher = app.db.pool();
+            let mut blocked = false;
+            for _ in 0..200 {
+                let waiting: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'
+                       AND query LIKE '%UPDATE deliveries SET status%'",
+                )
+                .fetch_one(watcher)
+                .await
+                .unwrap();
+                if waiting > 0 {
+                    blocked = true;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(blocked, "the worker never reached the busy message");
+            let held: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+                 WHERE c.relname = 'audit_log' AND l.granted
+                   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND l.mode = 'ShareRowExclusiveLock'",
+            )
+            .fetch_one(watcher)
+            .await
+            .unwrap();
+            assert_eq!(held, 0, "the waiting worker holds the audit append lock");
+        } else {
+            // SQLite: the worker queues on the one write lock instead.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        let event = Event::new(Actor::Anonymous, Action::VerificationFailed).message(busy);
+        app.audit
+            .record(&mut customer, &event)
+            .await
+            .expect("the customer's audit append");
+        customer.commit().await.expect("the customer's commit");
+
+        assert_eq!(worker.await.unwrap().unwrap(), 2);
+        assert_eq!(status(&app, first).await, Status::Emailed);
+        assert_eq!(status(&app, busy).await, Status::Emailed);
+        assert_eq!(smtp.attempts().len(), 2);
+        let sent: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'mail.sent'")
+                .fetch_one(app.db.pool())
+                .await
+                .unwrap();
+        assert_eq!(sent, 2);
     });
 }
 
