@@ -26,6 +26,32 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// How long, and how much, a refused upload is still read after the answer
+/// went out: closing a socket with unread data resets the connection, and
+/// many clients then report the reset instead of our page (nginx calls this
+/// a lingering close). Bounded so a refused client cannot hold a task.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+const LINGER_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Discards the rest of a refused multipart upload in the background, so
+/// the refusal can be answered at once and still reach the client.
+pub fn linger(mut multipart: axum::extract::Multipart) {
+    tokio::spawn(async move {
+        let discard = async {
+            let mut read = 0u64;
+            while let Ok(Some(mut field)) = multipart.next_field().await {
+                while let Ok(Some(chunk)) = field.chunk().await {
+                    read += chunk.len() as u64;
+                    if read > LINGER_BYTES {
+                        return;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, discard).await;
+    });
+}
+
 /// What the page header needs about the signed-in staff member.
 #[derive(Clone, Debug)]
 pub struct Nav {

@@ -271,6 +271,7 @@ pub async fn upload_logo(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_LOGO_BYTES + LOGO_FORM_OVERHEAD) {
+        crate::web::linger(multipart);
         return Err(PageError::TooLarge(too_large));
     }
     let bad = || PageError::BadRequest("The upload was interrupted. Please try again.".into());
@@ -303,6 +304,9 @@ pub async fn upload_logo(
         if oversized {
             break;
         }
+    }
+    if oversized {
+        crate::web::linger(multipart);
     }
     if !csrf_ok {
         return Err(PageError::Csrf);

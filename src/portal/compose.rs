@@ -250,6 +250,7 @@ pub async fn send(
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit + FORM_OVERHEAD) {
         audit_failure(&app, &staff, "too_large").await;
+        crate::web::linger(multipart);
         return Err(too_large());
     }
     let mut upload = Upload {
@@ -280,7 +281,7 @@ pub async fn send(
         Err(e) => {
             // Read what is left so the browser sees our answer rather than a
             // reset connection.
-            upload.drain().await;
+            crate::web::linger(upload.multipart);
             let reason = match &e {
                 PageError::TooLarge(_) => "too_large",
                 PageError::Csrf => "csrf",

@@ -265,14 +265,21 @@ fn oversize_upload_is_refused_and_leaves_nothing() {
             "{}",
             r.body
         );
-        // Far over: refused up front from Content-Length.
+        // Far over: refused up front from Content-Length, while the client
+        // is still sending. The rest is read and dropped after the answer,
+        // so the client gets the page, not a reset connection.
         let token = b.csrf("/compose").await;
         let f = form(&token, RECIPIENT).part(
             "attachments",
-            file(FILE_A, bytes(3 * 1024 * 1024, 5), "application/pdf"),
+            file(FILE_A, bytes(32 * 1024 * 1024, 5), "application/pdf"),
         );
         let r = b.post_multipart("/compose", f).await;
         assert_eq!(r.status, 413);
+        assert!(
+            r.body.contains("larger than the limit of 1 MiB"),
+            "{}",
+            r.body
+        );
 
         assert!(
             files_below(&env.blob_dir()).is_empty(),
