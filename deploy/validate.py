@@ -18,23 +18,6 @@ import yaml
 
 DEPLOY = "deploy"
 
-# Settings other branches are adding right now (kind as in SETTINGS). Names
-# found in src/config.rs win; once all of these have landed this list should
-# be emptied so the check is strict again.
-PENDING = {
-    "blob_url": "text",
-    "s3_endpoint": "text",
-    "s3_region": "text",
-    "s3_access_key_id": "text",
-    "s3_secret_access_key": "secret",
-    "metrics_bind": "text",
-    "log_format": "text",
-    "shutdown_timeout_secs": "text",
-    "trusted_proxies": "list",
-    "db_max_connections": "text",
-    "db_acquire_timeout_secs": "text",
-}
-
 errors = []
 
 
@@ -84,12 +67,11 @@ def known_settings():
     block = re.search(r"const SETTINGS: &\[\(&str, Kind\)\] = &\[(.*?)\];", src, re.S)
     if not block:
         fail("src/config.rs: SETTINGS table not found")
-        return {}, set()
+        return {}
     found = {}
     for key, kind in re.findall(r'\(\s*"([a-z0-9_]+)",\s*(Kind::\w+|secret\()', block.group(1)):
         found[key] = "secret" if kind.startswith("secret") else kind.split("::")[1].lower()
-    pending = {k: v for k, v in PENDING.items() if k not in found}
-    return {**pending, **found}, set(pending)
+    return found
 
 
 def setting_names(settings):
@@ -102,7 +84,7 @@ def setting_names(settings):
 
 
 def cmd_settings():
-    settings, pending = known_settings()
+    settings = known_settings()
     names = setting_names(settings)
     files = [
         p
@@ -121,9 +103,7 @@ def cmd_settings():
                     fail(f"{path}:{n}: {name} is not a Sealpost setting")
                 else:
                     used.add(names[name])
-    print(f"{len(settings)} settings known ({len(pending)} pending), {len(used)} used in deploy files")
-    if pending:
-        print("not yet in src/config.rs (accepted as pending): " + ", ".join(sorted(pending)))
+    print(f"{len(settings)} settings known, {len(used)} used in deploy files")
     finish()
 
 
