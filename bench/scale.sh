@@ -2,7 +2,8 @@
 # Two instances on PostgreSQL and an S3-compatible store, under a bounded
 # mixed load.
 #
-#   bench/scale.sh        DURATION=s (default 60), USERS=N (default 24)
+#   bench/scale.sh        DURATION=s (default 60), USERS=N (default 24),
+#                         KEEP=1 keeps the work folder (logs, spool)
 #
 # Builds release; makes a fresh PostgreSQL database (on
 # SEALPOST_BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432/postgres)
@@ -12,8 +13,10 @@
 # one in three is an agent composing with a 100 KB attachment, the others
 # are customers taking links from the spool, visiting and verifying with
 # the access code, reading and downloading. Every request goes to a random
-# instance. After the load the outbox drains, then the script checks that
-# every composed message is stored and its email arrived exactly once.
+# instance; customers come from many addresses through a trusted proxy
+# (X-Forwarded-For), as behind a load balancer. After the load the outbox
+# drains, then the script checks that every composed message is stored and
+# its email arrived exactly once.
 # Prints per-operation figures and ends with one line:
 #   mixed_ops_per_s=N p99_ms=X errors=N lost=N duplicates=N
 # Goal: errors, lost and duplicates all 0.
@@ -46,7 +49,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   psql -q "$pg_admin" -c "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true
-  rm -rf "$work"
+  if [ -n "${KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
@@ -62,7 +65,7 @@ curl -fs -X PUT "http://127.0.0.1:$s3_port/sealpost-bench" >/dev/null
 export SEALPOST_DATA_DIR="$work/data" SEALPOST_DATABASE_URL="$db_url" SEALPOST_LOG=warn \
   SEALPOST_SMTP_URL="smtp://127.0.0.1:$smtp_port" \
   SEALPOST_BLOB_URL="s3://sealpost-bench" SEALPOST_S3_ENDPOINT="http://127.0.0.1:$s3_port" \
-  SEALPOST_S3_REGION=us-east-1 SEALPOST_S3_ACCESS_KEY_ID=bench SEALPOST_S3_SECRET_ACCESS_KEY=bench
+  SEALPOST_TRUSTED_PROXIES=127.0.0.1/32 SEALPOST_S3_REGION=us-east-1 SEALPOST_S3_ACCESS_KEY_ID=bench SEALPOST_S3_SECRET_ACCESS_KEY=bench
 password="bench password $(date +%s%N)"
 printf '%s' "$password" > "$work/password"
 "$bin" admin create-user --email agent@bench.example --role agent --password-file "$work/password" >/dev/null
@@ -103,9 +106,11 @@ for r in rows:
         continue
     print(f"{r['Name']:<14} {r['Request Count']:>7} {r['Failure Count']:>5} {r['50%']:>7} {r['99%']:>7}")
 total = next(r for r in rows if r["Name"] == "Aggregated")
+for r in csv.DictReader(open(os.path.join(work, "stats_failures.csv"))):
+    print(f"failed {r['Name']}: {r['Occurrences']}x {r['Error']}")
 composed = [l.strip() for l in open(os.path.join(work, "composed")) if l.strip()]
 stored = set(sql("SELECT message_id FROM deliveries"))
-expected = sql("SELECT mail_message_id FROM outbox")
+expected = [m.strip("<>") for m in sql("SELECT mail_message_id FROM outbox")]
 seen = {}
 for name in os.listdir(os.path.join(work, "spool")):
     if ".eml" not in name:
@@ -113,10 +118,15 @@ for name in os.listdir(os.path.join(work, "spool")):
     with open(os.path.join(work, "spool", name), "rb") as f:
         mid = email.message_from_bytes(f.read())["Message-ID"].strip().strip("<>")
     seen[mid] = seen.get(mid, 0) + 1
-lost = sum(1 for m in composed if m not in stored) + sum(1 for m in expected if m not in seen)
+not_stored = sum(1 for m in composed if m not in stored)
+not_received = sum(1 for m in expected if m not in seen)
+unexpected = sum(1 for m in seen if m not in set(expected))
+lost = not_stored + not_received
 duplicates = sum(n - 1 for n in seen.values() if n > 1)
-errors = int(total["Failure Count"])
-print(f"messages composed: {len(composed)}, emails expected: {len(expected)}, received: {sum(seen.values())}")
+errors = int(total["Failure Count"]) + unexpected
+print(f"messages composed: {len(composed)} ({not_stored} not stored), emails queued: "
+      f"{len(expected)} ({not_received} not received), emails received: {sum(seen.values())} "
+      f"({unexpected} not from the outbox)")
 print(f"mixed_ops_per_s={float(total['Requests/s']):.0f} p99_ms={total['99%']} "
       f"errors={errors} lost={lost} duplicates={duplicates}")
 PY

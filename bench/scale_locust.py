@@ -25,6 +25,10 @@ def instance():
     return random.choice(HOSTS)
 
 
+def customer_address():
+    return "10.%d.%d.%d" % (random.randrange(256), random.randrange(256), random.randrange(1, 255))
+
+
 def take_link():
     """Claims one unread pickup email from the spool (rename is atomic)."""
     for name in sorted(os.listdir(SPOOL)):
@@ -105,6 +109,10 @@ class Customer(HttpUser):
             time.sleep(0.2)
             return
         self.client.cookies.clear()
+        # Each pickup is another customer: the load balancer in front
+        # (a trusted proxy, as in production) names their address, so the
+        # per-address limits apply per customer as they would live.
+        self.client.headers["X-Forwarded-For"] = customer_address()
         self.client.get(instance() + link, name="landing")
         with self.client.post(
             instance() + link + "/verify",
