@@ -168,21 +168,29 @@ fn serve_connection(stream: TcpStream, state: Arc<Mutex<State>>) {
 
 /// While the reply is [`Reply::Hold`], waits; false if the client hung up.
 fn wait_while_held(state: &Arc<Mutex<State>>, stream: &TcpStream) -> bool {
+    let mut held = false;
     while state.lock().unwrap().reply == Some(Reply::Hold) {
+        held = true;
         std::thread::sleep(std::time::Duration::from_millis(50));
-        if stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        let closed = match stream.peek(&mut probe) {
-            Ok(n) => n == 0,
-            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-        };
-        if stream.set_nonblocking(false).is_err() || closed {
+        if client_gone(stream) {
             return false;
         }
     }
-    true
+    // A client killed just before the hold was lifted may be noticed only
+    // now; answering it would record an email its sender never saw accepted.
+    !(held && client_gone(stream))
+}
+
+fn client_gone(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut probe = [0u8; 1];
+    let closed = match stream.peek(&mut probe) {
+        Ok(n) => n == 0,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    };
+    stream.set_nonblocking(false).is_err() || closed
 }
 
 /// The header `name` of a raw email (first occurrence, unfolded).
