@@ -232,7 +232,7 @@ pub async fn send(
     State(app): State<App>,
     staff: CurrentStaff,
     headers: HeaderMap,
-    multipart: Multipart,
+    mut multipart: Multipart,
 ) -> PageResult {
     let settings = app.settings.load().await?;
     let limit = settings.size_limit_bytes();
@@ -253,12 +253,7 @@ pub async fn send(
         crate::web::linger(multipart);
         return Err(too_large());
     }
-    let mut upload = Upload {
-        multipart,
-        drained: 0,
-        drain_cap: FORM_OVERHEAD + limit,
-    };
-    match receive(&app, &staff, &settings, &mut upload).await {
+    match receive(&app, &staff, &settings, &mut multipart).await {
         Ok(Outcome::Sent(id, generated)) => {
             if let Some(code) = generated {
                 use secrecy::ExposeSecret;
@@ -274,14 +269,14 @@ pub async fn send(
             Ok(Redirect::to(&format!("/messages/{id}?sent=1")).into_response())
         }
         Ok(Outcome::Invalid(f, errors)) => {
-            upload.drain().await;
+            crate::web::linger(multipart);
             let page = render(&staff, &settings, *f, errors);
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
         }
         Err(e) => {
             // Read what is left so the browser sees our answer rather than a
             // reset connection.
-            crate::web::linger(upload.multipart);
+            crate::web::linger(multipart);
             let reason = match &e {
                 PageError::TooLarge(_) => "too_large",
                 PageError::Csrf => "csrf",
@@ -306,39 +301,18 @@ async fn audit_failure(app: &App, staff: &CurrentStaff, reason: &str) {
     }
 }
 
-struct Upload {
-    multipart: Multipart,
-    drained: u64,
-    drain_cap: u64,
-}
-
-impl Upload {
-    /// Discards the rest of the body (bounded: an endless body is cut off).
-    async fn drain(&mut self) {
-        while let Ok(Some(mut field)) = self.multipart.next_field().await {
-            while let Ok(Some(chunk)) = field.chunk().await {
-                self.drained += chunk.len() as u64;
-                if self.drained > self.drain_cap {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 async fn receive(
     app: &App,
     staff: &CurrentStaff,
     settings: &Settings,
-    upload: &mut Upload,
+    multipart: &mut Multipart,
 ) -> Result<Outcome, PageError> {
     let bad = |m: &str| PageError::BadRequest(m.to_owned());
     let mut f = Fields::default();
     let mut csrf_ok = false;
     let mut draft: Option<(Draft, Checked)> = None;
     let mut attachments = 0u32;
-    while let Some(field) = upload
-        .multipart
+    while let Some(field) = multipart
         .next_field()
         .await
         .map_err(|_| bad("The upload was interrupted. Please try again."))?
