@@ -152,6 +152,18 @@ impl Browser {
         self.try_send(req).await
     }
 
+    /// GETs a file with this browser's cookies and returns its raw bytes
+    /// (a `Resp` holds text); anything but 200 fails the test.
+    pub async fn download(&self, path: &str) -> Vec<u8> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if !self.cookies.is_empty() {
+            req = req.header(reqwest::header::COOKIE, self.cookie_header());
+        }
+        let resp = req.send().await.expect("download");
+        assert_eq!(resp.status().as_u16(), 200, "download {path}");
+        resp.bytes().await.expect("download body").to_vec()
+    }
+
     pub async fn get(&mut self, path: &str) -> Resp {
         let req = self.http.get(format!("{}{path}", self.base));
         self.send(req).await
@@ -203,6 +215,15 @@ impl Browser {
         assert_eq!(r.location(), Some("/sent"));
         b
     }
+}
+
+/// The id of the message a successful compose redirected to.
+pub fn composed_id(r: &Resp) -> Option<sealpost::vault::MessageId> {
+    r.location()?
+        .strip_prefix("/messages/")?
+        .trim_end_matches("?sent=1")
+        .parse()
+        .ok()
 }
 
 /// The `value` of the first `<input … name="NAME" … value="…">`.

@@ -185,12 +185,7 @@ async fn compose(staff: &mut Browser, methods: &[&str], access: &str, file: &[u8
         );
     let r = staff.post_multipart("/compose", form).await;
     assert_eq!(r.status, 303, "{}", r.body);
-    r.location()
-        .unwrap()
-        .trim_start_matches("/messages/")
-        .trim_end_matches("?sent=1")
-        .parse()
-        .unwrap()
+    crate::browser::composed_id(&r).expect("message id")
 }
 
 /// The value of one series (`name{labels}` exactly as exposed), if present.
@@ -258,16 +253,8 @@ fn metrics_count_a_whole_pickup_and_never_show_a_link() {
             .post(&format!("{link}/verify"), &[("code", &code)])
             .await;
         assert_eq!(r.status, 303, "{}", r.body);
-        let download = reqwest::Client::new()
-            .get(format!("{}/pickup/{id}/files/1", serve.base))
-            .header("cookie", format!("sealpost={}", customer.cookies["sealpost"]))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(download.as_ref(), file.as_slice());
+        let download = customer.download(&format!("/pickup/{id}/files/1")).await;
+        assert_eq!(download, file);
         // A path no route knows, carrying something secret-looking.
         let stray = reqwest::get(format!("{}/nowhere/Stray-Secret-Path-4711", serve.base))
             .await

@@ -51,14 +51,7 @@ pub async fn compose(
     if r.status != 303 {
         return Err(format!("compose: {} {}", r.status, r.body));
     }
-    r.location()
-        .and_then(|l| {
-            l.trim_start_matches("/messages/")
-                .trim_end_matches("?sent=1")
-                .parse()
-                .ok()
-        })
-        .ok_or_else(|| "compose: no message id".to_owned())
+    crate::browser::composed_id(&r).ok_or_else(|| "compose: no message id".to_owned())
 }
 
 /// The settings every instance of a test shares: SMTP, and the S3 bucket

@@ -46,12 +46,7 @@ async fn compose(
         );
     let r = staff.post_multipart("/compose", form).await;
     assert_eq!(r.status, 303, "{}", r.body);
-    r.location()
-        .unwrap()
-        .trim_start_matches("/messages/")
-        .trim_end_matches("?sent=1")
-        .parse()
-        .unwrap()
+    crate::browser::composed_id(&r).expect("message id")
 }
 
 /// A new link for `id` (what "send a new link" does), as a path.
@@ -117,16 +112,8 @@ fn access_code_pickup_end_to_end() {
             Some("attachment; filename=\"Kontoauszug M_rz _2026_.pdf\"; filename*=UTF-8''Kontoauszug%20M%C3%A4rz%20%222026%22.pdf")
         );
         // Body text came back as a string; compare the raw bytes instead.
-        let raw = reqwest::Client::new()
-            .get(format!("{base}/pickup/{id}/files/1"))
-            .header("cookie", format!("sealpost={}", customer.cookies["sealpost"]))
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert_eq!(raw.as_ref(), file.as_slice());
+        let raw = customer.download(&format!("/pickup/{id}/files/1")).await;
+        assert_eq!(raw, file);
         assert_eq!(app.deliveries.get(id).await.unwrap().stored_status, sealpost::deliveries::Status::Downloaded);
 
         // The link is spent: another visit is told when it was opened.

@@ -83,12 +83,7 @@ impl Loop {
             );
         let r = self.staff.post_multipart("/compose", form).await;
         assert_eq!(r.status, 303, "{}", r.body);
-        r.location()
-            .unwrap()
-            .trim_start_matches("/messages/")
-            .trim_end_matches("?sent=1")
-            .parse()
-            .unwrap()
+        crate::browser::composed_id(&r).expect("message id")
     }
 
     /// Runs the outbox and returns the decoded text of the emails accepted
@@ -199,16 +194,8 @@ fn each_verification_method_end_to_end_over_smtp() {
             assert_eq!(r.status, 303, "{methods:?}: {}", r.body);
             let page = c.get(&format!("/pickup/{id}")).await;
             assert!(page.body.contains(BODY), "{methods:?}");
-            let dl = reqwest::Client::new()
-                .get(format!("{}/pickup/{id}/files/1", l.base))
-                .header("cookie", format!("sealpost={}", c.cookies["sealpost"]))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            assert_eq!(dl.as_ref(), file.as_slice(), "{methods:?}");
+            let dl = c.download(&format!("/pickup/{id}/files/1")).await;
+            assert_eq!(dl, file, "{methods:?}");
 
             // The opted-in sender hears about it, without customer data.
             let alerts = l.new_mail(&mut seen, "agent@example.com").await;
