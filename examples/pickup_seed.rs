@@ -45,8 +45,10 @@ async fn main() -> Result<()> {
                 .await?
         }
     };
-    let access_hash =
-        sealpost::staff::password::hash_unchecked(SecretString::from("Bench-Code-1")).await?;
+    let access_hash = app
+        .hasher
+        .hash_unchecked(SecretString::from("Bench-Code-1"))
+        .await?;
     for i in 0..count {
         let mut draft = app.vault.begin_message();
         let body = format!("Benchmark message {i}");

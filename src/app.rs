@@ -10,6 +10,7 @@ use crate::deliveries::Deliveries;
 use crate::mail::{MailError, Outbox};
 use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
+use crate::staff::password::Hasher;
 use crate::staff::{Accounts, SignIn, Totp};
 use crate::vault::{
     BlobStore, LocalBlobStore, S3BlobStore, S3Settings, Vault, VaultError, VaultSettings,
@@ -42,6 +43,8 @@ pub struct AppParts {
     pub outbox: Outbox,
     pub clock: SharedClock,
     pub metrics: Metrics,
+    /// The one bounded pool every argon2 computation runs in.
+    pub hasher: Hasher,
 }
 
 impl std::fmt::Debug for App {
@@ -153,8 +156,9 @@ impl App {
         .await?;
         let metrics = Metrics::new(vault.shred_counter());
         let audit = AuditLog::new(vault.clone(), clock.clone());
-        let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone());
-        let sign_in = SignIn::new(vault.clone(), audit.clone(), clock.clone());
+        let hasher = Hasher::for_this_machine();
+        let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone(), hasher.clone());
+        let sign_in = SignIn::new(vault.clone(), audit.clone(), clock.clone(), hasher.clone());
         let totp = Totp::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let settings = SettingsStore::new(db.clone(), audit.clone());
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
@@ -190,6 +194,7 @@ impl App {
             outbox,
             clock,
             metrics,
+            hasher,
         })))
     }
 }

@@ -52,6 +52,9 @@ pub fn linger(mut multipart: axum::extract::Multipart) {
     });
 }
 
+/// What a shed request is told to wait, in seconds.
+pub const BUSY_RETRY_AFTER_SECS: &str = "2";
+
 /// What the page header needs about the signed-in staff member.
 #[derive(Clone, Debug)]
 pub struct Nav {
@@ -73,6 +76,12 @@ pub enum PageError {
     Csrf,
     #[error("{0}")]
     TooLarge(String),
+    /// Load shed before any expensive work: 503 with `Retry-After`.
+    #[error("busy")]
+    Busy,
+    /// A rate limit: 429 with the explanation.
+    #[error("{0}")]
+    TooMany(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -100,6 +109,21 @@ impl IntoResponse for PageError {
                 "This form has expired or was sent from another site. Go back, reload the page and try again.".to_owned(),
             ),
             PageError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large", m),
+            PageError::Busy => {
+                let page = ErrorPage {
+                    nav: None,
+                    title: "Busy right now",
+                    message: "The service is busy. Please wait a few seconds and try again."
+                        .to_owned(),
+                };
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, BUSY_RETRY_AFTER_SECS)],
+                    page,
+                )
+                    .into_response();
+            }
+            PageError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, "Too many requests", m),
             PageError::Internal(detail) => {
                 tracing::error!(error = %detail, "request failed");
                 (
@@ -139,6 +163,15 @@ impl From<crate::mail::MailError> for PageError {
             crate::mail::MailError::InvalidAddress => PageError::BadRequest(
                 "That email address cannot receive mail. Check it and try again.".to_owned(),
             ),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::staff::password::HashError> for PageError {
+    fn from(e: crate::staff::password::HashError) -> Self {
+        match e {
+            crate::staff::password::HashError::Busy => PageError::Busy,
             other => PageError::Internal(other.to_string()),
         }
     }

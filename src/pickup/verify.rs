@@ -459,9 +459,10 @@ async fn check_hash(
     let Some(Some(stored)) = stored else {
         return Ok(false);
     };
-    crate::staff::password::verify(SecretString::from(answer.to_owned()), stored)
-        .await
-        .map_err(|e| PageError::Internal(e.to_string()))
+    Ok(app
+        .hasher
+        .verify(SecretString::from(answer.to_owned()), stored)
+        .await?)
 }
 
 /// Queues a PII-free alert to the message's sender (if their account exists).

@@ -47,6 +47,7 @@ pub fn routes() -> Router<App> {
 fn account_err(e: AccountError) -> PageError {
     match e {
         AccountError::NotFound => PageError::NotFound,
+        AccountError::Hash(e) => PageError::from(e),
         other => PageError::Internal(other.to_string()),
     }
 }

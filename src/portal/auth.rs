@@ -267,6 +267,7 @@ pub async fn sign_in(
                 wait_text(retry_after_secs)
             ),
         ),
+        Err(SignInError::Hash(e)) => return Err(PageError::from(e)),
         Err(e) => return Err(PageError::Internal(e.to_string())),
     };
     let page = SignInPage {

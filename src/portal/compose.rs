@@ -22,7 +22,6 @@ use crate::deliveries::NewDelivery;
 use crate::mail::Mail;
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
 use crate::staff::StaffEmail;
-use crate::staff::password;
 use crate::vault::{Draft, MessageMeta, PartKind, PartMeta, VaultError};
 use crate::web::csrf;
 use crate::web::{Nav, PageError, PageResult};
@@ -435,10 +434,12 @@ async fn commit(
 ) -> Result<Outcome, PageError> {
     let hash = |s: Option<SecretString>| async move {
         match s {
-            Some(s) => password::hash_unchecked(s)
+            Some(s) => app
+                .hasher
+                .hash_unchecked(s)
                 .await
                 .map(Some)
-                .map_err(|e| PageError::Internal(e.to_string())),
+                .map_err(PageError::from),
             None => Ok(None),
         }
     };

@@ -66,7 +66,10 @@ pub enum LinkError {
 
 impl From<LinkError> for PageError {
     fn from(e: LinkError) -> Self {
-        PageError::Internal(e.to_string())
+        match e {
+            LinkError::Hash(e) | LinkError::Account(AccountError::Hash(e)) => PageError::from(e),
+            other => PageError::Internal(other.to_string()),
+        }
     }
 }
 
@@ -229,7 +232,7 @@ pub async fn invite(
     email: &StaffEmail,
     role: Role,
 ) -> Result<Invitation, LinkError> {
-    let hash = password::unusable_hash().await?;
+    let hash = app.hasher.unusable_hash().await?;
     let token = LinkToken::generate();
     let expires_at = app.clock.now() + INVITE_VALID_SECS;
     let mut tx = app.db.begin().await?;
@@ -396,7 +399,11 @@ pub async fn setup(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
         }
     };
-    let hash = new_password.hash().await.map_err(LinkError::from)?;
+    let hash = app
+        .hasher
+        .hash(new_password)
+        .await
+        .map_err(LinkError::from)?;
     let mut tx = app.db.begin().await?;
     if !claim(&mut tx, &app, Purpose::Setup, &token).await? {
         return Ok(invalid_link());

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::password::{HashError, NewPassword, PasswordRejected};
+use super::password::{HashError, Hasher, NewPassword, PasswordRejected};
 use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::db::{Db, Tx};
@@ -149,6 +149,7 @@ pub struct Accounts {
     db: Db,
     audit: AuditLog,
     clock: SharedClock,
+    hasher: Hasher,
 }
 
 impl fmt::Debug for Accounts {
@@ -158,8 +159,13 @@ impl fmt::Debug for Accounts {
 }
 
 impl Accounts {
-    pub fn new(db: Db, audit: AuditLog, clock: SharedClock) -> Self {
-        Accounts { db, audit, clock }
+    pub fn new(db: Db, audit: AuditLog, clock: SharedClock, hasher: Hasher) -> Self {
+        Accounts {
+            db,
+            audit,
+            clock,
+            hasher,
+        }
     }
 
     pub async fn create(
@@ -169,7 +175,10 @@ impl Accounts {
         role: Role,
         password: SecretString,
     ) -> Result<StaffId, AccountError> {
-        let hash = NewPassword::parse(password, email.as_str())?.hash().await?;
+        let hash = self
+            .hasher
+            .hash(NewPassword::parse(password, email.as_str())?)
+            .await?;
         let mut tx = self.db.begin().await?;
         let id = self.insert(&mut tx, email, role, &hash).await?;
         let detail = serde_json::json!({ "staff_id": id.to_string(), "role": role.as_str() });
@@ -243,7 +252,10 @@ impl Accounts {
         password: SecretString,
     ) -> Result<(), AccountError> {
         let account = self.find(email).await?;
-        let hash = NewPassword::parse(password, email.as_str())?.hash().await?;
+        let hash = self
+            .hasher
+            .hash(NewPassword::parse(password, email.as_str())?)
+            .await?;
         let mut tx = self.db.begin().await?;
         sqlx::query(
             "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
@@ -327,7 +339,10 @@ impl Accounts {
         email: &StaffEmail,
         password: SecretString,
     ) -> Result<(), AccountError> {
-        let hash = NewPassword::parse(password, email.as_str())?.hash().await?;
+        let hash = self
+            .hasher
+            .hash(NewPassword::parse(password, email.as_str())?)
+            .await?;
         sqlx::query(
             "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
         )

@@ -1,6 +1,6 @@
 //! Staff passwords: the acceptance policy (NIST SP 800-63B: length, not
 //! composition rules; refuse the commonest and the obvious) and argon2id
-//! hashing on a blocking thread.
+//! hashing in one bounded pool ([`Hasher`]).
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -98,6 +98,117 @@ pub enum HashError {
     Hash(String),
     #[error("password hashing task failed")]
     Task,
+    /// The pool's queue is full: shed the request (503) before hashing.
+    #[error("too many password checks are waiting")]
+    Busy,
+}
+
+/// The one place argon2 runs (passwords, access codes, known facts).
+///
+/// Each hash costs 19 MiB and tens of milliseconds of CPU, so an open
+/// sign-in form must not be able to start hundreds at once: at most
+/// `workers` run (each on a blocking thread, so decryption and other
+/// blocking work never wait behind them) and at most `queue` wait; beyond
+/// that a call fails at once with [`HashError::Busy`].
+#[derive(Clone)]
+pub struct Hasher(std::sync::Arc<HasherInner>);
+
+struct HasherInner {
+    running: tokio::sync::Semaphore,
+    /// Callers admitted: running plus waiting.
+    admitted: std::sync::atomic::AtomicUsize,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hasher { .. }")
+    }
+}
+
+/// Gives an admission back however the call ends (also when cancelled).
+struct Admission<'a>(&'a HasherInner);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        self.0
+            .admitted
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Hasher {
+    /// `workers` hashes at once, `queue` more waiting.
+    pub fn new(workers: usize, queue: usize) -> Self {
+        let workers = workers.max(1);
+        Hasher(std::sync::Arc::new(HasherInner {
+            running: tokio::sync::Semaphore::new(workers),
+            admitted: std::sync::atomic::AtomicUsize::new(0),
+            capacity: workers + queue,
+        }))
+    }
+
+    /// About two per core, and a queue a few rounds deep (so a waiting
+    /// caller is answered within about a second, not after a minute).
+    pub fn for_this_machine() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Hasher::new(2 * cores, 8 * cores)
+    }
+
+    /// Calls admitted right now (running or waiting); for tests and metrics.
+    pub fn admitted(&self) -> usize {
+        self.0.admitted.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        use std::sync::atomic::Ordering;
+        let inner = &*self.0;
+        if inner.admitted.fetch_add(1, Ordering::AcqRel) >= inner.capacity {
+            inner.admitted.fetch_sub(1, Ordering::AcqRel);
+            return Err(HashError::Busy);
+        }
+        let _admission = Admission(inner);
+        let _permit = inner.running.acquire().await.map_err(|_| HashError::Task)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|_| HashError::Task)?
+    }
+
+    /// Hashes a password that passed the policy.
+    pub async fn hash(&self, password: NewPassword) -> Result<String, HashError> {
+        self.run(move || hash_now(password.0.expose_secret().as_bytes()))
+            .await
+    }
+
+    /// Hashes without the acceptance policy: for re-hashing a password that
+    /// was accepted under an older policy, access codes and known facts.
+    pub async fn hash_unchecked(&self, secret: SecretString) -> Result<String, HashError> {
+        self.run(move || hash_now(secret.expose_secret().as_bytes()))
+            .await
+    }
+
+    /// The hash of a random secret that is thrown away: an account that
+    /// exists but cannot sign in until its invitation sets a password. It
+    /// is a real argon2id hash, so checking a guess against it takes as
+    /// long as against any other account (no timing hint that it is new).
+    pub async fn unusable_hash(&self) -> Result<String, HashError> {
+        let secret = hex::encode(rand::rng().random::<[u8; 32]>());
+        self.hash_unchecked(SecretString::from(secret)).await
+    }
+
+    /// Checks `secret` against a stored PHC string. A malformed stored hash
+    /// counts as a mismatch.
+    pub async fn verify(&self, secret: SecretString, stored: String) -> Result<bool, HashError> {
+        self.run(move || {
+            Ok(hasher()?
+                .verify_password(secret.expose_secret().as_bytes(), stored.as_str())
+                .is_ok())
+        })
+        .await
+    }
 }
 
 /// A password that passed the policy for `email`.
@@ -131,31 +242,6 @@ impl NewPassword {
         }
         Ok(NewPassword(candidate))
     }
-
-    /// Hashes with argon2id on a blocking thread (tens of ms of CPU and
-    /// 19 MiB: never on the async runtime's threads).
-    pub async fn hash(self) -> Result<String, HashError> {
-        tokio::task::spawn_blocking(move || hash_now(self.0.expose_secret().as_bytes()))
-            .await
-            .map_err(|_| HashError::Task)?
-    }
-}
-
-/// Hashes without the acceptance policy: for re-hashing a password that
-/// was accepted under an older policy, and for the dummy hash.
-pub async fn hash_unchecked(password: SecretString) -> Result<String, HashError> {
-    tokio::task::spawn_blocking(move || hash_now(password.expose_secret().as_bytes()))
-        .await
-        .map_err(|_| HashError::Task)?
-}
-
-/// The hash of a random secret that is thrown away: an account that
-/// exists but cannot sign in until its invitation sets a password. It is a
-/// real argon2id hash, so checking a guess against it takes as long as
-/// against any other account (no timing hint that the account is new).
-pub async fn unusable_hash() -> Result<String, HashError> {
-    let secret = hex::encode(rand::rng().random::<[u8; 32]>());
-    hash_unchecked(SecretString::from(secret)).await
 }
 
 fn hasher() -> Result<Argon2<'static>, HashError> {
@@ -170,18 +256,6 @@ fn hash_now(password: &[u8]) -> Result<String, HashError> {
         .hash_password_with_salt(password, &salt)
         .map_err(|e| HashError::Hash(e.to_string()))?;
     Ok(hash.to_string())
-}
-
-/// Checks `password` against a stored PHC string on a blocking thread.
-/// A malformed stored hash counts as a mismatch.
-pub async fn verify(password: SecretString, stored: String) -> Result<bool, HashError> {
-    tokio::task::spawn_blocking(move || {
-        Ok(hasher()?
-            .verify_password(password.expose_secret().as_bytes(), stored.as_str())
-            .is_ok())
-    })
-    .await
-    .map_err(|_| HashError::Task)?
 }
 
 /// True if `stored` was made with weaker parameters than today's, so the
@@ -234,24 +308,57 @@ mod tests {
 
     #[tokio::test]
     async fn hash_verifies_and_uses_current_parameters() -> Result<(), HashError> {
-        let hash = parse("correct horse battery staple")
-            .map_err(|e| HashError::Hash(e.to_string()))?
-            .hash()
+        let pool = Hasher::new(2, 2);
+        let hash = pool
+            .hash(
+                parse("correct horse battery staple")
+                    .map_err(|e| HashError::Hash(e.to_string()))?,
+            )
             .await?;
         assert!(
             hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
             "{hash}"
         );
         assert!(!needs_rehash(&hash));
-        let ok = verify(
-            SecretString::from("correct horse battery staple"),
-            hash.clone(),
-        )
-        .await?;
-        let bad = verify(SecretString::from("correct horse battery stapler"), hash).await?;
+        let ok = pool
+            .verify(
+                SecretString::from("correct horse battery staple"),
+                hash.clone(),
+            )
+            .await?;
+        let bad = pool
+            .verify(SecretString::from("correct horse battery stapler"), hash)
+            .await?;
         assert!(ok && !bad);
         let weak = "$argon2id$v=19$m=4096,t=1,p=1$c29tZXNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
         assert!(needs_rehash(weak));
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_pool_sheds_at_once_and_recovers() -> Result<(), HashError> {
+        let pool = Hasher::new(1, 2);
+        let stored = pool.unusable_hash().await?;
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (pool, stored) = (pool.clone(), stored.clone());
+                tokio::spawn(async move { pool.verify(SecretString::from("guess"), stored).await })
+            })
+            .collect();
+        let mut busy = 0;
+        let mut checked = 0;
+        for call in calls {
+            match call.await.map_err(|_| HashError::Task)? {
+                Err(HashError::Busy) => busy += 1,
+                Ok(false) => checked += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // One running and two waiting at a time: most were refused at once.
+        assert!((1..=6).contains(&checked), "checked {checked}");
+        assert_eq!(busy + checked, 20);
+        assert_eq!(pool.admitted(), 0);
+        assert!(!pool.verify(SecretString::from("guess"), stored).await?);
         Ok(())
     }
 }

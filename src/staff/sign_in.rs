@@ -48,6 +48,7 @@ pub enum SignInError {
 #[derive(Clone)]
 pub struct SignIn {
     vault: Vault,
+    hasher: password::Hasher,
     audit: AuditLog,
     clock: SharedClock,
     /// A real argon2id hash of a random password, verified against when the
@@ -68,9 +69,15 @@ struct Throttle {
 }
 
 impl SignIn {
-    pub fn new(vault: Vault, audit: AuditLog, clock: SharedClock) -> Self {
+    pub fn new(
+        vault: Vault,
+        audit: AuditLog,
+        clock: SharedClock,
+        hasher: password::Hasher,
+    ) -> Self {
         SignIn {
             vault,
+            hasher,
             audit,
             clock,
             dummy_hash: std::sync::Arc::new(OnceCell::new()),
@@ -81,7 +88,7 @@ impl SignIn {
         self.dummy_hash
             .get_or_try_init(|| async {
                 let random = hex::encode(rand::random::<[u8; 16]>());
-                password::hash_unchecked(SecretString::from(random)).await
+                self.hasher.hash_unchecked(SecretString::from(random)).await
             })
             .await
             .cloned()
@@ -126,14 +133,14 @@ impl SignIn {
             Some((_, hash)) => hash.clone(),
             None => self.dummy_hash().await?,
         };
-        let password_ok = password::verify(password.clone(), stored.clone()).await?;
+        let password_ok = self.hasher.verify(password.clone(), stored.clone()).await?;
 
         let db = self.vault.db();
         match account {
             Some((account, _)) if password_ok && !account.disabled => {
                 // Upgrade the stored hash while we hold the password.
                 let rehash = if password::needs_rehash(&stored) {
-                    Some(password::hash_unchecked(password).await?)
+                    Some(self.hasher.hash_unchecked(password).await?)
                 } else {
                     None
                 };

@@ -70,10 +70,10 @@ fn create_reset_disable_from_the_command_line() {
         "{hash}"
     );
     let verify = |pw: &str, hash: &str| {
-        rt.block_on(sealpost::staff::password::verify(
-            SecretString::from(pw.to_owned()),
-            hash.to_owned(),
-        ))
+        rt.block_on(
+            app.hasher
+                .verify(SecretString::from(pw.to_owned()), hash.to_owned()),
+        )
         .expect("verify")
     };
     assert!(
