@@ -66,6 +66,12 @@ pub const MAX_EXPIRY_HOURS: u32 = 30 * 24;
 /// Upper bound an admin may set for the per-message size limit.
 pub const MAX_SIZE_LIMIT_MIB: u64 = 10 * 1024;
 pub const MAX_LOGO_BYTES: usize = 256 * 1024;
+/// Attachments per message unless an admin changes it: each one is a blob,
+/// a row and a line on the customer's page, so a flood of empty files must
+/// not be free.
+pub const DEFAULT_MAX_ATTACHMENTS: u32 = 50;
+/// Upper bound an admin may set for attachments per message.
+pub const MAX_ATTACHMENTS_LIMIT: u32 = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -73,6 +79,7 @@ pub struct Settings {
     pub support_line: String,
     pub default_expiry_hours: u32,
     pub size_limit_mib: u64,
+    pub max_attachments: u32,
     pub methods: Vec<Method>,
     pub totp_required: bool,
 }
@@ -84,6 +91,7 @@ impl Default for Settings {
             support_line: String::new(),
             default_expiry_hours: 7 * 24,
             size_limit_mib: 100,
+            max_attachments: DEFAULT_MAX_ATTACHMENTS,
             methods: Method::ALL.to_vec(),
             totp_required: false,
         }
@@ -113,6 +121,11 @@ impl Settings {
         }
         if !(1..=MAX_SIZE_LIMIT_MIB).contains(&self.size_limit_mib) {
             return bad("The size limit must be between 1 MiB and 10240 MiB.");
+        }
+        if !(1..=MAX_ATTACHMENTS_LIMIT).contains(&self.max_attachments) {
+            return bad(&format!(
+                "The number of attachments per message must be between 1 and {MAX_ATTACHMENTS_LIMIT}."
+            ));
         }
         if self.methods.is_empty() {
             return bad("Allow at least one verification method.");
@@ -219,6 +232,13 @@ impl SettingsStore {
                     s.default_expiry_hours = value.parse().unwrap_or(s.default_expiry_hours)
                 }
                 "size_limit_mib" => s.size_limit_mib = value.parse().unwrap_or(s.size_limit_mib),
+                "max_attachments" => {
+                    s.max_attachments = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_ATTACHMENTS_LIMIT).contains(n))
+                        .unwrap_or(s.max_attachments)
+                }
                 "methods" => {
                     let methods: Vec<Method> =
                         value.split(',').filter_map(|m| m.parse().ok()).collect();
@@ -248,6 +268,7 @@ impl SettingsStore {
             ("size_limit_mib", new.size_limit_mib.to_string()),
             ("methods", methods),
             ("totp_required", new.totp_required.to_string()),
+            ("max_attachments", new.max_attachments.to_string()),
         ];
         let mut tx = self.db.begin().await?;
         for (name, value) in &values {
@@ -263,6 +284,7 @@ impl SettingsStore {
         let detail = serde_json::json!({
             "default_expiry_hours": new.default_expiry_hours,
             "size_limit_mib": new.size_limit_mib,
+            "max_attachments": new.max_attachments,
             "methods": values[4].1,
             "totp_required": new.totp_required,
         });
@@ -349,6 +371,12 @@ mod tests {
         s.default_expiry_hours = MAX_EXPIRY_HOURS + 1;
         assert!(s.validate().is_err());
         s.default_expiry_hours = 24;
+        s.max_attachments = 0;
+        assert!(s.validate().is_err());
+        s.max_attachments = MAX_ATTACHMENTS_LIMIT + 1;
+        assert!(s.validate().is_err());
+        s.max_attachments = MAX_ATTACHMENTS_LIMIT;
+        assert!(s.validate().is_ok());
         s.methods.clear();
         assert!(s.validate().is_err());
     }

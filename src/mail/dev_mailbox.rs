@@ -5,12 +5,16 @@
 //! The pages answer only when no SMTP server is configured, only to a
 //! loopback client, and not through a proxy (a proxy on the same host would
 //! otherwise make every visitor look local; see [`Loopback`]); anyone else
-//! gets a 404.
+//! gets a 404. The request must also name this machine in `Host` (a
+//! loopback name or address, or the configured public host): a page on any
+//! site that rebinds its own name to 127.0.0.1 would otherwise be able to
+//! read the links and codes from a browser on this host.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
 use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
@@ -63,8 +67,51 @@ pub fn routes() -> Router<App> {
         .route("/dev/mailbox/{id}", get(show))
 }
 
-fn allowed(app: &App, Loopback(local): Loopback) -> bool {
-    app.outbox.is_dev_mailbox() && local
+fn allowed(app: &App, Loopback(local): Loopback, headers: &HeaderMap, uri: &Uri) -> bool {
+    app.outbox.is_dev_mailbox() && local && host_allowed(headers, uri, &app.config.public_url)
+}
+
+/// Whether the request's `Host` (or, without one, the request target's
+/// authority) is a loopback name or address, or the host of `public_url`.
+/// Any port: the port is not what a rebinding attack changes.
+fn host_allowed(headers: &HeaderMap, uri: &Uri, public_url: &str) -> bool {
+    let authority = match headers.get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => uri.authority().map(|a| a.as_str()),
+    };
+    let Some(host) = authority.and_then(host_of) else {
+        return false;
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(crate::web::client_ip::is_loopback);
+    let public = public_url
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or_default())
+        .and_then(host_of)
+        .is_some_and(|p| p.trim_end_matches('.').eq_ignore_ascii_case(&host));
+    loopback || public
+}
+
+/// The host of `host[:port]` or `[v6]:port`; `None` if malformed.
+fn host_of(authority: &str) -> Option<&str> {
+    let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        return match after.strip_prefix(':') {
+            None if after.is_empty() => Some(host),
+            Some(port) if digits(port) => Some(host),
+            _ => None,
+        };
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if digits(port) => host,
+        Some(_) => return None,
+        None => authority,
+    };
+    (!host.is_empty() && !host.contains(['@', '/', ':'])).then_some(host)
 }
 
 struct Entry {
@@ -98,8 +145,13 @@ struct MailPage {
     segments: Vec<Segment>,
 }
 
-async fn list(State(app): State<App>, local: Loopback) -> PageResult<Response> {
-    if !allowed(&app, local) {
+async fn list(
+    State(app): State<App>,
+    local: Loopback,
+    headers: HeaderMap,
+    uri: Uri,
+) -> PageResult<Response> {
+    if !allowed(&app, local, &headers, &uri) {
         return Err(PageError::NotFound);
     }
     let rows =
@@ -123,9 +175,11 @@ async fn list(State(app): State<App>, local: Loopback) -> PageResult<Response> {
 async fn show(
     State(app): State<App>,
     local: Loopback,
+    headers: HeaderMap,
+    uri: Uri,
     Path(id): Path<i64>,
 ) -> PageResult<Response> {
-    if !allowed(&app, local) {
+    if !allowed(&app, local, &headers, &uri) {
         return Err(PageError::NotFound);
     }
     let row = sqlx::query("SELECT created_at, content FROM dev_mailbox WHERE id = $1")
@@ -188,6 +242,58 @@ fn segments(text: &str) -> Vec<Segment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_local_and_public_hosts() {
+        let check = |host: Option<&str>, public: &str| {
+            let mut headers = HeaderMap::new();
+            if let Some(h) = host {
+                headers.insert(header::HOST, h.parse().unwrap());
+            }
+            host_allowed(&headers, &Uri::from_static("/dev/mailbox"), public)
+        };
+        let dev = "http://127.0.0.1:8080";
+        for ok in [
+            "localhost",
+            "LOCALHOST:3000",
+            "localhost.",
+            "127.0.0.1",
+            "127.0.0.1:8080",
+            "127.9.8.7:1",
+            "[::1]",
+            "[::1]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            assert!(check(Some(ok), dev), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "10.0.0.1",
+            "[::2]:80",
+            "::1",
+            "localhost:http",
+            "user@localhost",
+            "",
+        ] {
+            assert!(!check(Some(bad), dev), "{bad}");
+        }
+        assert!(!check(None, dev), "no Host at all");
+        let public = "https://Messages.Example.com/base";
+        assert!(check(Some("messages.example.com"), public));
+        assert!(check(Some("messages.example.com:8443"), public));
+        assert!(check(Some("localhost"), public));
+        assert!(!check(Some("example.com"), public));
+        assert!(check(Some("[2001:db8::1]:443"), "https://[2001:db8::1]"));
+        // The request target's authority counts when there is no Host.
+        assert!(host_allowed(
+            &HeaderMap::new(),
+            &Uri::from_static("http://localhost:1/dev/mailbox"),
+            dev
+        ));
+    }
 
     #[test]
     fn links_are_split_out() {

@@ -20,8 +20,8 @@ use super::setup::{self, LinkError};
 use crate::app::App;
 use crate::audit::{self, Action, Event, ExportFormat};
 use crate::settings::{
-    MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS, Method, Settings,
-    SettingsError,
+    MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS,
+    Method, Settings, SettingsError,
 };
 use crate::staff::{AccountError, Role, StaffEmail, StaffId};
 use crate::web::csrf::{self, CsrfForm};
@@ -95,6 +95,7 @@ struct SettingsFields {
     support_line: String,
     default_expiry_hours: String,
     size_limit_mib: String,
+    max_attachments: String,
     methods: Vec<(&'static str, &'static str, bool)>,
     totp_required: bool,
 }
@@ -106,6 +107,7 @@ impl SettingsFields {
             support_line: s.support_line.clone(),
             default_expiry_hours: s.default_expiry_hours.to_string(),
             size_limit_mib: s.size_limit_mib.to_string(),
+            max_attachments: s.max_attachments.to_string(),
             methods: Method::ALL
                 .iter()
                 .map(|m| (m.as_str(), m.label(), s.allows(*m)))
@@ -128,6 +130,7 @@ struct SettingsPage {
     min_hours: u32,
     max_hours: u32,
     max_mib: u64,
+    max_attachments: u32,
     max_logo_kib: usize,
 }
 
@@ -150,6 +153,7 @@ async fn render_settings(
         min_hours: MIN_EXPIRY_HOURS,
         max_hours: MAX_EXPIRY_HOURS,
         max_mib: MAX_SIZE_LIMIT_MIB,
+        max_attachments: MAX_ATTACHMENTS_LIMIT,
         max_logo_kib: MAX_LOGO_BYTES / 1024,
     })
 }
@@ -172,14 +176,19 @@ pub async fn settings_page(
 }
 
 /// Reads the submitted form into settings, or says everything that is wrong.
-fn parse_settings(pairs: &[(String, String)]) -> (SettingsFields, Result<Settings, Vec<String>>) {
-    let field = |name: &str| {
+/// A setting the form does not carry at all (a page from before it existed)
+/// keeps its `current` value.
+fn parse_settings(
+    pairs: &[(String, String)],
+    current: &Settings,
+) -> (SettingsFields, Result<Settings, Vec<String>>) {
+    let sent = |name: &str| {
         pairs
             .iter()
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.trim().to_owned())
-            .unwrap_or_default()
     };
+    let field = |name: &str| sent(name).unwrap_or_default();
     let chosen: Vec<&str> = pairs
         .iter()
         .filter(|(k, _)| k == "method")
@@ -190,6 +199,8 @@ fn parse_settings(pairs: &[(String, String)]) -> (SettingsFields, Result<Setting
         support_line: field("support_line"),
         default_expiry_hours: field("default_expiry_hours"),
         size_limit_mib: field("size_limit_mib"),
+        max_attachments: sent("max_attachments")
+            .unwrap_or_else(|| current.max_attachments.to_string()),
         methods: Method::ALL
             .iter()
             .map(|m| (m.as_str(), m.label(), chosen.contains(&m.as_str())))
@@ -209,6 +220,12 @@ fn parse_settings(pairs: &[(String, String)]) -> (SettingsFields, Result<Setting
         ));
         0
     });
+    let max_attachments = f.max_attachments.parse::<u32>().unwrap_or_else(|_| {
+        errors.push(format!(
+            "Enter the number of attachments per message as a whole number (1 to {MAX_ATTACHMENTS_LIMIT})."
+        ));
+        0
+    });
     let mut methods = Vec::new();
     for c in &chosen {
         match c.parse::<Method>() {
@@ -222,6 +239,7 @@ fn parse_settings(pairs: &[(String, String)]) -> (SettingsFields, Result<Setting
         support_line: f.support_line.clone(),
         default_expiry_hours: hours,
         size_limit_mib: mib,
+        max_attachments,
         methods,
         totp_required: f.totp_required,
     };
@@ -243,7 +261,8 @@ pub async fn save_settings(
     Admin(staff): Admin,
     CsrfForm(pairs): CsrfForm<Vec<(String, String)>>,
 ) -> PageResult {
-    let (f, parsed) = parse_settings(&pairs);
+    let current = app.settings.load().await?;
+    let (f, parsed) = parse_settings(&pairs, &current);
     let errors = match parsed {
         Ok(settings) => match app.settings.save(staff.actor(), &settings).await {
             Ok(()) => return Ok(Redirect::to("/admin/settings?done=saved").into_response()),
@@ -679,42 +698,75 @@ mod tests {
 
     #[test]
     fn settings_form_parses_and_refuses() {
-        let (_, ok) = parse_settings(&pairs(&[
-            ("organisation", " Acme "),
-            ("support_line", "Call 0800"),
-            ("default_expiry_hours", "48"),
-            ("size_limit_mib", "20"),
-            ("method", "access_code"),
-            ("method", "email_code"),
-            ("totp_required", "on"),
-        ]));
+        let current = Settings {
+            max_attachments: 7,
+            ..Settings::default()
+        };
+        let (_, ok) = parse_settings(
+            &pairs(&[
+                ("organisation", " Acme "),
+                ("support_line", "Call 0800"),
+                ("default_expiry_hours", "48"),
+                ("size_limit_mib", "20"),
+                ("method", "access_code"),
+                ("method", "email_code"),
+                ("totp_required", "on"),
+            ]),
+            &current,
+        );
         let s = ok.unwrap();
         assert_eq!(s.organisation, "Acme");
         assert_eq!(s.methods, vec![Method::AccessCode, Method::EmailCode]);
         assert!(s.totp_required);
         assert_eq!(s.default_expiry_hours, 48);
+        assert_eq!(s.max_attachments, 7, "a form without the field keeps it");
 
-        let (f, bad) = parse_settings(&pairs(&[
-            ("organisation", "Acme"),
-            ("default_expiry_hours", "721"),
-            ("size_limit_mib", "x"),
-        ]));
+        let (f, bad) = parse_settings(
+            &pairs(&[
+                ("organisation", "Acme"),
+                ("default_expiry_hours", "721"),
+                ("size_limit_mib", "x"),
+            ]),
+            &current,
+        );
         assert_eq!(bad.unwrap_err().len(), 1, "the number error comes first");
         assert_eq!(f.default_expiry_hours, "721");
-        let (_, bad) = parse_settings(&pairs(&[
-            ("organisation", "Acme"),
-            ("default_expiry_hours", "721"),
-            ("size_limit_mib", "5"),
-            ("method", "email_code"),
-        ]));
+        let (_, bad) = parse_settings(
+            &pairs(&[
+                ("organisation", "Acme"),
+                ("default_expiry_hours", "721"),
+                ("size_limit_mib", "5"),
+                ("method", "email_code"),
+            ]),
+            &current,
+        );
         assert!(bad.unwrap_err()[0].contains("between 1 hour and 30 days"));
-        let (_, bad) = parse_settings(&pairs(&[
+        let (_, bad) = parse_settings(
+            &pairs(&[
+                ("organisation", "Acme"),
+                ("default_expiry_hours", "1"),
+                ("size_limit_mib", "5"),
+                ("method", "carrier_pigeon"),
+            ]),
+            &current,
+        );
+        assert!(bad.is_err());
+        let base = [
             ("organisation", "Acme"),
             ("default_expiry_hours", "1"),
             ("size_limit_mib", "5"),
-            ("method", "carrier_pigeon"),
-        ]));
-        assert!(bad.is_err());
+            ("method", "email_code"),
+        ];
+        let with = |n: &'static str| {
+            let mut p = base.to_vec();
+            p.push(("max_attachments", n));
+            parse_settings(&pairs(&p), &current).1
+        };
+        assert_eq!(with("200").unwrap().max_attachments, 200);
+        for bad in ["0", "1001", "", "ten", "-1"] {
+            let errors = with(bad).unwrap_err();
+            assert!(errors[0].contains("attachments"), "{bad:?}: {errors:?}");
+        }
     }
 
     #[test]
