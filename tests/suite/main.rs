@@ -13,6 +13,7 @@ mod common;
 mod config;
 mod crash;
 mod fault;
+mod hostile_sign_in;
 mod interop;
 mod keys;
 mod mail;
