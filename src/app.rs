@@ -158,7 +158,6 @@ impl App {
         let audit = AuditLog::new(vault.clone(), clock.clone());
         let hasher = Hasher::for_this_machine();
         let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone(), hasher.clone());
-        let sign_in = SignIn::new(vault.clone(), audit.clone(), clock.clone(), hasher.clone());
         let totp = Totp::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let settings = SettingsStore::new(db.clone(), audit.clone());
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
@@ -172,6 +171,13 @@ impl App {
             clock.clone(),
             metrics.clone(),
         )?;
+        let sign_in = SignIn::new(
+            vault.clone(),
+            audit.clone(),
+            outbox.clone(),
+            clock.clone(),
+            hasher.clone(),
+        );
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;

@@ -78,6 +78,11 @@ pub enum Action {
     TotpEnrolled,
     TotpReset,
     RecoveryCodeUsed,
+    /// A new set of recovery codes replaced the old one.
+    RecoveryCodesRegenerated,
+    /// An account's failed sign-ins from everywhere reached the account-wide
+    /// limit (its owner is emailed).
+    SignInLimitReached,
     StaffInvited,
     InviteAccepted,
     SetupLinkIssued,
@@ -122,6 +127,8 @@ impl Action {
             Action::TotpEnrolled => "staff.totp_enrolled",
             Action::TotpReset => "staff.totp_reset",
             Action::RecoveryCodeUsed => "staff.recovery_code_used",
+            Action::RecoveryCodesRegenerated => "staff.recovery_codes_regenerated",
+            Action::SignInLimitReached => "staff.sign_in_limit_reached",
             Action::StaffInvited => "staff.invited",
             Action::InviteAccepted => "staff.invite_accepted",
             Action::SetupLinkIssued => "setup.link_issued",

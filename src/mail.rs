@@ -38,6 +38,9 @@ pub enum Mail {
     SenderAlert { alert: Alert, message_id: MessageId },
     /// To a new staff member: the link that sets up their account.
     StaffInvite { url: String },
+    /// To a staff member: many failed sign-ins on their account (no
+    /// address, IP or count: PII-free like the sender alerts).
+    SignInAlert,
 }
 
 impl Mail {
@@ -48,6 +51,7 @@ impl Mail {
             Mail::VerificationCode { .. } => "verification_code",
             Mail::SenderAlert { .. } => "sender_alert",
             Mail::StaffInvite { .. } => "staff_invite",
+            Mail::SignInAlert => "sign_in_alert",
         }
     }
 }
@@ -71,6 +75,7 @@ impl fmt::Debug for Mail {
                 .field("message_id", message_id)
                 .finish(),
             Mail::StaffInvite { .. } => f.debug_struct("StaffInvite").field("url", &"***").finish(),
+            Mail::SignInAlert => f.write_str("SignInAlert"),
         }
     }
 }

@@ -28,6 +28,7 @@ pub fn routes() -> Router<App> {
         .route("/sign-out", post(auth::sign_out))
         .route("/account", get(account::page))
         .route("/account/alerts", post(account::set_alerts))
+        .route("/account/recovery-codes", post(account::regenerate_codes))
         .route(
             "/account/totp",
             get(account::enrol_page).post(account::enrol),

@@ -237,6 +237,10 @@ async fn delete_expired_sessions(app: App, stop: CancellationToken) {
         if let Err(e) = crate::web::session::delete_expired(&app.db).await {
             tracing::warn!(error = %e, "could not delete expired sessions; will retry");
         }
+        // Throttle rows whose back-off and memory are over hold nothing back.
+        if let Err(e) = app.sign_in.prune().await {
+            tracing::warn!(error = %e, "could not prune sign-in throttles; will retry");
+        }
     }
 }
 

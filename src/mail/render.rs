@@ -98,6 +98,20 @@ struct AlertHtml<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "mail/sign_in_alert.txt")]
+struct SignInAlertText<'a> {
+    ctx: &'a Context,
+    link: String,
+}
+
+#[derive(Template)]
+#[template(path = "mail/sign_in_alert.html")]
+struct SignInAlertHtml<'a> {
+    ctx: &'a Context,
+    link: String,
+}
+
+#[derive(Template)]
 #[template(path = "mail/staff_invite.txt")]
 struct InviteText<'a> {
     ctx: &'a Context,
@@ -185,6 +199,19 @@ pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
                 }
                 .render()
                 .map_err(err)?,
+            }
+        }
+        Mail::SignInAlert => {
+            let link = format!("{}/account", ctx.public_url);
+            Rendered {
+                subject: "Sealpost: many failed sign-ins on your account".to_owned(),
+                text: SignInAlertText {
+                    ctx,
+                    link: link.clone(),
+                }
+                .render()
+                .map_err(err)?,
+                html: SignInAlertHtml { ctx, link }.render().map_err(err)?,
             }
         }
         Mail::StaffInvite { url } => Rendered {

@@ -1,25 +1,26 @@
 //! The signed-in user's own security: TOTP enrolment and recovery codes.
+//! Replacing a seed or the recovery codes first asks for the current
+//! password or a current code (a session left open is not enough) and
+//! ends the account's other sessions; this one stays signed in.
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::auth::{CurrentStaff, Enrolling};
+use super::auth::{CurrentStaff, Enrolling, keep_session, totp_err, wait_text};
 use crate::app::App;
+use crate::staff::SignInError;
+use crate::staff::totp::{Check, NewCodes};
 use crate::web::csrf::CsrfForm;
 use crate::web::{Nav, PageError, PageResult};
 
 /// The sealed seed being enrolled lives in the (server-side) session
 /// until a code confirms it.
 const ENROL_KEY: &str = "totp_enrolment";
-
-fn totp_err(e: crate::staff::totp::TotpError) -> PageError {
-    PageError::Internal(e.to_string())
-}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "portal/account.html")]
@@ -32,6 +33,7 @@ struct AccountPage {
     alerts: bool,
     csrf: String,
     saved: bool,
+    error: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -45,6 +47,16 @@ pub async fn page(
     staff: CurrentStaff,
     axum::extract::Query(q): axum::extract::Query<AccountQuery>,
 ) -> PageResult {
+    render_account(&app, &staff, q.saved == Some(1), None, StatusCode::OK).await
+}
+
+async fn render_account(
+    app: &App,
+    staff: &CurrentStaff,
+    saved: bool,
+    error: Option<String>,
+    status: StatusCode,
+) -> PageResult {
     let alerts = app
         .accounts
         .pickup_alerts(staff.id())
@@ -55,7 +67,7 @@ pub async fn page(
         .recovery_codes_left(staff.id())
         .await
         .map_err(totp_err)?;
-    Ok(AccountPage {
+    let page = AccountPage {
         nav: staff.nav(),
         email: staff.account.email.as_str().to_owned(),
         role: staff.account.role.as_str(),
@@ -63,9 +75,124 @@ pub async fn page(
         codes_left,
         alerts,
         csrf: staff.csrf.clone(),
-        saved: q.saved == Some(1),
+        saved,
+        error,
+    };
+    Ok((status, page).into_response())
+}
+
+/// Proof of presence for a security change: the current password or, for
+/// an account using TOTP, a current code.
+#[derive(Deserialize)]
+pub struct Reauth {
+    #[serde(default)]
+    current_password: Option<SecretString>,
+    #[serde(default)]
+    current_code: String,
+}
+
+/// Why a security change was refused before it started.
+enum Refused {
+    /// Nothing given, or wrong: 401 with this text.
+    Wrong(&'static str),
+    /// Throttled: 429 with this text.
+    Wait(String),
+}
+
+impl Refused {
+    fn status_and_text(self) -> (StatusCode, String) {
+        match self {
+            Refused::Wrong(t) => (StatusCode::UNAUTHORIZED, t.to_owned()),
+            Refused::Wait(t) => (StatusCode::TOO_MANY_REQUESTS, t),
+        }
+    }
+}
+
+/// Checks `proof` under the same limits as signing in (password throttles,
+/// the TOTP allowance), so an open session cannot be used to guess either.
+async fn reauthenticate(
+    app: &App,
+    staff: &CurrentStaff,
+    proof: Reauth,
+) -> Result<Result<(), Refused>, PageError> {
+    let code = proof.current_code.trim();
+    if staff.totp_enabled && !code.is_empty() {
+        return Ok(
+            match app
+                .totp
+                .check_code(staff.id(), code)
+                .await
+                .map_err(totp_err)?
+            {
+                Check::Passed => Ok(()),
+                Check::Failed => Err(Refused::Wrong(
+                    "That code from your current authenticator app is not right. Try the next code, or enter your password.",
+                )),
+                Check::Throttled { retry_after_secs } => Err(Refused::Wait(format!(
+                    "Too many wrong codes. Please wait {} and try again.",
+                    wait_text(retry_after_secs)
+                ))),
+            },
+        );
+    }
+    let Some(password) = proof
+        .current_password
+        .filter(|p| !p.expose_secret().is_empty())
+    else {
+        return Ok(Err(Refused::Wrong(
+            "Enter your current password (or a code from your current authenticator app) to confirm it is you.",
+        )));
+    };
+    match app
+        .sign_in
+        .reauthenticate(&staff.account, password, staff.ip)
+        .await
+    {
+        Ok(true) => Ok(Ok(())),
+        Ok(false) => Ok(Err(Refused::Wrong("Your current password is not right."))),
+        Err(SignInError::Throttled { retry_after_secs }) => Ok(Err(Refused::Wait(format!(
+            "Too many failed attempts. Please wait {} and try again.",
+            wait_text(retry_after_secs)
+        )))),
+        Err(SignInError::Hash(e)) => Err(PageError::from(e)),
+        Err(e) => Err(PageError::Internal(e.to_string())),
+    }
+}
+
+/// Shows new recovery codes after keeping this session valid at the
+/// account's new epoch.
+async fn show_codes(staff: &CurrentStaff, new: NewCodes) -> PageResult {
+    keep_session(&staff.session, new.session_epoch).await?;
+    Ok(RecoveryCodesPage {
+        nav: staff.nav(),
+        codes: new
+            .codes
+            .iter()
+            .map(|c| c.expose_secret().to_owned())
+            .collect(),
     }
     .into_response())
+}
+
+/// New recovery codes (the old ones stop working).
+pub async fn regenerate_codes(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    CsrfForm(proof): CsrfForm<Reauth>,
+) -> PageResult {
+    if let Err(refused) = reauthenticate(&app, &staff, proof).await? {
+        let (status, text) = refused.status_and_text();
+        return render_account(&app, &staff, false, Some(text), status).await;
+    }
+    match app
+        .totp
+        .regenerate_recovery_codes(staff.id(), Some(staff.ip))
+        .await
+        .map_err(totp_err)?
+    {
+        Some(new) => show_codes(&staff, new).await,
+        None => Ok(Redirect::to("/account").into_response()),
+    }
 }
 
 #[derive(Template, WebTemplate)]
@@ -77,7 +204,7 @@ struct EnrolPage {
     already: bool,
     qr: String,
     secret: String,
-    error: Option<&'static str>,
+    error: Option<String>,
 }
 
 pub async fn enrol_page(State(app): State<App>, Enrolling(staff): Enrolling) -> PageResult {
@@ -87,7 +214,7 @@ pub async fn enrol_page(State(app): State<App>, Enrolling(staff): Enrolling) -> 
 async fn render_enrolment(
     app: &App,
     staff: &CurrentStaff,
-    error: Option<&'static str>,
+    error: Option<String>,
     status: StatusCode,
 ) -> PageResult {
     let settings = app.settings.load().await?;
@@ -115,6 +242,11 @@ async fn render_enrolment(
 #[derive(Deserialize)]
 pub struct EnrolForm {
     code: String,
+    /// Required when a seed is already enrolled (replacing it).
+    #[serde(default)]
+    current_password: Option<SecretString>,
+    #[serde(default)]
+    current_code: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -133,22 +265,34 @@ pub async fn enrol(
         return Ok(Redirect::to("/account/totp").into_response());
     };
     let sealed = hex::decode(sealed).map_err(|_| PageError::Internal("bad enrolment".into()))?;
-    let codes = app
+    // Replacing a seed: whoever holds this session must show it is them.
+    if staff.totp_enabled
+        && let Err(refused) = reauthenticate(
+            &app,
+            &staff,
+            Reauth {
+                current_password: form.current_password,
+                current_code: form.current_code,
+            },
+        )
+        .await?
+    {
+        let (status, text) = refused.status_and_text();
+        return render_enrolment(&app, &staff, Some(text), status).await;
+    }
+    let confirmed = app
         .totp
         .confirm(staff.id(), &sealed, &form.code, Some(staff.ip))
         .await
         .map_err(totp_err)?;
-    match codes {
-        Some(codes) => Ok(RecoveryCodesPage {
-            nav: staff.nav(),
-            codes: codes.iter().map(|c| c.expose_secret().to_owned()).collect(),
-        }
-        .into_response()),
+    match confirmed {
+        Some(new) => show_codes(&staff, new).await,
         None => render_enrolment(
             &app,
             &staff,
             Some(
-                "That code did not match. Scan the new QR code below and enter the code it shows.",
+                "That code did not match. Scan the new QR code below and enter the code it shows."
+                    .to_owned(),
             ),
             StatusCode::UNPROCESSABLE_ENTITY,
         )

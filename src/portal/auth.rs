@@ -14,6 +14,7 @@ use tower_sessions::Session;
 use super::ClientIp;
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
+use crate::staff::totp::{Check, TotpError};
 use crate::staff::{AccountState, Role, SignInError, StaffAccount, StaffId};
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::session::{ABSOLUTE_SECS, IDLE_SECS};
@@ -21,10 +22,11 @@ use crate::web::{Nav, PageError, PageResult};
 
 const STAFF_KEY: &str = "staff";
 const PENDING_KEY: &str = "pending_second_factor";
-/// How long a password-verified sign-in waits for its TOTP code, and how
-/// many codes it may try before the password must be entered again.
+/// How long a password-verified sign-in waits for its TOTP code. How many
+/// codes it may try is counted per account in the database (see
+/// `staff::totp`), not here: a session counter loses updates under
+/// parallel requests and starts over with every password sign-in.
 const PENDING_SECS: i64 = 5 * 60;
-const PENDING_ATTEMPTS: u32 = 5;
 /// Activity is written back at most this often (each write is a DB save).
 const TOUCH_EVERY_SECS: i64 = 60;
 
@@ -41,7 +43,6 @@ struct PendingSecondFactor {
     id: String,
     epoch: i64,
     at: i64,
-    attempts: u32,
 }
 
 /// A signed-in staff member whose session passed every check.
@@ -248,7 +249,6 @@ pub async fn sign_in(
                     id: account.id.to_string(),
                     epoch: state.session_epoch,
                     at: app.clock.now(),
-                    attempts: 0,
                 };
                 session.insert(PENDING_KEY, &pending).await?;
                 return Ok(Redirect::to("/sign-in/code").into_response());
@@ -280,7 +280,7 @@ pub async fn sign_in(
     Ok((status, page).into_response())
 }
 
-fn wait_text(secs: i64) -> String {
+pub(super) fn wait_text(secs: i64) -> String {
     if secs < 90 {
         format!("{} seconds", secs.max(1))
     } else {
@@ -313,12 +313,12 @@ async fn complete(app: &App, session: &Session, id: StaffId, epoch: i64) -> Resu
 struct SecondFactorPage {
     nav: Option<Nav>,
     csrf: String,
-    error: Option<&'static str>,
+    error: Option<String>,
 }
 
 async fn pending(app: &App, session: &Session) -> Result<Option<PendingSecondFactor>, PageError> {
     let p = session.get::<PendingSecondFactor>(PENDING_KEY).await?;
-    Ok(p.filter(|p| app.clock.now() - p.at <= PENDING_SECS && p.attempts < PENDING_ATTEMPTS))
+    Ok(p.filter(|p| app.clock.now() - p.at <= PENDING_SECS))
 }
 
 pub async fn second_factor_page(State(app): State<App>, session: Session) -> PageResult {
@@ -347,42 +347,67 @@ pub async fn second_factor(
     ClientIp(ip): ClientIp,
     CsrfForm(form): CsrfForm<SecondFactorForm>,
 ) -> PageResult {
-    let Some(mut p) = pending(&app, &session).await? else {
+    let Some(p) = pending(&app, &session).await? else {
         session.remove_value(PENDING_KEY).await?;
         return Ok(to_sign_in("expired"));
     };
     let id = StaffId::parse(&p.id).ok_or(PageError::Internal("bad pending id".into()))?;
-    let totp_err = |e: crate::staff::totp::TotpError| PageError::Internal(e.to_string());
-    let ok = if !form.recovery_code.trim().is_empty() {
+    let check = if !form.recovery_code.trim().is_empty() {
         app.totp
-            .use_recovery_code(id, &form.recovery_code, Some(ip))
+            .check_recovery_code(id, &form.recovery_code, Some(ip))
             .await
-            .map_err(totp_err)?
     } else {
-        app.totp.verify(id, &form.code).await.map_err(totp_err)?
+        app.totp.check_code(id, &form.code).await
+    }
+    .map_err(totp_err)?;
+    let (status, error) = match check {
+        Check::Passed => {
+            complete(&app, &session, id, p.epoch).await?;
+            return Ok(Redirect::to("/sent").into_response());
+        }
+        Check::Failed => {
+            let event = Event::new(Actor::Staff(p.id.clone()), Action::SignInFailed)
+                .ip(ip)
+                .detail(serde_json::json!({ "factor": "totp" }));
+            app.audit.record_now(&event).await?;
+            (
+                StatusCode::UNAUTHORIZED,
+                "That code is not right or was already used. Wait for the next code and try again."
+                    .to_owned(),
+            )
+        }
+        // Refused before any check: nothing to audit per request.
+        Check::Throttled { retry_after_secs } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many wrong codes. Please wait {} and try again.",
+                wait_text(retry_after_secs)
+            ),
+        ),
     };
-    if ok {
-        complete(&app, &session, id, p.epoch).await?;
-        return Ok(Redirect::to("/sent").into_response());
-    }
-    p.attempts += 1;
-    let event = Event::new(Actor::Staff(p.id.clone()), Action::SignInFailed)
-        .ip(ip)
-        .detail(serde_json::json!({ "factor": "totp" }));
-    app.audit.record_now(&event).await?;
-    if p.attempts >= PENDING_ATTEMPTS {
-        session.remove_value(PENDING_KEY).await?;
-        return Ok(to_sign_in("expired"));
-    }
-    session.insert(PENDING_KEY, &p).await?;
     let page = SecondFactorPage {
         nav: None,
         csrf: csrf::token(&session).await?,
-        error: Some(
-            "That code is not right or was already used. Wait for the next code and try again.",
-        ),
+        error: Some(error),
     };
-    Ok((StatusCode::UNAUTHORIZED, page).into_response())
+    Ok((status, page).into_response())
+}
+
+pub(super) fn totp_err(e: TotpError) -> PageError {
+    PageError::Internal(e.to_string())
+}
+
+/// Keeps this session valid after its own security change (new TOTP seed,
+/// new recovery codes) moved the account to `epoch`, which ends every other
+/// session of the account.
+pub(super) async fn keep_session(session: &Session, epoch: i64) -> Result<(), PageError> {
+    if let Some(mut s) = session.get::<StaffSession>(STAFF_KEY).await? {
+        s.epoch = epoch;
+        session.insert(STAFF_KEY, &s).await?;
+    }
+    // A fresh id too: the old one was seen before the change.
+    session.cycle_id().await?;
+    Ok(())
 }
 
 #[derive(Deserialize)]

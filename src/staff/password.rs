@@ -117,6 +117,9 @@ struct HasherInner {
     running: tokio::sync::Semaphore,
     /// Callers admitted: running plus waiting.
     admitted: std::sync::atomic::AtomicUsize,
+    /// The most ever admitted at once (a high-water mark for tests and
+    /// operators: it never exceeds `capacity`).
+    peak: std::sync::atomic::AtomicUsize,
     capacity: usize,
 }
 
@@ -144,6 +147,7 @@ impl Hasher {
         Hasher(std::sync::Arc::new(HasherInner {
             running: tokio::sync::Semaphore::new(workers),
             admitted: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
             capacity: workers + queue,
         }))
     }
@@ -160,16 +164,28 @@ impl Hasher {
         self.0.admitted.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The most calls ever admitted at once.
+    pub fn peak_admitted(&self) -> usize {
+        self.0.peak.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Running plus waiting calls allowed before shedding.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity
+    }
+
     async fn run<T: Send + 'static>(
         &self,
         work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         use std::sync::atomic::Ordering;
         let inner = &*self.0;
-        if inner.admitted.fetch_add(1, Ordering::AcqRel) >= inner.capacity {
+        let before = inner.admitted.fetch_add(1, Ordering::AcqRel);
+        if before >= inner.capacity {
             inner.admitted.fetch_sub(1, Ordering::AcqRel);
             return Err(HashError::Busy);
         }
+        inner.peak.fetch_max(before + 1, Ordering::AcqRel);
         let _admission = Admission(inner);
         let _permit = inner.running.acquire().await.map_err(|_| HashError::Task)?;
         tokio::task::spawn_blocking(work)
@@ -358,6 +374,7 @@ mod tests {
         assert!((1..=6).contains(&checked), "checked {checked}");
         assert_eq!(busy + checked, 20);
         assert_eq!(pool.admitted(), 0);
+        assert!((1..=pool.capacity()).contains(&pool.peak_admitted()));
         assert!(!pool.verify(SecretString::from("guess"), stored).await?);
         Ok(())
     }

@@ -1,7 +1,13 @@
-//! Staff sign-in: password check with no account oracle, throttling per
-//! account and per client address with exponential back-off (kept in the
-//! database so it holds across instances), rehash on sign-in when hashing
-//! parameters have risen, and an audit event either way.
+//! Staff sign-in: password check with no account oracle, throttling with
+//! exponential back-off (kept in the database so it holds across
+//! instances), rehash on sign-in when hashing parameters have risen, and an
+//! audit event either way.
+//!
+//! Three throttles, so strangers cannot lock a known account out (B5):
+//! per (account, client network) the usual few free failures; per client
+//! network a few more (across accounts); and per account a much higher
+//! limit whose first trip emails the owner. IPv6 clients are keyed by their
+//! /64, which one subscriber usually holds whole.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -16,18 +22,46 @@ use super::password::{self, HashError};
 use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::db::{Tx, placeholders};
+use crate::mail::{Mail, MailError, Outbox};
 use crate::vault::Vault;
 
-/// Consecutive failures allowed per account before back-off starts.
-const ACCOUNT_FREE_FAILURES: i64 = 5;
-/// Failures allowed per client address (across accounts) before back-off.
+/// Consecutive failures allowed per (account, client network) before
+/// back-off starts.
+const PAIR_FREE_FAILURES: i64 = 5;
+/// Failures allowed per client network (across accounts) before back-off.
 const IP_FREE_FAILURES: i64 = 20;
+/// Failures allowed per account from everywhere: high, so strangers cannot
+/// keep the owner out cheaply; the owner is emailed when it trips.
+pub const ACCOUNT_FREE_FAILURES: i64 = 100;
 /// First back-off; it doubles with every further failure, up to the cap.
 const BACKOFF_BASE_SECS: i64 = 30;
 const ACCOUNT_BACKOFF_CAP_SECS: i64 = 15 * 60;
 const IP_BACKOFF_CAP_SECS: i64 = 60 * 60;
 /// A failure streak older than this starts over.
-const FAILURE_MEMORY_SECS: i64 = 24 * 3600;
+pub(crate) const FAILURE_MEMORY_SECS: i64 = 24 * 3600;
+
+/// The wait after the `failures`-th failure of a streak with `free`
+/// allowed: none before, then 30 s doubling up to `cap`. Sign-in and the
+/// second factor share this shape.
+pub(crate) fn backoff_secs(failures: i64, free: i64, cap: i64) -> Option<i64> {
+    if failures < free {
+        return None;
+    }
+    let doublings = u32::try_from((failures - free).min(20)).unwrap_or(20);
+    Some(BACKOFF_BASE_SECS.saturating_mul(1i64 << doublings).min(cap))
+}
+
+/// What throttles key on: the address itself for IPv4 (and IPv4-mapped
+/// IPv6), the /64 for IPv6.
+pub fn client_network(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(bits))
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SignInError {
@@ -41,6 +75,8 @@ pub enum SignInError {
     Hash(#[from] HashError),
     #[error("{0}")]
     Audit(#[from] AuditError),
+    #[error("{0}")]
+    Mail(#[from] MailError),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -50,6 +86,7 @@ pub struct SignIn {
     vault: Vault,
     hasher: password::Hasher,
     audit: AuditLog,
+    outbox: Outbox,
     clock: SharedClock,
     /// A real argon2id hash of a random password, verified against when the
     /// account does not exist, so both paths cost the same.
@@ -68,10 +105,15 @@ struct Throttle {
     cap: i64,
 }
 
+/// The three throttles of one attempt, in this order.
+const PAIR: usize = 0;
+const ACCOUNT: usize = 2;
+
 impl SignIn {
     pub fn new(
         vault: Vault,
         audit: AuditLog,
+        outbox: Outbox,
         clock: SharedClock,
         hasher: password::Hasher,
     ) -> Self {
@@ -79,6 +121,7 @@ impl SignIn {
             vault,
             hasher,
             audit,
+            outbox,
             clock,
             dummy_hash: std::sync::Arc::new(OnceCell::new()),
         }
@@ -94,7 +137,32 @@ impl SignIn {
             .cloned()
     }
 
-    /// Checks a sign-in attempt from `ip`.
+    fn throttles(&self, typed: &str, ip: IpAddr) -> [Throttle; 3] {
+        let net = client_network(ip);
+        [
+            Throttle {
+                key: self
+                    .vault
+                    .keyed_hash("sign-in-account-ip", format!("{typed}\0{net}").as_bytes()),
+                free: PAIR_FREE_FAILURES,
+                cap: ACCOUNT_BACKOFF_CAP_SECS,
+            },
+            Throttle {
+                key: self.vault.keyed_hash("sign-in-ip", net.as_bytes()),
+                free: IP_FREE_FAILURES,
+                cap: IP_BACKOFF_CAP_SECS,
+            },
+            Throttle {
+                key: self.vault.keyed_hash("sign-in-account", typed.as_bytes()),
+                free: ACCOUNT_FREE_FAILURES,
+                cap: ACCOUNT_BACKOFF_CAP_SECS,
+            },
+        ]
+    }
+
+    /// Checks a sign-in attempt from `ip`. Cheap refusals (a throttle) come
+    /// first; the hash runs in the bounded pool, which sheds with
+    /// [`HashError::Busy`] before hashing when it is full.
     pub async fn authenticate(
         &self,
         email: &str,
@@ -102,28 +170,8 @@ impl SignIn {
         ip: IpAddr,
     ) -> Result<StaffAccount, SignInError> {
         let typed = email.trim().to_lowercase();
-        let throttles = [
-            Throttle {
-                key: self.vault.keyed_hash("sign-in-account", typed.as_bytes()),
-                free: ACCOUNT_FREE_FAILURES,
-                cap: ACCOUNT_BACKOFF_CAP_SECS,
-            },
-            Throttle {
-                key: self
-                    .vault
-                    .keyed_hash("sign-in-ip", ip.to_string().as_bytes()),
-                free: IP_FREE_FAILURES,
-                cap: IP_BACKOFF_CAP_SECS,
-            },
-        ];
-        let now = self.clock.now();
-        if let Some(until) = self.blocked_until(&throttles).await?
-            && until > now
-        {
-            return Err(SignInError::Throttled {
-                retry_after_secs: until - now,
-            });
-        }
+        let throttles = self.throttles(&typed, ip);
+        self.check_throttles(&throttles).await?;
 
         let account = match StaffEmail::parse(&typed) {
             Ok(e) => self.load(&e).await?,
@@ -135,7 +183,6 @@ impl SignIn {
         };
         let password_ok = self.hasher.verify(password.clone(), stored.clone()).await?;
 
-        let db = self.vault.db();
         match account {
             Some((account, _)) if password_ok && !account.disabled => {
                 // Upgrade the stored hash while we hold the password.
@@ -144,9 +191,11 @@ impl SignIn {
                 } else {
                     None
                 };
-                let mut tx = db.begin().await?;
+                let mut tx = self.vault.db().begin().await?;
+                // Only this client's streak ends: a stranger's failures
+                // elsewhere still count against the account-wide limit.
                 sqlx::query("DELETE FROM sign_in_throttle WHERE key = $1")
-                    .bind(&throttles[0].key)
+                    .bind(&throttles[PAIR].key)
                     .execute(&mut *tx)
                     .await?;
                 if let Some(hash) = rehash {
@@ -163,21 +212,105 @@ impl SignIn {
                 Ok(account)
             }
             other => {
-                let actor = match &other {
-                    Some((a, _)) => Actor::Staff(a.id.to_string()),
-                    None => Actor::Anonymous,
-                };
-                let mut tx = db.begin().await?;
-                for t in &throttles {
-                    record_failure(&mut tx, t, now).await?;
-                }
-                self.audit
-                    .record(&mut tx, &Event::new(actor, Action::SignInFailed).ip(ip))
+                let account = other.map(|(a, _)| a);
+                self.record_failures(&throttles, account.as_ref(), ip)
                     .await?;
-                tx.commit().await?;
                 Err(SignInError::InvalidCredentials)
             }
         }
+    }
+
+    /// Checks the current password of a signed-in account (before a
+    /// security change), under the same throttles as signing in.
+    pub async fn reauthenticate(
+        &self,
+        account: &StaffAccount,
+        password: SecretString,
+        ip: IpAddr,
+    ) -> Result<bool, SignInError> {
+        let throttles = self.throttles(account.email.as_str(), ip);
+        self.check_throttles(&throttles).await?;
+        let stored = match self.load(&account.email).await? {
+            Some((a, hash)) if a.id == account.id => hash,
+            _ => self.dummy_hash().await?,
+        };
+        if self.hasher.verify(password, stored).await? {
+            return Ok(true);
+        }
+        self.record_failures(&throttles, Some(account), ip).await?;
+        Ok(false)
+    }
+
+    async fn check_throttles(&self, throttles: &[Throttle]) -> Result<(), SignInError> {
+        let now = self.clock.now();
+        if let Some(until) = self.blocked_until(throttles).await?
+            && until > now
+        {
+            return Err(SignInError::Throttled {
+                retry_after_secs: until - now,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a failure on every throttle and audits it; the one failure
+    /// that trips the account-wide limit also emails the owner, in the same
+    /// transaction (so exactly once per streak, however many race).
+    async fn record_failures(
+        &self,
+        throttles: &[Throttle; 3],
+        account: Option<&StaffAccount>,
+        ip: IpAddr,
+    ) -> Result<(), SignInError> {
+        let now = self.clock.now();
+        let actor = match account {
+            Some(a) => Actor::Staff(a.id.to_string()),
+            None => Actor::Anonymous,
+        };
+        let mut tx = self.vault.db().begin().await?;
+        let mut tripped = false;
+        for (i, t) in throttles.iter().enumerate() {
+            let failures = record_failure(&mut tx, t, now).await?;
+            tripped |= i == ACCOUNT && failures == t.free;
+        }
+        let tripped = tripped.then_some(account).flatten();
+        if let Some(account) = tripped.filter(|a| !a.disabled) {
+            self.outbox
+                .enqueue(&mut tx, account.email.as_str(), &Mail::SignInAlert, None)
+                .await?;
+        }
+        self.audit
+            .record(&mut tx, &Event::new(actor, Action::SignInFailed).ip(ip))
+            .await?;
+        if let Some(account) = tripped {
+            let detail = serde_json::json!({
+                "staff_id": account.id.to_string(),
+                "failures": ACCOUNT_FREE_FAILURES,
+                "owner_emailed": !account.disabled,
+            });
+            self.audit
+                .record(
+                    &mut tx,
+                    &Event::new(Actor::System, Action::SignInLimitReached).detail(detail),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes throttle rows that no longer hold anything back: the
+    /// back-off is over and the streak is past its memory. Returns how many.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let now = self.clock.now();
+        Ok(sqlx::query(
+            "DELETE FROM sign_in_throttle WHERE blocked_until <= $1 AND last_failure < $2",
+        )
+        .bind(now)
+        .bind(now - FAILURE_MEMORY_SECS)
+        .execute(self.vault.db().pool())
+        .await?
+        .rows_affected())
     }
 
     async fn blocked_until(&self, throttles: &[Throttle]) -> Result<Option<i64>, SignInError> {
@@ -221,8 +354,9 @@ impl SignIn {
 }
 
 /// Counts one failure atomically (an upsert, so concurrent instances never
-/// lose a count) and sets the back-off once past the free allowance.
-async fn record_failure(tx: &mut Tx, t: &Throttle, now: i64) -> Result<(), sqlx::Error> {
+/// lose a count), sets the back-off once past the free allowance, and
+/// returns the streak's length.
+async fn record_failure(tx: &mut Tx, t: &Throttle, now: i64) -> Result<i64, sqlx::Error> {
     let failures: i64 = sqlx::query_scalar(
         "INSERT INTO sign_in_throttle (key, failures, last_failure, blocked_until) VALUES ($1, 1, $2, 0)
          ON CONFLICT (key) DO UPDATE SET
@@ -236,16 +370,39 @@ async fn record_failure(tx: &mut Tx, t: &Throttle, now: i64) -> Result<(), sqlx:
     .bind(now - FAILURE_MEMORY_SECS)
     .fetch_one(&mut **tx)
     .await?;
-    if failures >= t.free {
-        let doublings = u32::try_from((failures - t.free).min(20)).unwrap_or(20);
-        let delay = BACKOFF_BASE_SECS
-            .saturating_mul(1i64 << doublings)
-            .min(t.cap);
+    if let Some(delay) = backoff_secs(failures, t.free, t.cap) {
         sqlx::query("UPDATE sign_in_throttle SET blocked_until = $1 WHERE key = $2")
             .bind(now + delay)
             .bind(&t.key)
             .execute(&mut **tx)
             .await?;
     }
-    Ok(())
+    Ok(failures)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let net = |s: &str| client_network(s.parse().unwrap_or(IpAddr::from([0, 0, 0, 0])));
+        assert_eq!(net("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            net("2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            net("2001:db8:1:2::9")
+        );
+        assert_ne!(net("2001:db8:1:3::1"), net("2001:db8:1:2::1"));
+        assert_eq!(net("198.51.100.4"), "198.51.100.4");
+        assert_eq!(net("::ffff:198.51.100.4"), "198.51.100.4");
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        assert_eq!(backoff_secs(4, 5, 900), None);
+        assert_eq!(backoff_secs(5, 5, 900), Some(30));
+        assert_eq!(backoff_secs(6, 5, 900), Some(60));
+        assert_eq!(backoff_secs(10, 5, 900), Some(900));
+        assert_eq!(backoff_secs(1000, 5, 900), Some(900));
+    }
 }

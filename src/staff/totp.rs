@@ -2,6 +2,12 @@
 //! recovery codes. Seeds are stored sealed by the vault; a code's time step
 //! is remembered so no code (or an older one) is accepted twice; recovery
 //! codes are high-entropy and stored as keyed hashes, each usable once.
+//!
+//! Guesses are limited per account in the database (B3): every code or
+//! recovery code checked first takes an attempt by an atomic update, so
+//! parallel requests cannot check more than the allowance, and a fresh
+//! password sign-in does not reset it. Past the free attempts a back-off
+//! starts, doubling like the password one; a right code ends the streak.
 
 use std::fmt;
 
@@ -17,7 +23,12 @@ use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::db::Db;
 use crate::staff::StaffId;
+use crate::staff::sign_in::{FAILURE_MEMORY_SECS, backoff_secs};
 use crate::vault::{Vault, VaultError};
+
+/// Codes (or recovery codes) checked per account before back-off starts.
+pub const FREE_ATTEMPTS: i64 = 5;
+const BACKOFF_CAP_SECS: i64 = 15 * 60;
 
 const STEP_SECS: i64 = 30;
 const DIGITS: usize = 6;
@@ -36,6 +47,30 @@ pub enum TotpError {
     Audit(#[from] crate::audit::AuditError),
     #[error("cannot build a TOTP: {0}")]
     Setup(String),
+}
+
+/// The outcome of checking a second-factor code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    Passed,
+    Failed,
+    /// Not checked: too many recent failures on this account.
+    Throttled {
+        retry_after_secs: i64,
+    },
+}
+
+/// A confirmed enrolment or a new set of recovery codes: the codes (shown
+/// once) and the account's new session epoch (its other sessions ended).
+pub struct NewCodes {
+    pub codes: Vec<SecretString>,
+    pub session_epoch: i64,
+}
+
+impl fmt::Debug for NewCodes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NewCodes { .. }")
+    }
 }
 
 /// A seed being enrolled: shown to the user once as a QR code and text,
@@ -107,52 +142,185 @@ impl Totp {
     }
 
     /// Confirms an enrolment with a current code; on success stores the seed,
-    /// replaces any recovery codes and returns the new ones (shown once).
+    /// replaces any recovery codes, ends the account's other sessions (a
+    /// new session epoch) and returns the new codes (shown once).
     pub async fn confirm(
         &self,
         staff: StaffId,
         sealed_seed: &[u8],
         code: &str,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<Option<Vec<SecretString>>, TotpError> {
+    ) -> Result<Option<NewCodes>, TotpError> {
         let seed = self.vault.open_secret(SEED_PURPOSE, sealed_seed)?;
         let Some(step) = matching_step(&seed, code, self.clock.now(), None)? else {
             return Ok(None);
         };
         let codes: Vec<SecretString> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "UPDATE staff_users SET totp_secret = $1, totp_enabled_at = $2, totp_last_step = $3 WHERE id = $4",
+        let session_epoch: i64 = sqlx::query_scalar(
+            "UPDATE staff_users SET totp_secret = $1, totp_enabled_at = $2, totp_last_step = $3,
+                    session_epoch = session_epoch + 1
+             WHERE id = $4 RETURNING session_epoch",
         )
         .bind(sealed_seed)
         .bind(self.clock.now())
         .bind(step)
         .bind(staff.to_string())
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
-            .bind(staff.to_string())
-            .execute(&mut *tx)
-            .await?;
-        for code in &codes {
-            sqlx::query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
-                .bind(staff.to_string())
-                .bind(self.recovery_hash(staff, code.expose_secret()))
-                .execute(&mut *tx)
-                .await?;
-        }
+        self.replace_recovery_codes(&mut tx, staff, &codes).await?;
         let mut event = Event::new(Actor::Staff(staff.to_string()), Action::TotpEnrolled);
         if let Some(ip) = ip {
             event = event.ip(ip);
         }
         self.audit.record(&mut tx, &event).await?;
         tx.commit().await?;
-        Ok(Some(codes))
+        Ok(Some(NewCodes {
+            codes,
+            session_epoch,
+        }))
+    }
+
+    /// Replaces the recovery codes of an account that uses TOTP and ends
+    /// its other sessions; `None` if it does not use TOTP. The caller has
+    /// checked the current password or a current code.
+    pub async fn regenerate_recovery_codes(
+        &self,
+        staff: StaffId,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Option<NewCodes>, TotpError> {
+        let codes: Vec<SecretString> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
+        let mut tx = self.db.begin().await?;
+        let session_epoch: Option<i64> = sqlx::query_scalar(
+            "UPDATE staff_users SET session_epoch = session_epoch + 1
+             WHERE id = $1 AND totp_enabled_at IS NOT NULL RETURNING session_epoch",
+        )
+        .bind(staff.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(session_epoch) = session_epoch else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        self.replace_recovery_codes(&mut tx, staff, &codes).await?;
+        let mut event = Event::new(
+            Actor::Staff(staff.to_string()),
+            Action::RecoveryCodesRegenerated,
+        );
+        if let Some(ip) = ip {
+            event = event.ip(ip);
+        }
+        self.audit.record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(Some(NewCodes {
+            codes,
+            session_epoch,
+        }))
+    }
+
+    async fn replace_recovery_codes(
+        &self,
+        tx: &mut crate::db::Tx,
+        staff: StaffId,
+        codes: &[SecretString],
+    ) -> Result<(), TotpError> {
+        sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
+            .bind(staff.to_string())
+            .execute(&mut **tx)
+            .await?;
+        for code in codes {
+            sqlx::query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
+                .bind(staff.to_string())
+                .bind(self.recovery_hash(staff, code.expose_secret()))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks a code from the authenticator app, within the account's
+    /// allowance.
+    pub async fn check_code(&self, staff: StaffId, code: &str) -> Result<Check, TotpError> {
+        if let Some(retry_after_secs) = self.take_attempt(staff).await? {
+            return Ok(Check::Throttled { retry_after_secs });
+        }
+        let ok = self.verify(staff, code).await?;
+        self.settle(staff, ok).await
+    }
+
+    /// Spends a recovery code, within the same allowance as codes.
+    pub async fn check_recovery_code(
+        &self,
+        staff: StaffId,
+        code: &str,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<Check, TotpError> {
+        if let Some(retry_after_secs) = self.take_attempt(staff).await? {
+            return Ok(Check::Throttled { retry_after_secs });
+        }
+        let ok = self.use_recovery_code(staff, code, ip).await?;
+        self.settle(staff, ok).await
+    }
+
+    /// Takes one attempt before a check, atomically: the count goes up and,
+    /// once past the free attempts, the back-off starts in the same
+    /// transaction, so of many parallel requests only the allowance gets
+    /// through. `Some(seconds)` if the account is waiting out a back-off.
+    async fn take_attempt(&self, staff: StaffId) -> Result<Option<i64>, TotpError> {
+        let now = self.clock.now();
+        let mut tx = self.db.begin().await?;
+        let failures: Option<i64> = sqlx::query_scalar(
+            "UPDATE staff_users SET
+                 totp_failures = CASE WHEN totp_last_failure < $1 THEN 1 ELSE totp_failures + 1 END,
+                 totp_last_failure = $2
+             WHERE id = $3 AND totp_blocked_until <= $2
+             RETURNING totp_failures",
+        )
+        .bind(now - FAILURE_MEMORY_SECS)
+        .bind(now)
+        .bind(staff.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(failures) = failures else {
+            let until: Option<i64> =
+                sqlx::query_scalar("SELECT totp_blocked_until FROM staff_users WHERE id = $1")
+                    .bind(staff.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            // No such account: refused the same way, nothing to count.
+            return Ok(Some(until.map_or(1, |u| (u - now).max(1))));
+        };
+        if let Some(delay) = backoff_secs(failures, FREE_ATTEMPTS, BACKOFF_CAP_SECS) {
+            sqlx::query("UPDATE staff_users SET totp_blocked_until = $1 WHERE id = $2")
+                .bind(now + delay)
+                .bind(staff.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(None)
+    }
+
+    /// After a check: a right code ends the streak (and any back-off its
+    /// own attempt started); a wrong one stays counted.
+    async fn settle(&self, staff: StaffId, ok: bool) -> Result<Check, TotpError> {
+        if !ok {
+            return Ok(Check::Failed);
+        }
+        sqlx::query(
+            "UPDATE staff_users SET totp_failures = 0, totp_blocked_until = 0 WHERE id = $1",
+        )
+        .bind(staff.to_string())
+        .execute(self.db.pool())
+        .await?;
+        Ok(Check::Passed)
     }
 
     /// Checks a code and, if it matches a step not used before, records
-    /// that step so the same code cannot be replayed.
-    pub async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, TotpError> {
+    /// that step so the same code cannot be replayed. Unlimited: callers go
+    /// through [`Totp::check_code`].
+    async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, TotpError> {
         let row = sqlx::query("SELECT totp_secret, totp_last_step FROM staff_users WHERE id = $1")
             .bind(staff.to_string())
             .fetch_optional(self.db.pool())
@@ -180,8 +348,9 @@ impl Totp {
         Ok(won)
     }
 
-    /// Spends a recovery code; true if it was valid and unused.
-    pub async fn use_recovery_code(
+    /// Spends a recovery code; true if it was valid and unused. Unlimited:
+    /// callers go through [`Totp::check_recovery_code`].
+    async fn use_recovery_code(
         &self,
         staff: StaffId,
         code: &str,

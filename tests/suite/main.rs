@@ -15,6 +15,7 @@ mod config;
 mod crash;
 mod dev_mailbox;
 mod fault;
+mod hostile_sign_in;
 mod interop;
 mod keys;
 mod mail;

@@ -275,7 +275,8 @@ fn totp_enrolment_sign_in_replay_and_recovery_codes() {
             )
             .await;
         assert_eq!(r.status, 401, "recovery code reused");
-        // Five wrong codes end the attempt: back to the password.
+        // Wrong codes count per account, across sign-ins: the reused
+        // recovery code was the first; four more start the back-off.
         let mut f = Browser::new(&base);
         f.sign_in("agent@example.com", PASSWORD).await;
         for _ in 0..4 {
@@ -287,8 +288,9 @@ fn totp_enrolment_sign_in_replay_and_recovery_codes() {
         let r = f
             .submit("/sign-in/code", "/sign-in/code", &[("code", "123456")])
             .await;
-        assert_eq!(r.location(), Some("/sign-in?reason=expired"));
-        assert_eq!(f.get("/sign-in/code").await.status, 303);
+        assert_eq!(r.status, 429, "{}", r.body);
+        assert!(r.body.contains("Please wait 30 seconds"), "{}", r.body);
+        assert_eq!(f.get("/sent").await.status, 303);
 
         let used: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM audit_log WHERE action = 'staff.recovery_code_used'",
@@ -367,5 +369,222 @@ fn security_headers_on_every_page() {
             assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{p}");
             assert_eq!(r.header("x-frame-options"), Some("DENY"), "{p}");
         }
+    });
+}
+
+/// Signs in with password and TOTP code; the clock moves a step first so
+/// the code is fresh.
+async fn sign_in_with_code(
+    base: &str,
+    secret: &str,
+    clock: &sealpost::clock::ManualClock,
+) -> Browser {
+    clock.advance(30);
+    let mut b = Browser::new(base);
+    let r = b.sign_in("agent@example.com", PASSWORD).await;
+    assert_eq!(r.location(), Some("/sign-in/code"));
+    let code = totp_now(secret, clock);
+    let r = b
+        .submit("/sign-in/code", "/sign-in/code", &[("code", &code)])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    b
+}
+
+/// Enrols the signed-in browser's account through the page; returns the seed.
+async fn enrol_via_page(b: &mut Browser, clock: &sealpost::clock::ManualClock) -> String {
+    let page = b.get("/account/totp").await;
+    let secret = crate::browser::element_text(&page.body, "totp-secret").unwrap();
+    let token = input_value(&page.body, "csrf").unwrap();
+    let code = totp_now(&secret, clock);
+    let r = b
+        .post("/account/totp", &[("csrf", &token), ("code", &code)])
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    secret
+}
+
+fn codes_on(page: &str) -> Vec<String> {
+    page.split("<li><code>")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn replacing_the_authenticator_needs_proof_and_ends_other_sessions() {
+    let rt = runtime();
+    rt.block_on(async {
+        let env = TestEnv::new().await;
+        let (app, clock, base) = portal(&env, START).await;
+        create_staff(&app, "agent@example.com", Role::Agent).await;
+        let mut a = Browser::signed_in(&base, "agent@example.com").await;
+        let old_secret = enrol_via_page(&mut a, &clock).await;
+        let mut other = sign_in_with_code(&base, &old_secret, &clock).await;
+        assert_eq!(a.get("/sent").await.status, 200);
+
+        // A new seed with a right code but no proof, or a wrong password:
+        // refused, and the old seed stays.
+        for proof in [vec![], vec![("current_password", "not my password")]] {
+            let page = a.get("/account/totp").await;
+            assert!(page.body.contains("name=\"current_password\""));
+            let secret = crate::browser::element_text(&page.body, "totp-secret").unwrap();
+            let token = input_value(&page.body, "csrf").unwrap();
+            let code = totp_now(&secret, &clock);
+            let mut fields = vec![("csrf", token.as_str()), ("code", code.as_str())];
+            fields.extend(proof);
+            let r = a.post("/account/totp", &fields).await;
+            assert_eq!(r.status, 401, "{}", r.body);
+            assert_eq!(other.get("/sent").await.status, 200, "other session kept");
+        }
+        let enrolled: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'staff.totp_enrolled'",
+        )
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(enrolled, 1);
+
+        // With the current password: replaced; this session stays, the
+        // other one ends.
+        let page = a.get("/account/totp").await;
+        let new_secret = crate::browser::element_text(&page.body, "totp-secret").unwrap();
+        let token = input_value(&page.body, "csrf").unwrap();
+        let code = totp_now(&new_secret, &clock);
+        let r = a
+            .post(
+                "/account/totp",
+                &[
+                    ("csrf", &token),
+                    ("code", &code),
+                    ("current_password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(codes_on(&r.body).len(), 10);
+        assert_eq!(a.get("/sent").await.status, 200);
+        let r = other.get("/sent").await;
+        assert_eq!(r.location(), Some("/sign-in?reason=ended"));
+
+        // With a current code from the (now) current app instead of the
+        // password: replaced again.
+        clock.advance(30);
+        let page = a.get("/account/totp").await;
+        let third = crate::browser::element_text(&page.body, "totp-secret").unwrap();
+        let token = input_value(&page.body, "csrf").unwrap();
+        let code = totp_now(&third, &clock);
+        let current = totp_now(&new_secret, &clock);
+        let r = a
+            .post(
+                "/account/totp",
+                &[
+                    ("csrf", &token),
+                    ("code", &code),
+                    ("current_code", &current),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        // Only the latest seed signs in now.
+        let mut c = Browser::new(&base);
+        clock.advance(30);
+        c.sign_in("agent@example.com", PASSWORD).await;
+        let r = c
+            .submit(
+                "/sign-in/code",
+                "/sign-in/code",
+                &[("code", &totp_now(&new_secret, &clock))],
+            )
+            .await;
+        assert_eq!(r.status, 401);
+        drop(c);
+        sign_in_with_code(&base, &third, &clock).await;
+    });
+}
+
+#[test]
+fn new_recovery_codes_need_proof_and_end_other_sessions() {
+    let rt = runtime();
+    rt.block_on(async {
+        let env = TestEnv::new().await;
+        let (app, clock, base) = portal(&env, START).await;
+        create_staff(&app, "agent@example.com", Role::Agent).await;
+        let mut a = Browser::signed_in(&base, "agent@example.com").await;
+        let page = a.get("/account/totp").await;
+        let secret = crate::browser::element_text(&page.body, "totp-secret").unwrap();
+        let token = input_value(&page.body, "csrf").unwrap();
+        let r = a
+            .post(
+                "/account/totp",
+                &[("csrf", &token), ("code", &totp_now(&secret, &clock))],
+            )
+            .await;
+        let old_codes = codes_on(&r.body);
+        assert_eq!(old_codes.len(), 10);
+        let mut other = sign_in_with_code(&base, &secret, &clock).await;
+
+        // No proof, a wrong password: refused, nothing changes.
+        for proof in [vec![], vec![("current_password", "not my password")]] {
+            let r = a
+                .submit("/account", "/account/recovery-codes", &proof)
+                .await;
+            assert_eq!(r.status, 401, "{}", r.body);
+            assert!(r.body.contains("id=\"account-error\""), "{}", r.body);
+        }
+        assert_eq!(other.get("/sent").await.status, 200);
+
+        // A current code proves it: ten new codes, the old ones are void.
+        clock.advance(30);
+        let r = a
+            .submit(
+                "/account",
+                "/account/recovery-codes",
+                &[("current_code", &totp_now(&secret, &clock))],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let new_codes = codes_on(&r.body);
+        assert_eq!(new_codes.len(), 10);
+        assert!(new_codes.iter().all(|c| !old_codes.contains(c)));
+        assert_eq!(a.get("/account").await.status, 200, "this session stays");
+        let r = other.get("/sent").await;
+        assert_eq!(r.location(), Some("/sign-in?reason=ended"));
+
+        let mut c = Browser::new(&base);
+        c.sign_in("agent@example.com", PASSWORD).await;
+        let r = c
+            .submit(
+                "/sign-in/code",
+                "/sign-in/code",
+                &[("recovery_code", &old_codes[0])],
+            )
+            .await;
+        assert_eq!(r.status, 401, "old code void");
+        let r = c
+            .submit(
+                "/sign-in/code",
+                "/sign-in/code",
+                &[("recovery_code", &new_codes[0])],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+
+        // The password works as proof too, and it is audited each time.
+        let r = a
+            .submit(
+                "/account",
+                "/account/recovery-codes",
+                &[("current_password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'staff.recovery_codes_regenerated'",
+        )
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(n, 2);
     });
 }

@@ -1,5 +1,6 @@
 //! Staff sign-in: one answer for wrong, unknown and disabled; back-off per
-//! account and per address, held in the database; rehash on sign-in.
+//! (account, address) and per address, held in the database; a high
+//! account-wide limit that emails the owner; rehash on sign-in; pruning.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -254,4 +255,195 @@ fn weaker_stored_hashes_are_upgraded_at_sign_in() {
         )
         .is_ok()
     );
+}
+
+#[test]
+fn strangers_cannot_lock_a_known_account_out() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let clock = ManualClock::new(START);
+    let app = rt.block_on(app_with_clock(&env, &clock));
+    rt.block_on(staff(&app, "ann@example.com"));
+    let attempt = |password: &str, from: &str| {
+        rt.block_on(
+            app.sign_in
+                .authenticate("ann@example.com", pw(password), ip(from)),
+        )
+    };
+
+    // Six wrong passwords from X: X waits, even with the right password.
+    for _ in 0..5 {
+        assert!(matches!(
+            attempt("wrong guess", "203.0.113.9"),
+            Err(SignInError::InvalidCredentials)
+        ));
+    }
+    assert!(matches!(
+        attempt("wrong guess", "203.0.113.9"),
+        Err(SignInError::Throttled { .. })
+    ));
+    // The owner at Y is not held back, and Y's success does not free X.
+    assert!(attempt(PW, "198.51.100.4").is_ok());
+    assert!(matches!(
+        attempt(PW, "203.0.113.9"),
+        Err(SignInError::Throttled { .. })
+    ));
+
+    // IPv6: one /64 is one client, whichever address in it is used.
+    for i in 1..=5 {
+        let from = format!("2001:db8:1:2::{i}");
+        assert!(matches!(
+            attempt("wrong guess", &from),
+            Err(SignInError::InvalidCredentials)
+        ));
+    }
+    assert!(matches!(
+        attempt(PW, "2001:db8:1:2:ffff::99"),
+        Err(SignInError::Throttled { .. })
+    ));
+    assert!(attempt(PW, "2001:db8:1:3::1").is_ok());
+}
+
+#[test]
+fn the_account_wide_limit_trips_once_and_emails_the_owner() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let clock = ManualClock::new(START);
+    let app = rt.block_on(app_with_clock(&env, &clock));
+    rt.block_on(staff(&app, "ann@example.com"));
+    let limit = sealpost::staff::sign_in::ACCOUNT_FREE_FAILURES;
+    assert_eq!(limit, 100);
+
+    // 100 wrong passwords from 25 addresses (4 each: no address is held
+    // back), ten at a time so the trip races with other failures.
+    let addresses: Vec<String> = (0..25).map(|i| format!("192.0.2.{}", i + 1)).collect();
+    for batch in 0..10 {
+        let answers = rt.block_on(async {
+            let tries = (0..10).map(|n| {
+                let app = app.clone();
+                let from = ip(&addresses[(batch * 10 + n) % 25]);
+                tokio::spawn(async move {
+                    app.sign_in
+                        .authenticate("ann@example.com", pw("wrong guess"), from)
+                        .await
+                })
+            });
+            futures_util::future::join_all(tries).await
+        });
+        for r in answers {
+            let r = r.expect("task");
+            assert!(
+                matches!(r, Err(SignInError::InvalidCredentials)),
+                "{batch}: {r:?}"
+            );
+        }
+    }
+    let count = |sql: &str| -> i64 {
+        rt.block_on(sqlx::query_scalar(sql).fetch_one(app.db.pool()))
+            .expect("count")
+    };
+    let alerts = "SELECT COUNT(*) FROM outbox WHERE kind = 'sign_in_alert'";
+    let tripped = "SELECT COUNT(*) FROM audit_log WHERE action = 'staff.sign_in_limit_reached'";
+    assert_eq!(count(alerts), 1);
+    assert_eq!(count(tripped), 1);
+
+    // Now the account backs off for everyone, a fresh address too.
+    assert!(matches!(
+        rt.block_on(
+            app.sign_in
+                .authenticate("ann@example.com", pw(PW), ip("198.51.100.77"))
+        ),
+        Err(SignInError::Throttled {
+            retry_after_secs: 30
+        })
+    ));
+    // Further failures after their waits: still one email.
+    for (i, wait) in [31, 61].into_iter().enumerate() {
+        clock.advance(wait);
+        let from = ip(&format!("198.51.100.{}", i + 20));
+        assert!(matches!(
+            rt.block_on(
+                app.sign_in
+                    .authenticate("ann@example.com", pw("wrong"), from)
+            ),
+            Err(SignInError::InvalidCredentials)
+        ));
+    }
+    assert_eq!(count(alerts), 1);
+    assert_eq!(count(tripped), 1);
+    clock.advance(121);
+    assert!(
+        rt.block_on(
+            app.sign_in
+                .authenticate("ann@example.com", pw(PW), ip("198.51.100.77"))
+        )
+        .is_ok()
+    );
+
+    // The email: what happened and where to act; no address, IP or count.
+    rt.block_on(async {
+        let base = crate::browser::serve(app.clone()).await;
+        let mut local = crate::browser::Browser::new(&base);
+        let mails = crate::browser::dev_mail(&app, &mut local, "ann@example.com").await;
+        assert_eq!(mails.len(), 1);
+        let mail = &mails[0];
+        assert!(mail.contains("many failed sign-ins"), "{mail}");
+        assert!(mail.contains("/account"), "{mail}");
+        for leak in ["192.0.2.", "198.51.100."] {
+            assert!(!mail.contains(leak), "{leak} in {mail}");
+        }
+    });
+    let detail: String = rt
+        .block_on(
+            sqlx::query_scalar(
+                "SELECT detail FROM audit_log WHERE action = 'staff.sign_in_limit_reached'",
+            )
+            .fetch_one(app.db.pool()),
+        )
+        .expect("detail");
+    assert!(detail.contains("\"owner_emailed\":true"), "{detail}");
+    assert!(matches!(
+        rt.block_on(app.audit.verify()).expect("verify"),
+        Verification::Intact { .. }
+    ));
+}
+
+#[test]
+fn expired_throttle_rows_are_pruned() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let clock = ManualClock::new(START);
+    let app = rt.block_on(app_with_clock(&env, &clock));
+    let rows = || -> i64 {
+        rt.block_on(
+            sqlx::query_scalar("SELECT COUNT(*) FROM sign_in_throttle").fetch_one(app.db.pool()),
+        )
+        .expect("count")
+    };
+    // An old streak: one failure (pair, address and account rows).
+    let _ = rt.block_on(app.sign_in.authenticate(
+        "old@example.com",
+        pw("guess"),
+        ip("203.0.113.1"),
+    ));
+    assert_eq!(rows(), 3);
+    // A recent one, twelve hours later, still backing off.
+    clock.advance(12 * 3600);
+    for _ in 0..5 {
+        let _ = rt.block_on(app.sign_in.authenticate(
+            "new@example.com",
+            pw("guess"),
+            ip("203.0.113.2"),
+        ));
+    }
+    assert_eq!(rows(), 6);
+    assert_eq!(rt.block_on(app.sign_in.prune()).expect("prune"), 0);
+    // A day after the old streak: its rows go, the recent ones stay.
+    clock.advance(12 * 3600 + 1);
+    assert_eq!(rt.block_on(app.sign_in.prune()).expect("prune"), 3);
+    assert_eq!(rows(), 3);
+    // The recent streak goes a day after it ended.
+    clock.advance(12 * 3600);
+    assert_eq!(rt.block_on(app.sign_in.prune()).expect("prune"), 3);
+    assert_eq!(rows(), 0);
 }
