@@ -149,6 +149,26 @@ impl Delivery {
     }
 }
 
+/// A counted failed verification (see [`Deliveries::record_failure`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Failures in total, this one included.
+    pub failures: i64,
+    /// Whether this failure locked the message.
+    pub locked: bool,
+}
+
+/// The stored method list. One name this build does not know makes the
+/// whole list unreadable: empty, which verification refuses (fails closed)
+/// rather than checking fewer answers than the sender asked for.
+fn parse_methods(stored: &str) -> Vec<Method> {
+    stored
+        .split(',')
+        .map(|m| m.trim().parse::<Method>())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_default()
+}
+
 /// What compose decided, stored next to the sealed message.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
@@ -587,6 +607,38 @@ impl Deliveries {
         Ok(())
     }
 
+    /// Counts one failed verification of a live, unused, unlocked link, and
+    /// locks the message with the failure that reaches `lock_after`: one
+    /// conditional update, so parallel wrong answers can neither count past
+    /// the limit nor lock twice, and an answer that arrives once the link
+    /// is used (or locked) counts for nothing. `None` if it did not count.
+    pub async fn record_failure(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+        lock_after: i64,
+    ) -> Result<Option<Failure>, DeliveryError> {
+        let now = self.clock.now();
+        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+            "UPDATE deliveries SET failures = failures + 1,
+                 locked_at = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_at END
+             WHERE message_id = $1 AND failures < $2 AND locked_at IS NULL
+               AND link_consumed_at IS NULL AND revoked_at IS NULL AND shredded_at IS NULL
+               AND expires_at > $3
+             RETURNING failures, locked_at",
+        )
+        .bind(id.to_string())
+        .bind(lock_after)
+        .bind(now)
+        .fetch_optional(&mut **tx)
+        .await?;
+        // The row was unlocked before the update, so a lock seen now is ours.
+        Ok(row.map(|(failures, locked_at)| Failure {
+            failures,
+            locked: locked_at.is_some(),
+        }))
+    }
+
     /// Moves the status forward to `to` unless it is already there or
     /// beyond (progress never goes backwards). True if it moved.
     pub async fn advance(
@@ -667,7 +719,7 @@ macro_rules! delivery_from_row {
                 sender: StaffId::parse(&sender).ok_or(DeliveryError::Invalid("bad sender id"))?,
                 created_at: row.try_get(2)?,
                 expires_at: row.try_get(3)?,
-                methods: methods.split(',').filter_map(|m| m.parse().ok()).collect(),
+                methods: parse_methods(&methods),
                 shred_after_pickup: row.try_get::<i64, _>(5)? != 0,
                 stored_status: status.parse()?,
                 status_at: row.try_get(7)?,
@@ -686,3 +738,19 @@ macro_rules! delivery_from_row {
 delivery_from_row!(from_row, sqlx::any::AnyRow);
 delivery_from_row!(from_sqlite_row, sqlx::sqlite::SqliteRow);
 delivery_from_row!(from_pg_row, sqlx::postgres::PgRow);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreadable_method_list_is_empty() {
+        assert_eq!(
+            parse_methods("email_code,access_code"),
+            vec![Method::EmailCode, Method::AccessCode]
+        );
+        for unreadable in ["", ",", "access_code,", "access_code,sms_code", "bogus"] {
+            assert!(parse_methods(unreadable).is_empty(), "{unreadable:?}");
+        }
+    }
+}

@@ -20,9 +20,11 @@ use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
 use crate::mail::{Alert, Mail};
 use crate::portal::ClientIp;
+use crate::portal::compose::{normalise_access_code, normalise_fact};
 use crate::settings::Method;
 use crate::vault::MessageId;
 use crate::web::PageError;
+use crate::web::client_ip::rate_key;
 
 /// An email code lives 10 minutes and survives 5 wrong guesses.
 pub const CODE_TTL_SECS: i64 = 10 * 60;
@@ -34,12 +36,18 @@ pub const CODES_PER_IP_HOUR: i64 = 20;
 pub const LOCK_AFTER: i64 = 10;
 /// Verification attempts per client address per hour, across messages.
 pub const VERIFY_PER_IP_HOUR: i64 = 100;
+/// Visits to used links per client address per hour (each may leave an
+/// audit row, so they are bounded like every other write a stranger causes).
+pub const REUSED_VISITS_PER_IP_HOUR: i64 = 60;
+/// A used link's repeated visits are noted once per link in this window.
+pub const REUSE_NOTE_EVERY_SECS: i64 = 3600;
 /// "Shred after first pickup": how long the verified session may stay idle.
 pub const PICKUP_IDLE_SECS: i64 = 30 * 60;
 
 /// Why a link cannot be used right now, if it cannot.
 fn gate(d: &Delivery, now: i64) -> Option<Notice> {
-    if !d.is_live(now) {
+    // An empty (or unreadable) method list would check nothing: fail closed.
+    if !d.is_live(now) || d.methods.is_empty() {
         Some(Notice::Unavailable)
     } else if d.link_consumed_at.is_some() {
         Some(Notice::AlreadyOpened)
@@ -98,6 +106,7 @@ async fn find(app: &App, token: &str) -> Result<Option<Delivery>, PageError> {
 pub async fn landing(
     State(app): State<App>,
     Path(token): Path<String>,
+    ClientIp(ip): ClientIp,
     UserAgent(ua): UserAgent,
     Query(q): Query<LandingQuery>,
 ) -> Result<Response, PageError> {
@@ -106,11 +115,8 @@ pub async fn landing(
     };
     let now = app.clock.now();
     if let Some(n) = gate(&d, now) {
-        if n == Notice::AlreadyOpened {
-            let event = Event::new(Actor::Anonymous, Action::LinkReused)
-                .message(d.message_id)
-                .detail(serde_json::json!({ "agent": agent_class(ua.as_deref()) }));
-            app.audit.record_now(&event).await?;
+        if n == Notice::AlreadyOpened && !note_reuse(&app, &d, ip, ua.as_deref(), now).await? {
+            return Ok(notice(&app, Notice::TooMany, None).await);
         }
         return Ok(notice(&app, n, d.link_consumed_at).await);
     }
@@ -132,6 +138,42 @@ pub async fn landing(
         tx.commit().await?;
     }
     render(&app, &d, token, q.sent == Some(1), None, StatusCode::OK).await
+}
+
+/// A visit to a used link. It counts against the client address (false:
+/// over the limit, answer 429 and record nothing) and is noted for the
+/// sender at most once per link per [`REUSE_NOTE_EVERY_SECS`], so a flood
+/// of visits cannot grow the audit log. Visits that write nothing (a live
+/// link already seen) are not counted: the landing page stays read-only.
+async fn note_reuse(
+    app: &App,
+    d: &Delivery,
+    ip: std::net::IpAddr,
+    ua: Option<&str>,
+    now: i64,
+) -> Result<bool, PageError> {
+    let link = app.vault.keyed_hash(
+        "link-reused",
+        format!("{}\0{}", d.message_id, d.link_generation).as_bytes(),
+    );
+    let mut tx = app.db.begin().await?;
+    let allowed = limits::hit(
+        &mut tx,
+        &ip_key(app, "reused-per-ip", ip),
+        now,
+        3600,
+        REUSED_VISITS_PER_IP_HOUR,
+    )
+    .await?;
+    if allowed && limits::hit(&mut tx, &link, now, REUSE_NOTE_EVERY_SECS, 1).await? {
+        let event = Event::new(Actor::Anonymous, Action::LinkReused)
+            .message(d.message_id)
+            .ip(ip)
+            .detail(serde_json::json!({ "agent": agent_class(ua) }));
+        app.audit.record(&mut tx, &event).await?;
+    }
+    tx.commit().await?;
+    Ok(allowed)
 }
 
 async fn render(
@@ -167,8 +209,9 @@ fn code_hash(app: &App, id: MessageId, code: &str) -> Vec<u8> {
         .keyed_hash("pickup-code", format!("{id}\0{}", code.trim()).as_bytes())
 }
 
+/// A per-address limit's key: IPv6 clients count by their /64.
 fn ip_key(app: &App, what: &str, ip: std::net::IpAddr) -> Vec<u8> {
-    app.vault.keyed_hash(what, ip.to_string().as_bytes())
+    app.vault.keyed_hash(what, rate_key(ip).as_bytes())
 }
 
 /// POST: mails a fresh 6-digit code to the recipient address.
@@ -291,6 +334,12 @@ pub async fn verify(
         }
     }
 
+    // Everything the transactions below need is loaded first: a
+    // transaction never waits for a second pool connection (with SQLite's
+    // one writer that stalls every writer behind it).
+    let hashes = stored_hashes(&app, d.message_id).await?;
+    let sender = sender_address(&app, &d).await?;
+
     // Every required answer is checked (no short cut), outside any
     // transaction: argon2 takes tens of milliseconds.
     let mut ok = true;
@@ -314,95 +363,112 @@ pub async fn verify(
         ok &= matched_code.is_some();
     }
     if d.methods.contains(&Method::AccessCode) {
-        ok &= check_hash(
-            &app,
-            d.message_id,
-            "access_code_hash",
-            answer(&form.access_code).trim(),
-        )
-        .await?;
+        ok &= check_access_code(&app, hashes.access_code, answer(&form.access_code)).await?;
     }
     if d.methods.contains(&Method::KnownFact) {
-        let fact = crate::portal::compose::normalise_fact(answer(&form.known_fact));
-        ok &= check_hash(&app, d.message_id, "known_fact_hash", &fact).await?;
+        let fact = normalise_fact(answer(&form.known_fact));
+        ok &= check_hash(&app, hashes.known_fact, &fact).await?;
     }
-
-    let mut tx = app.db.begin().await?;
     if ok {
-        // Claim the link: of two concurrent correct answers one wins, and a
-        // lock or revocation that landed meanwhile still holds.
-        let claimed = sqlx::query(
-            "UPDATE deliveries SET link_consumed_at = $1
-             WHERE message_id = $2 AND link_consumed_at IS NULL AND locked_at IS NULL
-               AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1",
-        )
-        .bind(now)
-        .bind(d.message_id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        let code_ok = match &matched_code {
-            Some(id) => {
-                sqlx::query(
-                    "UPDATE pickup_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL",
-                )
+        succeed(&app, &d, matched_code, sender, ip, &session).await
+    } else {
+        fail(&app, &d, token, sender, ip).await
+    }
+}
+
+/// All answers were right: claim the link and bind this browser's session.
+async fn succeed(
+    app: &App,
+    d: &Delivery,
+    matched_code: Option<String>,
+    sender: Option<String>,
+    ip: std::net::IpAddr,
+    session: &Session,
+) -> Result<Response, PageError> {
+    let now = app.clock.now();
+    // Loaded before the transaction, like the sender's address.
+    let alerts = app
+        .accounts
+        .pickup_alerts(d.sender)
+        .await
+        .map_err(|e| PageError::Internal(e.to_string()))?;
+    let mut tx = app.db.begin().await?;
+    // Claim the link: of two concurrent correct answers one wins, and a
+    // lock or revocation that landed meanwhile still holds.
+    let claimed = sqlx::query(
+        "UPDATE deliveries SET link_consumed_at = $1
+         WHERE message_id = $2 AND link_consumed_at IS NULL AND locked_at IS NULL
+           AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(d.message_id.to_string())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    let code_ok = match &matched_code {
+        Some(id) => {
+            sqlx::query("UPDATE pickup_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
                 .bind(now)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
-                    == 1
-            }
-            None => true,
-        };
-        if claimed && code_ok {
-            let first = app
-                .deliveries
-                .advance(&mut tx, d.message_id, Status::Verified)
-                .await?;
-            if first
-                && app
-                    .accounts
-                    .pickup_alerts(d.sender)
-                    .await
-                    .map_err(|e| PageError::Internal(e.to_string()))?
-            {
-                alert_sender(&app, &mut tx, &d, Alert::FirstPickup).await?;
-            }
-            if d.shred_after_pickup {
-                sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
-                    .bind(now + PICKUP_IDLE_SECS)
-                    .bind(d.message_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let event = Event::new(Actor::Customer, Action::Verified)
-                .message(d.message_id)
-                .ip(ip);
-            app.audit.record(&mut tx, &event).await?;
-            tx.commit().await?;
-            app.metrics.verification(true);
-            super::view::bind_session(&app, &session, d.message_id).await?;
-            return Ok(Redirect::to(&format!("/pickup/{}", d.message_id)).into_response());
+                == 1
         }
+        None => true,
+    };
+    if !(claimed && code_ok) {
         tx.rollback().await?;
-        let fresh = app.deliveries.get(d.message_id).await?;
-        return Ok(notice(
-            &app,
-            gate(&fresh, now).unwrap_or(Notice::Unavailable),
-            fresh.link_consumed_at,
-        )
-        .await);
+        return neutral(app, d.message_id, Notice::Unavailable).await;
     }
+    let first = app
+        .deliveries
+        .advance(&mut tx, d.message_id, Status::Verified)
+        .await?;
+    if first && alerts {
+        alert_sender(app, &mut tx, d, sender.as_deref(), Alert::FirstPickup).await?;
+    }
+    if d.shred_after_pickup {
+        sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
+            .bind(now + PICKUP_IDLE_SECS)
+            .bind(d.message_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+    }
+    let event = Event::new(Actor::Customer, Action::Verified)
+        .message(d.message_id)
+        .ip(ip);
+    app.audit.record(&mut tx, &event).await?;
+    tx.commit().await?;
+    app.metrics.verification(true);
+    super::view::bind_session(app, session, d.message_id).await?;
+    Ok(Redirect::to(&format!("/pickup/{}", d.message_id)).into_response())
+}
 
-    // A failure: it counts for the message and against every live code.
-    let failures: i64 = sqlx::query_scalar(
-        "UPDATE deliveries SET failures = failures + 1 WHERE message_id = $1 RETURNING failures",
-    )
-    .bind(d.message_id.to_string())
-    .fetch_one(&mut *tx)
-    .await?;
+/// A wrong answer. It counts for the message and against every live code
+/// only while the link is live, unused and unlocked (one conditional
+/// update); the lock, the sender's alert, the audit event and the metric
+/// follow only from the failure that actually locked the message.
+async fn fail(
+    app: &App,
+    d: &Delivery,
+    token: String,
+    sender: Option<String>,
+    ip: std::net::IpAddr,
+) -> Result<Response, PageError> {
+    let now = app.clock.now();
+    let mut tx = app.db.begin().await?;
+    let Some(failure) = app
+        .deliveries
+        .record_failure(&mut tx, d.message_id, LOCK_AFTER)
+        .await?
+    else {
+        // Used, locked or withdrawn meanwhile (e.g. a second submit after a
+        // successful one): nothing to count, say where the link stands.
+        tx.rollback().await?;
+        return neutral(app, d.message_id, Notice::Locked).await;
+    };
     sqlx::query(
         "UPDATE pickup_codes SET wrong_guesses = wrong_guesses + 1
          WHERE message_id = $1 AND used_at IS NULL AND expires_at > $2",
@@ -411,28 +477,29 @@ pub async fn verify(
     .bind(now)
     .execute(&mut *tx)
     .await?;
+    if failure.locked {
+        // The sender is always told of a lockout (PII-free: ids only).
+        alert_sender(app, &mut tx, d, sender.as_deref(), Alert::Locked).await?;
+    }
+    // Audit last (see `AuditLog::record`).
     let event = Event::new(Actor::Anonymous, Action::VerificationFailed)
         .message(d.message_id)
         .ip(ip)
-        .detail(serde_json::json!({ "failures": failures }));
-    if failures >= LOCK_AFTER {
-        app.deliveries.lock(&mut tx, d.message_id).await?;
-        // The sender is always told of a lockout (PII-free: ids only).
-        alert_sender(&app, &mut tx, &d, Alert::Locked).await?;
-        app.audit.record(&mut tx, &event).await?;
+        .detail(serde_json::json!({ "failures": failure.failures }));
+    app.audit.record(&mut tx, &event).await?;
+    if failure.locked {
         let locked = Event::new(Actor::System, Action::MessageLocked).message(d.message_id);
         app.audit.record(&mut tx, &locked).await?;
-        tx.commit().await?;
-        app.metrics.verification(false);
-        app.metrics.lockout();
-        return Ok(notice(&app, Notice::Locked, None).await);
     }
-    app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
     app.metrics.verification(false);
+    if failure.locked {
+        app.metrics.lockout();
+        return Ok(notice(app, Notice::Locked, None).await);
+    }
     render(
-        &app,
-        &d,
+        app,
+        d,
         token,
         false,
         Some("That did not match. Check what you entered and try again. After too many attempts the message locks."),
@@ -441,22 +508,65 @@ pub async fn verify(
     .await
 }
 
-/// Verifies `answer` against an argon2id hash column of the delivery.
-async fn check_hash(
+/// The neutral page for where the link stands now, after a transaction
+/// found it no longer usable (`fallback` if it looks usable after all).
+async fn neutral(app: &App, id: MessageId, fallback: Notice) -> Result<Response, PageError> {
+    let fresh = app.deliveries.get(id).await?;
+    let now = app.clock.now();
+    Ok(notice(
+        app,
+        gate(&fresh, now).unwrap_or(fallback),
+        fresh.link_consumed_at,
+    )
+    .await)
+}
+
+/// The argon2id hashes a delivery's answers are checked against.
+struct StoredHashes {
+    access_code: Option<String>,
+    known_fact: Option<String>,
+}
+
+async fn stored_hashes(app: &App, id: MessageId) -> Result<StoredHashes, PageError> {
+    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT access_code_hash, known_fact_hash FROM deliveries WHERE message_id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(app.db.pool())
+    .await?;
+    let (access_code, known_fact) = row.unwrap_or_default();
+    Ok(StoredHashes {
+        access_code,
+        known_fact,
+    })
+}
+
+/// Spaces and dashes in a typed access code do not matter. Codes hashed
+/// before normalisation were hashed as the sender typed them, so when the
+/// answer as typed differs from its normal form it is tried as typed too.
+async fn check_access_code(
     app: &App,
-    id: MessageId,
-    column: &str,
-    answer: &str,
+    stored: Option<String>,
+    typed: &str,
 ) -> Result<bool, PageError> {
-    let sql = match column {
-        "access_code_hash" => "SELECT access_code_hash FROM deliveries WHERE message_id = $1",
-        _ => "SELECT known_fact_hash FROM deliveries WHERE message_id = $1",
-    };
-    let stored: Option<Option<String>> = sqlx::query_scalar(sql)
-        .bind(id.to_string())
-        .fetch_optional(app.db.pool())
-        .await?;
-    let Some(Some(stored)) = stored else {
+    let typed = typed.trim();
+    let normal = normalise_access_code(typed);
+    if normal.is_empty() {
+        // No code is empty: nothing to hash.
+        return Ok(false);
+    }
+    if check_hash(app, stored.clone(), &normal).await? {
+        return Ok(true);
+    }
+    if typed != normal {
+        return check_hash(app, stored, typed).await;
+    }
+    Ok(false)
+}
+
+/// Verifies `answer` against a stored argon2id hash (none: no match).
+async fn check_hash(app: &App, stored: Option<String>, answer: &str) -> Result<bool, PageError> {
+    let Some(stored) = stored else {
         return Ok(false);
     };
     Ok(app
@@ -465,23 +575,33 @@ async fn check_hash(
         .await?)
 }
 
-/// Queues a PII-free alert to the message's sender (if their account exists).
-async fn alert_sender(
-    app: &App,
-    tx: &mut crate::db::Tx,
-    d: &Delivery,
-    alert: Alert,
-) -> Result<(), PageError> {
+/// Where alerts to the message's sender go: their address, if the account
+/// exists and is not disabled.
+async fn sender_address(app: &App, d: &Delivery) -> Result<Option<String>, PageError> {
     let sender = app
         .accounts
         .state(d.sender)
         .await
         .map_err(|e| PageError::Internal(e.to_string()))?;
-    if let Some(s) = sender.filter(|s| !s.account.disabled) {
+    Ok(sender
+        .filter(|s| !s.account.disabled)
+        .map(|s| s.account.email.as_str().to_owned()))
+}
+
+/// Queues a PII-free alert to the message's sender (loaded beforehand by
+/// [`sender_address`]; `None`: nobody to tell).
+async fn alert_sender(
+    app: &App,
+    tx: &mut crate::db::Tx,
+    d: &Delivery,
+    to: Option<&str>,
+    alert: Alert,
+) -> Result<(), PageError> {
+    if let Some(to) = to {
         app.outbox
             .enqueue(
                 tx,
-                s.account.email.as_str(),
+                to,
                 &Mail::SenderAlert {
                     alert,
                     message_id: d.message_id,

@@ -165,18 +165,18 @@ fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked, Vec<Strin
     if methods.is_empty() {
         errors.push("Choose how the customer verifies before reading.".to_owned());
     }
-    let access = f.access_code.trim();
+    let access = normalise_access_code(&f.access_code);
     let (access_code, generated_code) = if methods.contains(&Method::AccessCode) {
         if access.is_empty() {
             (Some(generate_access_code()), true)
         } else if access.chars().count() < 6 || access.chars().count() > 64 {
             errors.push(
-                "An access code must be 6 to 64 characters (or leave it empty to generate one)."
+                "An access code must be 6 to 64 characters, not counting spaces and dashes (or leave it empty to generate one)."
                     .to_owned(),
             );
             (None, false)
         } else {
-            (Some(SecretString::from(access.to_owned())), false)
+            (Some(SecretString::from(access)), false)
         }
     } else {
         (None, false)
@@ -223,6 +223,28 @@ pub fn normalise_fact(s: &str) -> String {
         .filter(|c| !c.is_whitespace() && *c != '-')
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// Spaces and dashes do not matter when a customer types an access code
+/// ("2145 9905", "21459905"). Eight digits come back grouped as
+/// [`generate_access_code`] prints them, so generated codes hashed before
+/// this normalisation existed still verify. Case does matter.
+pub fn normalise_access_code(s: &str) -> String {
+    let bare: String = s
+        .chars()
+        .filter(|c| !c.is_whitespace() && !is_dash(*c))
+        .collect();
+    if bare.len() == 8 && bare.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{}-{}", &bare[..4], &bare[4..])
+    } else {
+        bare
+    }
+}
+
+/// The hyphen and the dashes a phone keyboard or word processor puts in
+/// its place.
+fn is_dash(c: char) -> bool {
+    matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}')
 }
 
 /// Eight digits in two groups: easy to read out on the phone, and the
@@ -1047,6 +1069,27 @@ mod tests {
     #[test]
     fn facts_ignore_case_spaces_and_dashes() {
         assert_eq!(normalise_fact(" 12-34 AB "), "1234ab");
+    }
+
+    #[test]
+    fn access_codes_ignore_spaces_and_dashes() {
+        for typed in [
+            "2145-9905",
+            "21459905",
+            " 2145 9905 ",
+            "2145 - 9905",
+            "2145\u{2013}9905",
+        ] {
+            assert_eq!(normalise_access_code(typed), "2145-9905", "{typed:?}");
+        }
+        assert_eq!(normalise_access_code("Open-Sesame 1"), "OpenSesame1");
+        assert_eq!(normalise_access_code("open-sesame-1"), "opensesame1");
+        assert_eq!(normalise_access_code("214599051"), "214599051");
+        assert_eq!(normalise_access_code(" - "), "");
+        // What the generator prints is already in normal form.
+        use secrecy::ExposeSecret;
+        let c = generate_access_code();
+        assert_eq!(normalise_access_code(c.expose_secret()), c.expose_secret());
     }
 
     #[test]
