@@ -383,7 +383,7 @@ pub async fn verify(
             app.audit.record(&mut tx, &event).await?;
             tx.commit().await?;
             app.metrics.verification(true);
-            super::view::bind_session(&app, &session, d.message_id).await?;
+            super::view::bind_session(&app, &session, d.message_id, d.link_generation).await?;
             return Ok(Redirect::to(&format!("/pickup/{}", d.message_id)).into_response());
         }
         tx.rollback().await?;
