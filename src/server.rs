@@ -37,6 +37,10 @@ pub fn router(app: App) -> Router {
     )
     .layer(axum::middleware::from_fn_with_state(
         app.clone(),
+        crate::web::csrf::anonymous_tokens,
+    ))
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
         crate::web::csrf::reject_cross_site,
     ));
     let routes = Router::new()

@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod anonymous_sessions;
 mod at_rest;
 mod audit;
 mod browser;
