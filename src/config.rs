@@ -67,6 +67,8 @@ const SETTINGS: &[(&str, Kind)] = &[
     ("metrics_bind", Kind::Text),
     ("log_format", Kind::Text),
     ("shutdown_timeout_secs", Kind::Number),
+    ("header_read_timeout_secs", Kind::Number),
+    ("idle_timeout_secs", Kind::Number),
     ("trusted_proxies", Kind::List),
     ("db_max_connections", Kind::Number),
     ("db_acquire_timeout_secs", Kind::Number),
@@ -147,6 +149,14 @@ pub struct Config {
     /// How long a stopping server waits for requests in flight (and the
     /// mail worker for sends in flight). Key `shutdown_timeout_secs`, default 30.
     pub shutdown_timeout: Duration,
+    /// How long a client may take to send a request's headers (slowloris).
+    /// It also starts as soon as a kept-alive connection falls idle, so it
+    /// bounds idle keep-alive too. Key `header_read_timeout_secs`, default 10.
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is
+    /// closed: a client that stops reading a download or stops sending a
+    /// request body. Key `idle_timeout_secs`, default 60.
+    pub idle_timeout: Duration,
     /// Reverse proxies whose `X-Forwarded-For` is believed. Key
     /// `trusted_proxies`: IP addresses or CIDR ranges; default none.
     pub trusted_proxies: TrustedProxies,
@@ -388,6 +398,18 @@ impl Config {
             30,
             "a whole number of seconds from 0 to 3600",
         )?);
+        let header_read_timeout = Duration::from_secs(layer.number(
+            "header_read_timeout_secs",
+            1..=300,
+            10,
+            "a whole number of seconds from 1 to 300",
+        )?);
+        let idle_timeout = Duration::from_secs(layer.number(
+            "idle_timeout_secs",
+            1..=3600,
+            60,
+            "a whole number of seconds from 1 to 3600",
+        )?);
         let trusted_proxies = match layer.lists.remove("trusted_proxies") {
             Some(set) => TrustedProxies::parse(set)?,
             None => TrustedProxies::default(),
@@ -429,6 +451,8 @@ impl Config {
             metrics_bind,
             log_format,
             shutdown_timeout,
+            header_read_timeout,
+            idle_timeout,
             trusted_proxies,
             db_max_connections,
             db_acquire_timeout,
@@ -491,6 +515,11 @@ impl Config {
                 "shutdown_timeout_secs",
                 number(self.shutdown_timeout.as_secs()),
             ),
+            (
+                "header_read_timeout_secs",
+                number(self.header_read_timeout.as_secs()),
+            ),
+            ("idle_timeout_secs", number(self.idle_timeout.as_secs())),
             (
                 "trusted_proxies",
                 toml::Value::Array(
@@ -1293,7 +1322,11 @@ mod tests {
                 "metrics_bind" => "127.0.0.1:2",
                 "log_format" => "json",
                 "trusted_proxies" => "10.0.0.0/8,192.0.2.7",
-                "shutdown_timeout_secs" | "db_max_connections" | "db_acquire_timeout_secs" => "5",
+                "shutdown_timeout_secs"
+                | "header_read_timeout_secs"
+                | "idle_timeout_secs"
+                | "db_max_connections"
+                | "db_acquire_timeout_secs" => "5",
                 _ => "x",
             };
             (format!("SEALPOST_{}", key.to_uppercase()), value.to_owned())

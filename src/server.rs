@@ -1,18 +1,27 @@
 //! `sealpost serve`: the HTTP listener and background housekeeping.
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use secrecy::ExposeSecret;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
+use tower_service::Service;
 
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
-use crate::config::LogFormat;
+use crate::config::{Config, LogFormat};
 
 /// How often orphaned blobs are swept, and how old an orphan must be: long
 /// enough that a slow multi-part upload still in flight is never touched.
@@ -26,6 +35,10 @@ pub fn router(app: App) -> Router {
         &app.db,
         https,
     )
+    .layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        crate::web::csrf::anonymous_tokens,
+    ))
     .layer(axum::middleware::from_fn_with_state(
         app.clone(),
         crate::web::csrf::reject_cross_site,
@@ -107,12 +120,14 @@ pub async fn serve(app: App) -> std::io::Result<()> {
             stop.clone(),
         )),
     ];
+    let timeouts = HttpTimeouts::from_config(&app.config);
     let metrics = metrics_listener.map(|l| {
-        tokio::spawn(
-            axum::serve(l, crate::metrics::router(app.clone()))
-                .with_graceful_shutdown(stop.clone().cancelled_owned())
-                .into_future(),
-        )
+        tokio::spawn(serve_http(
+            l,
+            crate::metrics::router(app.clone()),
+            timeouts,
+            stop.clone(),
+        ))
     });
     let signal = tokio::spawn({
         let stop = stop.clone();
@@ -122,10 +137,7 @@ pub async fn serve(app: App) -> std::io::Result<()> {
         }
     });
 
-    let service = router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service)
-        .with_graceful_shutdown(stop.clone().cancelled_owned())
-        .into_future();
+    let server = serve_http(listener, router(app.clone()), timeouts, stop.clone());
     let deadline = async {
         stop.cancelled().await;
         tokio::time::sleep(timeout).await;
@@ -167,6 +179,214 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     }
     tracing::info!("stopped");
     result
+}
+
+/// What a connection may take before it is closed.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpTimeouts {
+    /// To send a request's headers; also how long a kept-alive connection
+    /// may sit idle (hyper starts this timer as soon as it is idle).
+    pub header_read: Duration,
+    /// With no byte moving either way: a client that stopped reading a
+    /// download or stopped sending a body.
+    pub idle: Duration,
+}
+
+impl HttpTimeouts {
+    pub fn from_config(config: &Config) -> Self {
+        HttpTimeouts {
+            header_read: config.header_read_timeout,
+            idle: config.idle_timeout,
+        }
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1, with the client address as
+/// `ConnectInfo<SocketAddr>`) until `stop` is cancelled, then stops
+/// accepting and waits for the requests in flight. Our own accept loop
+/// rather than `axum::serve`, which has neither a header-read timeout
+/// (a slowloris client could hold a connection for ever) nor a way to drop
+/// a connection whose client stopped reading.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: Router,
+    timeouts: HttpTimeouts,
+    stop: CancellationToken,
+) -> io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(timeouts.header_read);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, remote) = match accepted {
+            Ok(a) => a,
+            // The peer gave up before we got to it: nothing to do.
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors and the like: spinning would not
+                // help, waiting a little might.
+                tracing::warn!(error = %e, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let io = TokioIo::new(Watchdog::new(stream, timeouts.idle));
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: HyperRequest| {
+            req.extensions_mut().insert(ConnectInfo(remote));
+            let mut router = router.clone();
+            async move {
+                std::future::poll_fn(|cx| Service::<HyperRequest>::poll_ready(&mut router, cx))
+                    .await?;
+                router.call(req).await
+            }
+        });
+        let connection = graceful.watch(http.serve_connection(io, service));
+        tokio::spawn(async move {
+            // Timeouts and clients that hang up end up here; nothing to act on.
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+type HyperRequest = axum::http::Request<hyper::body::Incoming>;
+
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A connection that fails once no byte has moved either way for `limit`
+/// while it waits on the socket. A download whose client stopped reading
+/// then ends (and its body, with its download slot, is dropped) instead of
+/// waiting for ever; so does a request body that stopped arriving.
+struct Watchdog<T> {
+    io: T,
+    limit: Duration,
+    last_progress: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<T> Watchdog<T> {
+    fn new(io: T, limit: Duration) -> Self {
+        let now = Instant::now();
+        Watchdog {
+            io,
+            limit,
+            last_progress: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    fn progress(&mut self) {
+        self.last_progress = Instant::now();
+    }
+
+    /// Called when the socket is not ready: arms the timer for the current
+    /// deadline and says whether it has passed.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.last_progress + self.limit;
+        if self.timer.deadline() != deadline {
+            self.timer.as_mut().reset(deadline);
+        }
+        self.timer.as_mut().poll(cx).is_ready()
+    }
+
+    fn pending_or_timeout<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
+        if self.stalled(cx) {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no progress on the connection",
+            )))
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Watchdog<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.progress();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.pending_or_timeout(cx),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Watchdog<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    this.progress();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.pending_or_timeout(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    this.progress();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => this.pending_or_timeout(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Ready(result) => Poll::Ready(result),
+            Poll::Pending => this.pending_or_timeout(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }
 
 /// On a fresh installation, prints a one-time link to create the first

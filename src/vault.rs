@@ -640,6 +640,18 @@ impl Vault {
         key.open_buffered(blob)
     }
 
+    /// Like [`Vault::open_part`] but without the read-ahead helper thread:
+    /// the blob is read on whichever thread reads the plaintext, and only
+    /// then. For a consumer that may pause for a long time (a download whose
+    /// client stops reading): a paused reader holds no thread. Blocking I/O.
+    pub fn open_part_unpipelined(
+        &self,
+        key: &MessageKey,
+        part: &StoredPart,
+    ) -> Result<PartReader<BufReader<Box<dyn Read + Send>>>, VaultError> {
+        key.open(self.inner.blobs.open(&part.blob)?)
+    }
+
     /// Shreds a message: the wrapped identity and encrypted metadata go in
     /// one transaction (after which nothing can be decrypted), then the
     /// blobs. Returns false if it was already shredded.

@@ -442,7 +442,7 @@ async fn succeed(
     app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
     app.metrics.verification(true);
-    super::view::bind_session(app, session, d.message_id).await?;
+    super::view::bind_session(app, session, d.message_id, d.link_generation).await?;
     Ok(Redirect::to(&format!("/pickup/{}", d.message_id)).into_response())
 }
 

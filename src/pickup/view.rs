@@ -1,18 +1,18 @@
 //! After verification: the message, its attachments as streamed, decrypted
 //! downloads, and "I'm done". Every request checks the session is bound to
-//! this message and still fresh.
+//! this message, to its current link and still fresh.
 
-use std::io::{self, Write};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::io::{self, BufReader, Read};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tower_sessions::Session;
 
 use super::verify::PICKUP_IDLE_SECS;
@@ -21,7 +21,7 @@ use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
 use crate::portal::ClientIp;
-use crate::vault::{MessageId, PartKind, VaultError};
+use crate::vault::{MessageId, PartKind, PartReader, VaultError};
 use crate::web::PageError;
 use crate::web::csrf::{self, CsrfForm};
 
@@ -30,16 +30,31 @@ const PICKUP_KEY: &str = "pickup";
 /// verification.
 const SHRED_CAP_SECS: i64 = 4 * 3600;
 const TOUCH_EVERY_SECS: i64 = 60;
+/// Downloads one pickup session may have open at once.
+pub const DOWNLOADS_PER_SESSION: usize = 4;
+/// Plaintext handed to the client per body poll: one age chunk.
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Binding {
     message_id: String,
     verified_at: i64,
     last_seen: i64,
+    /// The delivery's `link_generation` when verified: "send a new link"
+    /// moves it on and so ends this session too. `None` for a binding
+    /// written before it was recorded, which is treated as moved on.
+    #[serde(default)]
+    generation: Option<i64>,
 }
 
-/// Called once verification succeeded: a new session id, bound to `id`.
-pub async fn bind_session(app: &App, session: &Session, id: MessageId) -> Result<(), PageError> {
+/// Called once verification succeeded: a new session id, bound to `id` as
+/// reached through the link of `generation`.
+pub async fn bind_session(
+    app: &App,
+    session: &Session,
+    id: MessageId,
+    generation: i64,
+) -> Result<(), PageError> {
     session.cycle_id().await?;
     let now = app.clock.now();
     session
@@ -49,6 +64,7 @@ pub async fn bind_session(app: &App, session: &Session, id: MessageId) -> Result
                 message_id: id.to_string(),
                 verified_at: now,
                 last_seen: now,
+                generation: Some(generation),
             },
         )
         .await?;
@@ -77,6 +93,15 @@ async fn require(app: &App, session: &Session, id: &str) -> Result<Delivery, Res
     let d = app.deliveries.get(mid).await.map_err(|e| fail(e.into()))?;
     if !d.is_live(now) || d.shred_at.is_some_and(|t| t <= now) {
         return Err(notice(app, Notice::Unavailable, None).await);
+    }
+    if b.generation != Some(d.link_generation) {
+        // A new link was sent since this session verified: the old link
+        // is dead, and so is what was opened through it.
+        session
+            .remove_value(PICKUP_KEY)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        return Err(notice(app, Notice::SessionEnded, None).await);
     }
     if now - b.last_seen >= TOUCH_EVERY_SECS {
         b.last_seen = now;
@@ -170,8 +195,16 @@ pub async fn message(
     Ok(page.into_response())
 }
 
+/// A decrypted attachment. HEAD answers the headers only: it changes no
+/// status, records no download and decrypts no content (link checkers and
+/// download managers send it first). GET streams the plaintext one 64 KiB
+/// chunk per body poll, each decrypted in a short blocking task: a client
+/// that stops reading holds no thread, only the paused reader; the server's
+/// idle timeout then drops the connection, and with it the body and its
+/// download slot.
 pub async fn download(
     State(app): State<App>,
+    method: Method,
     session: Session,
     ClientIp(ip): ClientIp,
     Path((id, position)): Path<(String, u32)>,
@@ -179,6 +212,21 @@ pub async fn download(
     let d = match require(&app, &session, &id).await {
         Ok(d) => d,
         Err(r) => return Ok(r),
+    };
+    let head = method == Method::HEAD;
+    // Before any work: a session cannot pile up open downloads.
+    let slot = if head {
+        None
+    } else {
+        match DownloadSlot::take(d.message_id) {
+            Some(slot) => Some(slot),
+            None => {
+                return Err(PageError::TooMany(format!(
+                    "You already have {DOWNLOADS_PER_SESSION} downloads running. \
+                     Wait for one to finish, then try again."
+                )));
+            }
+        }
     };
     let key = app.vault.unlock(d.message_id).await?;
     let part = app
@@ -190,68 +238,144 @@ pub async fn download(
         .ok_or(PageError::NotFound)?;
     let meta = key.part_meta(&part)?;
     let name = meta.file_name.unwrap_or_else(|| format!("file-{position}"));
-
-    let mut tx = app.db.begin().await?;
-    app.deliveries
-        .advance(&mut tx, d.message_id, Status::Downloaded)
-        .await?;
-    let event = Event::new(Actor::Customer, Action::Downloaded)
-        .message(d.message_id)
-        .ip(ip)
-        .detail(serde_json::json!({ "part": position }));
-    app.audit.record(&mut tx, &event).await?;
-    tx.commit().await?;
-
-    // Decrypt on a blocking thread; authenticated 64 KiB chunks cross a
-    // small channel. A failure mid-way ends the stream with an error, which
-    // aborts the connection: the client never sees a "complete" short file.
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
-    let vault = app.vault.clone();
     let plain_size = part.plain_size;
-    tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter { tx: tx.clone() };
-        let result = vault
-            .open_part(&key, &part)
-            .and_then(|mut reader| reader.copy_to(&mut out));
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "download aborted: the attachment failed to decrypt");
-            let _ = tx.blocking_send(Err(io::Error::other("decryption failed")));
+    let body = match slot {
+        None => Body::empty(),
+        Some(slot) => {
+            // Opening reads the age header: blob I/O, off the async threads.
+            let vault = app.vault.clone();
+            let reader =
+                tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
+                    .await
+                    .map_err(|e| PageError::Internal(format!("opening task failed: {e}")))??;
+
+            let mut tx = app.db.begin().await?;
+            app.deliveries
+                .advance(&mut tx, d.message_id, Status::Downloaded)
+                .await?;
+            let event = Event::new(Actor::Customer, Action::Downloaded)
+                .message(d.message_id)
+                .ip(ip)
+                .detail(serde_json::json!({ "part": position }));
+            app.audit.record(&mut tx, &event).await?;
+            tx.commit().await?;
+            decrypting_body(reader, slot)
         }
-    });
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    let mut response = Body::from_stream(stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        safe_content_type(meta.content_type.as_deref()),
+    };
+    let mut response = body.into_response();
+    file_headers(
+        response.headers_mut(),
+        meta.content_type.as_deref(),
+        plain_size,
+        &name,
     );
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(plain_size));
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+    Ok(response)
+}
+
+fn file_headers(headers: &mut HeaderMap, content_type: Option<&str>, size: u64, name: &str) {
+    headers.insert(header::CONTENT_TYPE, safe_content_type(content_type));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("sandbox; default-src 'none'"),
     );
-    Ok(response)
 }
 
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
+type Plaintext = PartReader<BufReader<Box<dyn Read + Send>>>;
+
+/// The body of a download: each poll decrypts the next chunk in a short
+/// blocking task, so at most one chunk is buffered and nothing runs while
+/// the client is not reading. A ciphertext failure mid-way (tampering,
+/// truncation: age checks every chunk's tag and the final-chunk flag at the
+/// end) ends the stream with an error, which aborts the connection: the
+/// client never sees a short file as complete.
+fn decrypting_body(reader: Plaintext, slot: DownloadSlot) -> Body {
+    let stream = futures_util::stream::unfold(Some((reader, slot)), |state| async move {
+        let (mut reader, slot) = state?;
+        let read = tokio::task::spawn_blocking(move || {
+            let chunk = next_chunk(&mut reader);
+            (reader, chunk)
+        })
+        .await;
+        match read {
+            Ok((reader, Ok(Some(chunk)))) => Some((Ok(chunk), Some((reader, slot)))),
+            Ok((_, Ok(None))) => None,
+            Ok((_, Err(e))) => {
+                tracing::warn!(error = %e, "download aborted: the attachment failed to decrypt");
+                Some((Err(io::Error::other("decryption failed")), None))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "download aborted: the decrypting task failed");
+                Some((Err(io::Error::other("decryption failed")), None))
+            }
+        }
+    });
+    Body::from_stream(stream)
 }
 
-impl Write for ChannelWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.tx
-            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "client went away"))?;
-        Ok(buf.len())
+/// Up to one chunk of plaintext; `None` once the whole file was read and
+/// verified.
+fn next_chunk(reader: &mut Plaintext) -> io::Result<Option<Bytes>> {
+    let mut buf = vec![0u8; DOWNLOAD_CHUNK];
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
+    if filled == 0 {
+        return Ok(None);
+    }
+    buf.truncate(filled);
+    Ok(Some(Bytes::from(buf)))
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+/// Open downloads per message, in this process. A message has at most one
+/// live pickup session (its link is consumed by one verification, and a new
+/// link ends sessions of the old one), so this caps downloads per session.
+/// The cap is per instance: behind a load balancer a session may hold this
+/// many on each instance, which still bounds it.
+static OPEN_DOWNLOADS: LazyLock<Mutex<HashMap<MessageId, usize>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+fn open_downloads() -> MutexGuard<'static, HashMap<MessageId, usize>> {
+    // The map stays consistent whatever panicked while holding it.
+    OPEN_DOWNLOADS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One of a session's download slots, given back when dropped (with the
+/// response body: download finished, failed or the client went away).
+struct DownloadSlot(MessageId);
+
+impl DownloadSlot {
+    fn take(id: MessageId) -> Option<DownloadSlot> {
+        let mut open = open_downloads();
+        let n = open.entry(id).or_insert(0);
+        if *n >= DOWNLOADS_PER_SESSION {
+            return None;
+        }
+        *n += 1;
+        Some(DownloadSlot(id))
+    }
+}
+
+impl Drop for DownloadSlot {
+    fn drop(&mut self) {
+        let mut open = open_downloads();
+        if let Some(n) = open.get_mut(&self.0) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.0);
+            }
+        }
     }
 }
 

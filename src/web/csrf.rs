@@ -1,10 +1,20 @@
-//! CSRF defence in two layers: a per-session token in every form (checked in
-//! constant time), and a middleware that refuses state-changing requests a
-//! browser marks as cross-site (`Sec-Fetch-Site`) or from a foreign `Origin`.
+//! CSRF defence in two layers: a token in every form (checked in constant
+//! time), and a middleware that refuses state-changing requests a browser
+//! marks as cross-site (`Sec-Fetch-Site`) or from a foreign `Origin`.
+//!
+//! The token is the session's once the session holds something (a signed-in
+//! staff member, a verified pickup). Anonymous visitors get no stored
+//! session: a scanner or flood fetching `/sign-in` must not add a row per
+//! request. Their forms carry a session-less token instead, a keyed hash of
+//! a random nonce kept in a cookie of its own (a signed double-submit
+//! cookie, `SameSite=Strict`, `__Host-` on https).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::RngExt;
@@ -20,12 +30,36 @@ const KEY: &str = "csrf";
 /// Forms are small; uploads use multipart and their own limits.
 const FORM_LIMIT: usize = 64 * 1024;
 
-/// The session's CSRF token, created on first use.
+/// Purpose label of the anonymous token's keyed hash.
+const ANONYMOUS_PURPOSE: &str = "csrf-anonymous";
+
+tokio::task_local! {
+    /// The anonymous form token of the request being handled, set by
+    /// [`anonymous_tokens`] around the page handlers.
+    static ANONYMOUS: AnonymousToken;
+}
+
+struct AnonymousToken {
+    token: String,
+    /// Whether a page handed the token out (so its cookie must be set).
+    used: Arc<AtomicBool>,
+}
+
+/// The token for this request's forms: the session's if it has one, else
+/// the anonymous one (nothing is stored). Only outside the
+/// [`anonymous_tokens`] layer does it fall back to storing one.
 pub async fn token(session: &Session) -> Result<String, PageError> {
     if let Some(t) = session.get::<String>(KEY).await? {
         return Ok(t);
     }
-    renew(session).await
+    let anonymous = ANONYMOUS.try_with(|a| {
+        a.used.store(true, Ordering::Relaxed);
+        a.token.clone()
+    });
+    match anonymous {
+        Ok(t) => Ok(t),
+        Err(_) => renew(session).await,
+    }
 }
 
 /// Replaces the token (at sign-in, so a token seen before cannot be reused).
@@ -35,9 +69,14 @@ pub async fn renew(session: &Session) -> Result<String, PageError> {
     Ok(t)
 }
 
-/// Checks a submitted token against the session's.
+/// Checks a submitted token against the session's or, when the session has
+/// none, against the anonymous one (which only matches if the request
+/// brought the nonce cookie the form was made for).
 pub async fn check(session: &Session, given: &str) -> Result<(), PageError> {
-    let expected = session.get::<String>(KEY).await?;
+    let expected = match session.get::<String>(KEY).await? {
+        Some(t) => Some(t),
+        None => ANONYMOUS.try_with(|a| a.token.clone()).ok(),
+    };
     match expected {
         Some(e) if bool::from(e.as_bytes().ct_eq(given.as_bytes())) => Ok(()),
         _ => Err(PageError::Csrf),
@@ -75,6 +114,56 @@ impl<T: DeserializeOwned> FromRequest<App> for CsrfForm<T> {
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, PageError> {
     serde_urlencoded::from_bytes(body)
         .map_err(|_| PageError::BadRequest("The form was incomplete or malformed.".into()))
+}
+
+/// The cookie that holds the anonymous token's nonce.
+pub fn nonce_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-sealpost-csrf"
+    } else {
+        "sealpost-csrf"
+    }
+}
+
+/// Makes the anonymous form token available to the page handlers: derived
+/// from the request's nonce cookie, or from a fresh nonce whose cookie is
+/// set on the response if a page used it.
+pub async fn anonymous_tokens(State(app): State<App>, req: Request, next: Next) -> Response {
+    let https = app.config.is_https();
+    let name = nonce_cookie_name(https);
+    let (nonce, fresh) = match nonce_from(req.headers(), name) {
+        Some(n) => (n, false),
+        None => (hex::encode(rand::rng().random::<[u8; 32]>()), true),
+    };
+    let used = Arc::new(AtomicBool::new(false));
+    let scope = AnonymousToken {
+        token: hex::encode(app.vault.keyed_hash(ANONYMOUS_PURPOSE, nonce.as_bytes())),
+        used: Arc::clone(&used),
+    };
+    let mut response = ANONYMOUS.scope(scope, next.run(req)).await;
+    if fresh && used.load(Ordering::Relaxed) {
+        // A browser-session cookie; HttpOnly: only the server compares it.
+        let secure = if https { "; Secure" } else { "" };
+        let cookie = format!("{name}={nonce}; Path=/; HttpOnly; SameSite=Strict{secure}");
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The nonce cookie's value, if present and shaped like one we set.
+fn nonce_from(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_owned)
 }
 
 /// Refuses unsafe-method requests that a browser says come from another
@@ -137,6 +226,23 @@ fn origin_of(url: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nonce_cookies_are_found_and_checked() {
+        let nonce = "ab".repeat(32);
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_str(&format!("sealpost=x; sealpost-csrf={nonce}")).unwrap(),
+        );
+        assert_eq!(nonce_from(&headers, "sealpost-csrf"), Some(nonce));
+        assert_eq!(nonce_from(&headers, "__Host-sealpost-csrf"), None);
+        headers.insert(
+            header::COOKIE,
+            HeaderValue::from_static("sealpost-csrf=short"),
+        );
+        assert_eq!(nonce_from(&headers, "sealpost-csrf"), None);
+    }
 
     #[test]
     fn origins() {

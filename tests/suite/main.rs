@@ -3,6 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod anonymous_sessions;
 mod at_rest;
 mod audit;
 mod browser;
@@ -14,6 +15,7 @@ mod compose_limits;
 mod config;
 mod crash;
 mod dev_mailbox;
+mod downloads;
 mod fault;
 mod hostile_sign_in;
 mod interop;
@@ -31,6 +33,7 @@ mod proxies;
 mod roundtrip;
 mod s3;
 mod sign_in;
+mod slowloris;
 mod smtp;
 mod staff;
 mod verify_burst;

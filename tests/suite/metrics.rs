@@ -23,16 +23,16 @@ const CUSTOMER: &str = "metrics.customer@example.org";
 
 /// A `sealpost serve` child with its output collected line by line. Killed
 /// if a test fails before stopping it.
-struct Serve {
+pub(crate) struct Serve {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     metrics: Option<String>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl Serve {
-    fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Serve {
+    pub(crate) fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sealpost"));
         cmd.arg("serve");
         for (k, _) in std::env::vars() {
@@ -109,7 +109,7 @@ impl Serve {
         }
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.base.trim_start_matches("http://").to_owned()
     }
 }

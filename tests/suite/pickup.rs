@@ -11,12 +11,12 @@ use secrecy::ExposeSecret;
 use crate::browser::{Browser, create_staff, element_text, portal};
 use crate::common::{TestEnv, bytes, runtime};
 
-const START: i64 = 1_800_000_000;
+pub(crate) const START: i64 = 1_800_000_000;
 const BODY: &str = "Dear customer,\nyour <b>statement</b> is attached.\n& more";
 const FILE: &str = "Kontoauszug März \"2026\".pdf";
 
 /// Composes through the portal; returns the message id.
-async fn compose(
+pub(crate) async fn compose(
     staff: &mut Browser,
     methods: &[&str],
     access_code: &str,
@@ -50,7 +50,7 @@ async fn compose(
 }
 
 /// A new link for `id` (what "send a new link" does), as a path.
-async fn fresh_link(app: &App, id: MessageId) -> String {
+pub(crate) async fn fresh_link(app: &App, id: MessageId) -> String {
     let mut tx = app.db.begin().await.unwrap();
     let url = app
         .deliveries
@@ -63,7 +63,7 @@ async fn fresh_link(app: &App, id: MessageId) -> String {
     path.to_owned()
 }
 
-async fn setup(env: &TestEnv) -> (App, sealpost::clock::ManualClock, String, Browser) {
+pub(crate) async fn setup(env: &TestEnv) -> (App, sealpost::clock::ManualClock, String, Browser) {
     let (app, clock, base) = portal(env, START).await;
     create_staff(&app, "agent@example.com", Role::Agent).await;
     let staff = Browser::signed_in(&base, "agent@example.com").await;
