@@ -182,6 +182,32 @@ pub struct NewDelivery {
     pub shred_after_pickup: bool,
 }
 
+/// Why a message is shredded: decides which compare-and-set claims it
+/// and what the audit log records.
+#[derive(Clone, Debug)]
+pub enum ShredCause {
+    /// Withdrawn by staff (or the command line).
+    Revoked {
+        actor: Actor,
+        ip: Option<std::net::IpAddr>,
+    },
+    /// Its pickup window ended.
+    Expired,
+    /// "Shred after first pickup", once the grace after verification passed.
+    PickedUp,
+}
+
+/// What [`Deliveries::erase_in`] did.
+#[derive(Debug)]
+#[must_use]
+pub struct Erased {
+    /// The blobs to delete once the transaction has committed (`None` if
+    /// the vault had already shredded the message).
+    pub blobs: Option<crate::vault::Shredded>,
+    /// Unsent emails about the message that will now never be sent.
+    pub cancelled_mail: u64,
+}
+
 /// Which messages a list shows.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
@@ -362,38 +388,97 @@ impl Deliveries {
 
     /// Revokes: shreds the message now (in the same transaction as the
     /// status change and its audit event), then deletes the ciphertext.
+    /// False if it was already revoked.
     pub async fn revoke(
         &self,
         actor: Actor,
         id: MessageId,
         ip: Option<std::net::IpAddr>,
     ) -> Result<bool, DeliveryError> {
+        self.shred(id, ShredCause::Revoked { actor, ip }).await
+    }
+
+    /// The one shred transaction every path goes through (revoke, expiry,
+    /// shred after pickup): claims the message by compare-and-set (so of
+    /// concurrent shredders one does the work), erases everything that
+    /// identifies the customer or the content ([`Deliveries::erase_in`]),
+    /// records the audit event, commits, then deletes the ciphertext.
+    /// False if another shredder (or an earlier revoke) got there first.
+    pub async fn shred(&self, id: MessageId, cause: ShredCause) -> Result<bool, DeliveryError> {
         let now = self.clock.now();
+        let claim = match cause {
+            ShredCause::Revoked { .. } => {
+                "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL"
+            }
+            ShredCause::Expired | ShredCause::PickedUp => {
+                "UPDATE deliveries SET shredded_at = $1
+                 WHERE message_id = $2 AND shredded_at IS NULL AND revoked_at IS NULL"
+            }
+        };
         let mut tx = self.db.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
+        let won = sqlx::query(claim)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
             == 1;
-        if !changed {
+        if !won {
             return Ok(false);
         }
-        let shredded = self.vault.shred_in(&mut tx, id).await?;
-        self.audit
-            .record(
-                &mut tx,
-                &with_ip(Event::new(actor, Action::MessageRevoked).message(id), ip),
-            )
-            .await?;
+        let erased = self.erase_in(&mut tx, id, now).await?;
+        // Ids and counts only: what was cancelled, never what it held.
+        let event = match cause {
+            ShredCause::Revoked { actor, ip } => with_ip(
+                Event::new(actor, Action::MessageRevoked)
+                    .detail(serde_json::json!({ "cancelled_mail": erased.cancelled_mail })),
+                ip,
+            ),
+            ShredCause::Expired => shredded_event("expired", erased.cancelled_mail),
+            ShredCause::PickedUp => shredded_event("picked_up", erased.cancelled_mail),
+        };
+        self.audit.record(&mut tx, &event.message(id)).await?;
         tx.commit().await?;
-        if let Some(s) = shredded {
+        if let Some(s) = erased.blobs {
             self.vault.delete_shredded_blobs(s).await;
         }
         Ok(true)
+    }
+
+    /// Erases, inside the caller's transaction, everything that identifies
+    /// the customer or the content of message `id`, so that once it commits
+    /// neither the master key nor the installation secret recovers any of
+    /// it: the wrapped key, parts, sealed metadata and blind index (the
+    /// vault's half); the sealed address, the access-code and known-fact
+    /// hashes and the link hash (keyed or salted hashes that would still
+    /// confirm a guess); the email codes; and the outbox's unsent payloads
+    /// and dev-mailbox copies. Ids, times and states stay for the sender and
+    /// the audit log. Idempotent.
+    pub async fn erase_in(
+        &self,
+        tx: &mut Tx,
+        id: MessageId,
+        now: i64,
+    ) -> Result<Erased, DeliveryError> {
+        let blobs = self.vault.shred_in(tx, id).await?;
+        sqlx::query(
+            "UPDATE deliveries SET sealed_recipient = NULL, access_code_hash = NULL,
+                 known_fact_hash = NULL, link_hash = NULL, shredded_at = COALESCE(shredded_at, $1)
+             WHERE message_id = $2",
+        )
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM pickup_codes WHERE message_id = $1")
+            .bind(id.to_string())
+            .execute(&mut **tx)
+            .await?;
+        let cancelled_mail = crate::mail::outbox::cancel_for_message(tx, id, now).await?;
+        Ok(Erased {
+            blobs,
+            cancelled_mail,
+        })
     }
 
     /// Moves the expiry to `expires_at` (must be in the future and within
@@ -694,6 +779,14 @@ impl Deliveries {
             .await?;
         Ok(())
     }
+}
+
+/// The expiry job's event: why it shredded, and how much mail it stopped.
+fn shredded_event(reason: &str, cancelled_mail: u64) -> Event {
+    Event::new(Actor::System, Action::MessageShredded).detail(serde_json::json!({
+        "reason": reason,
+        "cancelled_mail": cancelled_mail,
+    }))
 }
 
 fn with_ip(event: Event, ip: Option<std::net::IpAddr>) -> Event {

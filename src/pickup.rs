@@ -90,8 +90,10 @@ pub async fn notice(app: &App, notice: Notice, opened_at: Option<i64>) -> Respon
         Notice::Unknown => (
             StatusCode::NOT_FOUND,
             "This link is not valid",
+            // Also what a shredded message's link gets: the shred erases
+            // the link's hash, so expired and withdrawn links end up here.
             format!(
-                "Check that you opened the whole link from the email. If it still does not work, {contact}."
+                "It may have expired or been withdrawn, or only part of it was opened: check that you opened the whole link from the email. If you still need the message, {contact}."
             ),
         ),
         Notice::Unavailable => (

@@ -10,8 +10,9 @@
 //!   title, reference, file names, content types) is age-encrypted to the
 //!   message identity. Exact-match search by address uses a keyed blind
 //!   index (HMAC-SHA256 under a key that is itself wrapped by the master key).
-//! - Shredding deletes the wrapped identity in a transaction, then the blobs:
-//!   once committed, nothing of the message can be opened, backups included.
+//! - Shredding deletes the wrapped identity, the sealed metadata and the
+//!   blind index in a transaction, then the blobs: once committed, nothing
+//!   of the message can be opened or matched, with any key.
 //!
 //! # API
 //! - seal: [`Vault::begin_message`] → [`Draft::seal_part`] (streams, constant
@@ -666,10 +667,16 @@ impl Vault {
         Ok(done)
     }
 
-    /// The database half of a shred inside the caller's transaction: the
+    /// The vault's half of a shred inside the caller's transaction: the
     /// wrapped key and part rows go, so once it commits nothing can ever be
-    /// decrypted. `None` if the message was already shredded. Pass the
-    /// result to [`Vault::delete_shredded_blobs`] after committing.
+    /// decrypted, and with them the sealed metadata and the blind index (a
+    /// keyed hash of the address, which the installation secret would
+    /// otherwise still match). `None` if the message was already shredded.
+    /// Pass the result to [`Vault::delete_shredded_blobs`] after committing.
+    ///
+    /// A message with a delivery is shredded through
+    /// `Deliveries::shred`, which also erases what the delivery, the
+    /// verification codes and the outbox hold about it.
     pub async fn shred_in(
         &self,
         tx: &mut Tx,
@@ -699,7 +706,8 @@ impl Vault {
             .execute(&mut **tx)
             .await?;
         sqlx::query(
-            "UPDATE messages SET shredded_at = $1, sealed_meta = NULL WHERE id = $2 AND shredded_at IS NULL",
+            "UPDATE messages SET shredded_at = $1, sealed_meta = NULL, recipient_index = NULL
+             WHERE id = $2 AND shredded_at IS NULL",
         )
         .bind(self.inner.clock.now())
         .bind(id.to_string())

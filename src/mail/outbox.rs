@@ -142,6 +142,40 @@ impl Outbox {
     }
 }
 
+/// Error class recorded on an email cancelled because its message was shredded.
+pub const CANCELLED: &str = "cancelled: message shredded";
+
+/// Part of a shred (see `Deliveries::erase_in`), in its transaction: every
+/// email about message `id` that has not gone out yet is marked failed with
+/// [`CANCELLED`] and its sealed payload (address, link, code) erased, so no
+/// worker ever sends it and the sender sees it stopped rather than lost; a
+/// worker holding a lease on one finds it finished when it re-reads the row
+/// before sending. Dev-mailbox copies of the message's emails go too.
+/// Alerts to the sender stay: they carry only the staff address and the
+/// message id. Returns how many emails were cancelled.
+pub async fn cancel_for_message(tx: &mut Tx, id: MessageId, now: i64) -> Result<u64, sqlx::Error> {
+    let customer_mail = "message_id = $1 AND kind <> 'sender_alert'";
+    sqlx::query(&format!(
+        "DELETE FROM dev_mailbox WHERE outbox_id IN (SELECT id FROM outbox WHERE {customer_mail})"
+    ))
+    .bind(id.to_string())
+    .execute(&mut **tx)
+    .await?;
+    let cancelled = sqlx::query(&format!(
+        "UPDATE outbox SET failed_at = $2, payload = NULL, lease_owner = NULL, lease_until = NULL,
+             last_error = $3
+         WHERE {customer_mail} AND sent_at IS NULL AND failed_at IS NULL"
+    ))
+    .bind(id.to_string())
+    .bind(now)
+    .bind(CANCELLED)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    // Sent and failed rows lost their payload when they finished.
+    Ok(cancelled)
+}
+
 /// How many emails wait to be sent (or retried), and when the oldest of
 /// them was queued. Cheap: the `outbox_due` index covers exactly these rows.
 pub async fn pending(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {

@@ -52,6 +52,9 @@ pub fn backoff(attempts: i64) -> i64 {
 /// What happened to one send, recorded with the rest of its round.
 enum Outcome {
     Sent(Option<DevMail>),
+    /// The row was finished meanwhile (its message was shredded, which
+    /// cancels its mail): nothing was sent and there is nothing to record.
+    Cancelled,
     Failed(String),
     Retry(String, i64),
 }
@@ -61,7 +64,6 @@ struct Claimed {
     id: i64,
     kind: String,
     message_id: Option<MessageId>,
-    payload: Option<Vec<u8>>,
     mail_message_id: String,
     created_at: i64,
     attempts: i64,
@@ -199,6 +201,9 @@ impl Outbox {
                     metrics.email_deferred();
                     tracing::warn!(error = %class, retry_at = next, "mail not sent; will retry")
                 }
+                Outcome::Cancelled => {
+                    tracing::info!("mail not sent: its message was shredded meanwhile")
+                }
             }
         }
         Ok(count)
@@ -222,6 +227,7 @@ impl Outbox {
                     self.mark_retry(&mut tx, row, owner, class, *next).await?;
                     None
                 }
+                Outcome::Cancelled => None,
             };
             events.extend(event);
         }
@@ -301,7 +307,7 @@ impl Outbox {
                 continue;
             }
             let row = sqlx::query(
-                "SELECT id, kind, message_id, payload, mail_message_id, created_at, attempts
+                "SELECT id, kind, message_id, mail_message_id, created_at, attempts
                  FROM outbox WHERE id = $1",
             )
             .bind(id)
@@ -312,10 +318,9 @@ impl Outbox {
                 id: row.try_get(0)?,
                 kind: row.try_get(1)?,
                 message_id: message_id.and_then(|m| m.parse().ok()),
-                payload: row.try_get(3)?,
-                mail_message_id: row.try_get(4)?,
-                created_at: row.try_get(5)?,
-                attempts: row.try_get(6)?,
+                mail_message_id: row.try_get(3)?,
+                created_at: row.try_get(4)?,
+                attempts: row.try_get(5)?,
             });
         }
         tx.commit().await?;
@@ -325,7 +330,8 @@ impl Outbox {
     #[tracing::instrument(skip_all, fields(outbox_id = row.id, kind = %row.kind, attempt = row.attempts))]
     async fn process(&self, row: &Claimed, ctx: &Context) -> Outcome {
         match self.attempt(row, ctx).await {
-            Ok(dev_copy) => Outcome::Sent(dev_copy),
+            Ok(Some(dev_copy)) => Outcome::Sent(dev_copy),
+            Ok(None) => Outcome::Cancelled,
             Err(SendError::Permanent(class)) => Outcome::Failed(class),
             Err(SendError::Temporary(class)) => {
                 let now = self.inner.clock.now();
@@ -339,11 +345,29 @@ impl Outbox {
         }
     }
 
-    /// Renders and sends one row. For the dev mailbox nothing leaves the
-    /// process; the copy to keep is returned and stored with the outcome.
-    async fn attempt(&self, row: &Claimed, ctx: &Context) -> Result<Option<DevMail>, SendError> {
+    /// Renders and sends one row; `None` if it was cancelled since the
+    /// claim. For the dev mailbox nothing leaves the process; the copy to
+    /// keep is returned and stored with the outcome.
+    async fn attempt(
+        &self,
+        row: &Claimed,
+        ctx: &Context,
+    ) -> Result<Option<Option<DevMail>>, SendError> {
         let permanent = |class: &str| SendError::Permanent(class.to_owned());
-        let sealed = row.payload.as_deref().ok_or_else(|| permanent("payload"))?;
+        // Read at the last moment rather than at the claim: a shred that
+        // cancelled the row since then has erased the payload and finished
+        // the row, and the email must not go out.
+        let payload: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+            "SELECT payload FROM outbox WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL",
+        )
+        .bind(row.id)
+        .fetch_optional(self.inner.db.pool())
+        .await
+        .map_err(|_| SendError::Temporary("database".to_owned()))?;
+        let Some(payload) = payload else {
+            return Ok(None);
+        };
+        let sealed = payload.as_deref().ok_or_else(|| permanent("payload"))?;
         let plain = self
             .inner
             .vault
@@ -363,19 +387,19 @@ impl Outbox {
             _ => permanent("build"),
         })?;
         if self.inner.transport.is_dev_mailbox() {
-            return Ok(Some(DevMail {
+            return Ok(Some(Some(DevMail {
                 to: payload.to,
                 subject: rendered.subject,
                 text: rendered.text,
                 mail_message_id: row.mail_message_id.clone(),
-            }));
+            })));
         }
         let raw = zeroize::Zeroizing::new(email.formatted());
         self.inner
             .transport
             .send_smtp(email.envelope(), &raw)
             .await?;
-        Ok(None)
+        Ok(Some(None))
     }
 
     async fn mark_sent(

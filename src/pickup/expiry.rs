@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::app::App;
-use crate::audit::{Action, Actor, Event};
+use crate::deliveries::ShredCause;
 use crate::vault::MessageId;
 
 const BATCH: i64 = 100;
@@ -29,34 +29,15 @@ pub async fn run_once(app: &App) -> Result<usize, crate::deliveries::DeliveryErr
         let Ok(id) = id.parse::<MessageId>() else {
             continue;
         };
-        let mut tx = app.db.begin().await?;
-        let won = sqlx::query(
-            "UPDATE deliveries SET shredded_at = $1 WHERE message_id = $2 AND shredded_at IS NULL",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if !won {
-            continue;
-        }
-        let shredded = app.vault.shred_in(&mut tx, id).await?;
-        let reason = if expires_at <= now {
-            "expired"
+        let cause = if expires_at <= now {
+            ShredCause::Expired
         } else {
-            "picked_up"
+            ShredCause::PickedUp
         };
-        let event = Event::new(Actor::System, Action::MessageShredded)
-            .message(id)
-            .detail(serde_json::json!({ "reason": reason }));
-        app.audit.record(&mut tx, &event).await?;
-        tx.commit().await?;
-        if let Some(s) = shredded {
-            app.vault.delete_shredded_blobs(s).await;
+        // The same transaction as a revoke: claim, erase, audit, commit.
+        if app.deliveries.shred(id, cause).await? {
+            done += 1;
         }
-        done += 1;
     }
     Ok(done)
 }

@@ -32,6 +32,7 @@ mod portal_messages;
 mod proxies;
 mod roundtrip;
 mod s3;
+mod shred;
 mod sign_in;
 mod slowloris;
 mod smtp;
