@@ -680,6 +680,24 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
             assert_eq!(error.as_deref(), Some(sealpost::mail::outbox::CANCELLED));
         }
         assert_eq!(sealpost::mail::outbox::pending(&app.db).await.unwrap().0, 0);
+
+        // A request that saw the message live just before the shred cannot
+        // queue mail for it after: its transaction fails and rolls back.
+        let mut tx = app.db.begin().await.unwrap();
+        let queued = app
+            .outbox
+            .enqueue(
+                &mut tx,
+                &revoked_c.address,
+                &sealpost::mail::Mail::VerificationCode {
+                    code: "123456".to_owned(),
+                    expires_at: START + 7200,
+                },
+                Some(revoked),
+            )
+            .await;
+        assert!(queued.is_err(), "mail queued for a shredded message");
+        drop(tx);
         let details: Vec<String> = sqlx::query_scalar(
             "SELECT detail FROM audit_log WHERE action IN ('message.revoked', 'message.shredded') ORDER BY id",
         )
