@@ -197,17 +197,6 @@ pub enum ShredCause {
     PickedUp,
 }
 
-/// What [`Deliveries::erase_in`] did.
-#[derive(Debug)]
-#[must_use]
-pub struct Erased {
-    /// The blobs to delete once the transaction has committed (`None` if
-    /// the vault had already shredded the message).
-    pub blobs: Option<crate::vault::Shredded>,
-    /// Unsent emails about the message that will now never be sent.
-    pub cancelled_mail: u64,
-}
-
 /// Which messages a list shows.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
@@ -401,9 +390,12 @@ impl Deliveries {
     /// The one shred transaction every path goes through (revoke, expiry,
     /// shred after pickup): claims the message by compare-and-set (so of
     /// concurrent shredders one does the work), erases everything that
-    /// identifies the customer or the content ([`Deliveries::erase_in`]),
-    /// records the audit event, commits, then deletes the ciphertext.
-    /// False if another shredder (or an earlier revoke) got there first.
+    /// identifies the customer or the content, so that once it commits
+    /// neither the master key nor the installation secret recovers any of
+    /// it (the message's unsent mail and its dev-mailbox copies, then
+    /// `erase_in`), records the audit event, commits, then deletes the
+    /// ciphertext. False if another shredder (or an earlier revoke) got
+    /// there first.
     pub async fn shred(&self, id: MessageId, cause: ShredCause) -> Result<bool, DeliveryError> {
         let now = self.clock.now();
         let claim = match cause {
@@ -416,6 +408,10 @@ impl Deliveries {
             }
         };
         let mut tx = self.db.begin().await?;
+        // The outbox rows first: the mail worker locks a row there before
+        // the delivery's, and the same order here keeps PostgreSQL from
+        // deadlocking the two. (A loser's cancel rolls back with it.)
+        let mut cancelled_mail = crate::mail::outbox::cancel_for_message(&mut tx, id, now).await?;
         let won = sqlx::query(claim)
             .bind(now)
             .bind(id.to_string())
@@ -426,40 +422,41 @@ impl Deliveries {
         if !won {
             return Ok(false);
         }
-        let erased = self.erase_in(&mut tx, id, now).await?;
+        let blobs = self.erase_in(&mut tx, id, now).await?;
+        // Again, now that the claim has waited out any request that queued
+        // mail for the message (see `Outbox::enqueue`) meanwhile.
+        cancelled_mail += crate::mail::outbox::cancel_for_message(&mut tx, id, now).await?;
         // Ids and counts only: what was cancelled, never what it held.
         let event = match cause {
             ShredCause::Revoked { actor, ip } => with_ip(
                 Event::new(actor, Action::MessageRevoked)
-                    .detail(serde_json::json!({ "cancelled_mail": erased.cancelled_mail })),
+                    .detail(serde_json::json!({ "cancelled_mail": cancelled_mail })),
                 ip,
             ),
-            ShredCause::Expired => shredded_event("expired", erased.cancelled_mail),
-            ShredCause::PickedUp => shredded_event("picked_up", erased.cancelled_mail),
+            ShredCause::Expired => shredded_event("expired", cancelled_mail),
+            ShredCause::PickedUp => shredded_event("picked_up", cancelled_mail),
         };
         self.audit.record(&mut tx, &event.message(id)).await?;
         tx.commit().await?;
-        if let Some(s) = erased.blobs {
+        if let Some(s) = blobs {
             self.vault.delete_shredded_blobs(s).await;
         }
         Ok(true)
     }
 
-    /// Erases, inside the caller's transaction, everything that identifies
-    /// the customer or the content of message `id`, so that once it commits
-    /// neither the master key nor the installation secret recovers any of
-    /// it: the wrapped key, parts, sealed metadata and blind index (the
-    /// vault's half); the sealed address, the access-code and known-fact
-    /// hashes and the link hash (keyed or salted hashes that would still
-    /// confirm a guess); the email codes; and the outbox's unsent payloads
-    /// and dev-mailbox copies. Ids, times and states stay for the sender and
-    /// the audit log. Idempotent.
-    pub async fn erase_in(
+    /// The rest of a shred's erasure (the caller has cancelled the
+    /// message's mail): the wrapped key, parts, sealed metadata and blind
+    /// index (the vault's half); the sealed address, the access-code and
+    /// known-fact hashes and the link hash (keyed or salted hashes that
+    /// would still confirm a guess with the installation secret); and the
+    /// email codes. Ids, times and states stay for the sender and the
+    /// audit log. `None` if the vault had already shredded the message.
+    async fn erase_in(
         &self,
         tx: &mut Tx,
         id: MessageId,
         now: i64,
-    ) -> Result<Erased, DeliveryError> {
+    ) -> Result<Option<crate::vault::Shredded>, DeliveryError> {
         let blobs = self.vault.shred_in(tx, id).await?;
         sqlx::query(
             "UPDATE deliveries SET sealed_recipient = NULL, access_code_hash = NULL,
@@ -474,11 +471,7 @@ impl Deliveries {
             .bind(id.to_string())
             .execute(&mut **tx)
             .await?;
-        let cancelled_mail = crate::mail::outbox::cancel_for_message(tx, id, now).await?;
-        Ok(Erased {
-            blobs,
-            cancelled_mail,
-        })
+        Ok(blobs)
     }
 
     /// Moves the expiry to `expires_at` (must be in the future and within

@@ -14,11 +14,11 @@ use super::{Mail, MailError};
 use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::db::{Db, Tx};
-use crate::deliveries::Deliveries;
+use crate::db::{Backend, Db, Tx};
+use crate::deliveries::{Deliveries, DeliveryError};
 use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
-use crate::vault::{MessageId, Vault};
+use crate::vault::{MessageId, Vault, VaultError};
 
 /// Purpose (associated data) of the sealed outbox payload.
 pub(super) const PAYLOAD_PURPOSE: &str = "outbox";
@@ -117,6 +117,9 @@ impl Outbox {
         // Refused now, where the caller can tell the user, not at send time.
         to.parse::<lettre::Address>()
             .map_err(|_| MailError::InvalidAddress)?;
+        if let Some(id) = message {
+            self.refuse_if_shredded(tx, id).await?;
+        }
         let plain = Zeroizing::new(
             serde_json::to_vec(&PayloadRef { to, mail })
                 .map_err(|e| MailError::Build(e.to_string()))?,
@@ -142,15 +145,44 @@ impl Outbox {
     }
 }
 
+impl Outbox {
+    /// A shred erases the message's queued mail; mail queued by a request
+    /// that checked the message before the shred committed must not slip in
+    /// after it. On PostgreSQL the share lock makes this transaction and a
+    /// shred take turns on the delivery row: either the shred waits for this
+    /// one to commit (and then cancels what it queued), or this one sees the
+    /// shred and fails, rolling back with the caller's other writes. SQLite
+    /// transactions are serial already.
+    async fn refuse_if_shredded(&self, tx: &mut Tx, id: MessageId) -> Result<(), MailError> {
+        let lock = match self.inner.db.backend() {
+            Backend::Postgres => " FOR SHARE",
+            Backend::Sqlite => "",
+        };
+        let shredded: Option<Option<i64>> = sqlx::query_scalar(&format!(
+            "SELECT shredded_at FROM deliveries WHERE message_id = $1{lock}"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(Some(_)) = shredded {
+            return Err(MailError::Delivery(DeliveryError::Vault(
+                VaultError::Shredded,
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Error class recorded on an email cancelled because its message was shredded.
 pub const CANCELLED: &str = "cancelled: message shredded";
 
-/// Part of a shred (see `Deliveries::erase_in`), in its transaction: every
+/// Part of a shred (see `Deliveries::shred`), in its transaction: every
 /// email about message `id` that has not gone out yet is marked failed with
 /// [`CANCELLED`] and its sealed payload (address, link, code) erased, so no
 /// worker ever sends it and the sender sees it stopped rather than lost; a
 /// worker holding a lease on one finds it finished when it re-reads the row
-/// before sending. Dev-mailbox copies of the message's emails go too.
+/// before sending, and [`Outbox::enqueue`] refuses new mail for a shredded
+/// message. Dev-mailbox copies of the message's emails go too.
 /// Alerts to the sender stay: they carry only the staff address and the
 /// message id. Returns how many emails were cancelled.
 pub async fn cancel_for_message(tx: &mut Tx, id: MessageId, now: i64) -> Result<u64, sqlx::Error> {

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use super::auth::{CurrentStaff, Enrolling, keep_session, totp_err, wait_text};
 use crate::app::App;
+use crate::audit::{Action, Event};
 use crate::staff::SignInError;
 use crate::staff::totp::{Check, NewCodes};
 use crate::web::csrf::CsrfForm;
@@ -125,9 +126,15 @@ async fn reauthenticate(
                 .map_err(totp_err)?
             {
                 Check::Passed => Ok(()),
-                Check::Failed => Err(Refused::Wrong(
-                    "That code from your current authenticator app is not right. Try the next code, or enter your password.",
-                )),
+                Check::Failed => {
+                    let event = Event::new(staff.actor(), Action::SignInFailed)
+                        .ip(staff.ip)
+                        .detail(serde_json::json!({ "factor": "totp", "reauth": true }));
+                    app.audit.record_now(&event).await?;
+                    Err(Refused::Wrong(
+                        "That code from your current authenticator app is not right. Try the next code, or enter your password.",
+                    ))
+                }
                 Check::Throttled { retry_after_secs } => Err(Refused::Wait(format!(
                     "Too many wrong codes. Please wait {} and try again.",
                     wait_text(retry_after_secs)

@@ -680,6 +680,24 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
             assert_eq!(error.as_deref(), Some(sealpost::mail::outbox::CANCELLED));
         }
         assert_eq!(sealpost::mail::outbox::pending(&app.db).await.unwrap().0, 0);
+
+        // A request that saw the message live just before the shred cannot
+        // queue mail for it after: its transaction fails and rolls back.
+        let mut tx = app.db.begin().await.unwrap();
+        let queued = app
+            .outbox
+            .enqueue(
+                &mut tx,
+                &revoked_c.address,
+                &sealpost::mail::Mail::VerificationCode {
+                    code: "123456".to_owned(),
+                    expires_at: START + 7200,
+                },
+                Some(revoked),
+            )
+            .await;
+        assert!(queued.is_err(), "mail queued for a shredded message");
+        drop(tx);
         let details: Vec<String> = sqlx::query_scalar(
             "SELECT detail FROM audit_log WHERE action IN ('message.revoked', 'message.shredded') ORDER BY id",
         )
@@ -689,6 +707,86 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
         assert_eq!(details.len(), 2);
         for d in details {
             assert!(d.contains("\"cancelled_mail\":1"), "{d}");
+        }
+    });
+}
+
+#[test]
+fn parallel_revokes_racing_the_mail_worker_shred_once_and_leave_nothing() {
+    let rt = runtime();
+    rt.block_on(async {
+        let env = TestEnv::new().await;
+        let (app, _clock, base) = portal(&env, START).await;
+        create_staff(&app, "agent@example.com", Role::Agent).await;
+        let mut staff = Browser::signed_in(&base, "agent@example.com").await;
+        let mut ids = Vec::new();
+        for n in 0..4 {
+            let c = Canaries::new(&format!("race{n}"), &format!("80{n}"));
+            ids.push(compose(&mut staff, &c, "48", "keep").await);
+        }
+        // Ten revokes of each message at once, while workers send (and
+        // record) the very emails the shreds cancel.
+        let mut tasks = Vec::new();
+        for id in &ids {
+            for _ in 0..10 {
+                let app = app.clone();
+                let id = *id;
+                tasks.push(tokio::spawn(async move {
+                    app.deliveries
+                        .revoke(sealpost::audit::Actor::Cli, id, None)
+                        .await
+                        .map_err(|e| e.to_string())
+                }));
+            }
+        }
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move { app.outbox.run_once().await.map_err(|e| e.to_string()) })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            if t.await.unwrap().expect("revoke") {
+                won += 1;
+            }
+        }
+        for w in workers {
+            w.await.unwrap().expect("worker round");
+        }
+        assert_eq!(won, ids.len(), "each message revoked exactly once");
+        app.outbox.run_once().await.unwrap();
+        for (n, id) in ids.iter().enumerate() {
+            let events: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM audit_log WHERE action = 'message.revoked' AND message_id = $1",
+            )
+            .bind(id.to_string())
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+            assert_eq!(events, 1);
+            // Sent before the shred or cancelled by it: nothing left either way.
+            let left: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM outbox WHERE message_id = $1
+                 AND (payload IS NOT NULL OR (sent_at IS NULL AND failed_at IS NULL))",
+            )
+            .bind(id.to_string())
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+            assert_eq!(left, 0);
+            let copies: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM dev_mailbox WHERE outbox_id IN
+                 (SELECT id FROM outbox WHERE message_id = $1)",
+            )
+            .bind(id.to_string())
+            .fetch_one(app.db.pool())
+            .await
+            .unwrap();
+            assert_eq!(copies, 0, "no dev-mailbox copy of a shredded message's email");
+            let address = format!("canary.race{n}.addr@example.org");
+            let found = app.vault.find_by_recipient(&address).await.unwrap();
+            assert!(found.is_empty(), "{address}");
         }
     });
 }
