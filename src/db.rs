@@ -22,11 +22,14 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 /// SQLite settings are set explicitly on every connection rather than
 /// trusting driver defaults: WAL for concurrent readers, FULL so a committed
 /// transaction survives power loss, foreign keys (off by default in SQLite),
-/// and a busy timeout so writers queue instead of failing.
+/// a busy timeout so writers queue instead of failing, and secure_delete so
+/// a shred's erased cells are zeroed in the file, not left in free space
+/// (old page images in the WAL go as it is checkpointed and reused).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; \
      PRAGMA synchronous = FULL; \
      PRAGMA foreign_keys = ON; \
-     PRAGMA busy_timeout = 5000;";
+     PRAGMA busy_timeout = 5000; \
+     PRAGMA secure_delete = ON;";
 
 /// Connections in the driver-specific pool (sessions and the landing-page
 /// lookup). 4 measured best on 2 cores with the landing bench (8 and 16
@@ -127,7 +130,8 @@ impl Db {
                     .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
                     .synchronous(sqlx::sqlite::SqliteSynchronous::Full)
                     .foreign_keys(true)
-                    .busy_timeout(Duration::from_secs(5));
+                    .busy_timeout(Duration::from_secs(5))
+                    .pragma("secure_delete", "ON");
                 NativePool::Sqlite(
                     sqlx::sqlite::SqlitePoolOptions::new()
                         .max_connections(native_connections)

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod audit;
 pub mod cli;
+pub mod client_net;
 pub mod clock;
 pub mod config;
 pub mod db;

@@ -163,6 +163,11 @@ impl From<crate::mail::MailError> for PageError {
             crate::mail::MailError::InvalidAddress => PageError::BadRequest(
                 "That email address cannot receive mail. Check it and try again.".to_owned(),
             ),
+            // The message was shredded while this request was on its way:
+            // as gone as an unknown link.
+            crate::mail::MailError::Delivery(crate::deliveries::DeliveryError::Vault(
+                crate::vault::VaultError::Shredded,
+            )) => PageError::NotFound,
             other => PageError::Internal(other.to_string()),
         }
     }

@@ -17,6 +17,7 @@ use tower_sessions::Session;
 use super::{Brand, Notice, agent_class, limits, mask_address, notice};
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
+use crate::client_net::rate_key;
 use crate::deliveries::{Delivery, Status};
 use crate::mail::{Alert, Mail};
 use crate::portal::ClientIp;
@@ -24,7 +25,6 @@ use crate::portal::compose::{normalise_access_code, normalise_fact};
 use crate::settings::Method;
 use crate::vault::MessageId;
 use crate::web::PageError;
-use crate::web::client_ip::rate_key;
 
 /// An email code lives 10 minutes and survives 5 wrong guesses.
 pub const CODE_TTL_SECS: i64 = 10 * 60;

@@ -515,15 +515,20 @@ pub async fn accept_invite(
         };
         return Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response());
     }
+    // Hashed before the transaction: argon2 takes tens of milliseconds
+    // (more when its pool is busy) and must not hold SQLite's write lock.
+    // The claim and the new password still commit together.
+    let hash = app
+        .accounts
+        .hash_new_password(&email, form.password)
+        .await
+        .map_err(LinkError::from)?;
     let mut tx = app.db.begin().await?;
     if !claim(&mut tx, &app, Purpose::Invite, &token).await? {
         return Ok(invalid_link());
     }
-    // Hashes inside the transaction (holding SQLite's write lock for the
-    // tens of milliseconds argon2 takes) so the claim and the password
-    // commit together.
     app.accounts
-        .set_password(&mut tx, id, &email, form.password)
+        .set_password(&mut tx, id, &hash)
         .await
         .map_err(LinkError::from)?;
     let event = Event::new(Actor::Staff(id.to_string()), Action::InviteAccepted)

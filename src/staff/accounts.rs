@@ -330,19 +330,27 @@ impl Accounts {
         self.disable(actor, &state.account.email).await
     }
 
+    /// Checks a new password against the policy for `email` and hashes it,
+    /// before any transaction: argon2 must not hold SQLite's write lock.
+    pub async fn hash_new_password(
+        &self,
+        email: &StaffEmail,
+        password: SecretString,
+    ) -> Result<String, AccountError> {
+        Ok(self
+            .hasher
+            .hash(NewPassword::parse(password, email.as_str())?)
+            .await?)
+    }
+
     /// Sets a new password by id (invitation or first-run setup), ending
-    /// any sessions.
+    /// any sessions. `hash` comes from [`Accounts::hash_new_password`].
     pub async fn set_password(
         &self,
         tx: &mut Tx,
         id: StaffId,
-        email: &StaffEmail,
-        password: SecretString,
+        hash: &str,
     ) -> Result<(), AccountError> {
-        let hash = self
-            .hasher
-            .hash(NewPassword::parse(password, email.as_str())?)
-            .await?;
         sqlx::query(
             "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
         )
