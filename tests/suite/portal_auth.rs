@@ -35,7 +35,7 @@ fn sign_in_right_wrong_and_unknown_and_sessions() {
 
         // Anonymous pages store no session; one planted before sign-in
         // (fixation) is not kept: the id changes at sign-in.
-        assert!(b.cookies.get(COOKIE).is_none(), "no pre-sign-in session");
+        assert!(!b.cookies.contains_key(COOKIE), "no pre-sign-in session");
         let before = "AAAAAAAAAAAAAAAAAAAAAA".to_owned();
         b.cookies.insert(COOKIE.into(), before.clone());
         let ok = b.sign_in("Agent@Example.com", PASSWORD).await;
