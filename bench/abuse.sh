@@ -34,7 +34,7 @@ export SEALPOST_DATA_DIR="$work/data" SEALPOST_BIND="127.0.0.1:$port" SEALPOST_P
 server_pid=""
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null
-  wait 2>/dev/null; rm -rf "$work"
+  wait 2>/dev/null; [ -n "${KEEP:-}" ] && echo "kept $work" || rm -rf "$work"
 }
 trap cleanup EXIT
 

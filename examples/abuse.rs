@@ -50,6 +50,8 @@ const BURST_MESSAGES: usize = 12;
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    // reqwest is built without a provider of its own.
+    sealpost::tls::install_crypto_provider();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("seed") => {

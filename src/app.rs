@@ -43,8 +43,11 @@ pub struct AppParts {
     pub outbox: Outbox,
     pub clock: SharedClock,
     pub metrics: Metrics,
-    /// The one bounded pool every argon2 computation runs in.
+    /// The one bounded argon2 pool, in lanes: signed-in staff work
+    /// (compose, passwords, invitations) here; the sign-in form in
+    /// `sign_in`'s own lane; customers' verification in `pickup_hasher`.
     pub hasher: Hasher,
+    pub pickup_hasher: Hasher,
 }
 
 impl std::fmt::Debug for App {
@@ -176,8 +179,9 @@ impl App {
             audit.clone(),
             outbox.clone(),
             clock.clone(),
-            hasher.clone(),
+            hasher.lane(),
         );
+        let pickup_hasher = hasher.lane();
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;
@@ -201,6 +205,7 @@ impl App {
             clock,
             metrics,
             hasher,
+            pickup_hasher,
         })))
     }
 }

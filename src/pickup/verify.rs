@@ -570,7 +570,7 @@ async fn check_hash(app: &App, stored: Option<String>, answer: &str) -> Result<b
         return Ok(false);
     };
     Ok(app
-        .hasher
+        .pickup_hasher
         .verify(SecretString::from(answer.to_owned()), stored)
         .await?)
 }

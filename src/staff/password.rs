@@ -110,11 +110,17 @@ pub enum HashError {
 /// `workers` run (each on a blocking thread, so decryption and other
 /// blocking work never wait behind them) and at most `queue` wait; beyond
 /// that a call fails at once with [`HashError::Busy`].
+///
+/// Callers come in lanes ([`Hasher::lane`]): each lane has its own queue
+/// and all share the workers, so a flood of staff sign-ins fills only the
+/// sign-in queue and a customer's verification still gets in, waiting at
+/// most behind the other lanes' bounded queues.
 #[derive(Clone)]
 pub struct Hasher(std::sync::Arc<HasherInner>);
 
 struct HasherInner {
-    running: tokio::sync::Semaphore,
+    /// Shared by every lane.
+    running: std::sync::Arc<tokio::sync::Semaphore>,
     /// Callers admitted: running plus waiting.
     admitted: std::sync::atomic::AtomicUsize,
     /// The most ever admitted at once (a high-water mark for tests and
@@ -145,7 +151,7 @@ impl Hasher {
     pub fn new(workers: usize, queue: usize) -> Self {
         let workers = workers.max(1);
         Hasher(std::sync::Arc::new(HasherInner {
-            running: tokio::sync::Semaphore::new(workers),
+            running: std::sync::Arc::new(tokio::sync::Semaphore::new(workers)),
             admitted: std::sync::atomic::AtomicUsize::new(0),
             peak: std::sync::atomic::AtomicUsize::new(0),
             capacity: workers + queue,
@@ -157,6 +163,17 @@ impl Hasher {
     pub fn for_this_machine() -> Self {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Hasher::new(2 * cores, 8 * cores)
+    }
+
+    /// Another lane on the same workers, with a queue of its own of the
+    /// same size.
+    pub fn lane(&self) -> Hasher {
+        Hasher(std::sync::Arc::new(HasherInner {
+            running: std::sync::Arc::clone(&self.0.running),
+            admitted: std::sync::atomic::AtomicUsize::new(0),
+            peak: std::sync::atomic::AtomicUsize::new(0),
+            capacity: self.0.capacity,
+        }))
     }
 
     /// Calls admitted right now (running or waiting); for tests and metrics.
@@ -376,6 +393,30 @@ mod tests {
         assert_eq!(pool.admitted(), 0);
         assert!((1..=pool.capacity()).contains(&pool.peak_admitted()));
         assert!(!pool.verify(SecretString::from("guess"), stored).await?);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_lane_does_not_shut_out_another() -> Result<(), HashError> {
+        let flooded = Hasher::new(1, 2);
+        let other = flooded.lane();
+        let stored = flooded.unusable_hash().await?;
+        let flood: Vec<_> = (0..20)
+            .map(|_| {
+                let (pool, stored) = (flooded.clone(), stored.clone());
+                tokio::spawn(async move { pool.verify(SecretString::from("guess"), stored).await })
+            })
+            .collect();
+        // The flooded lane is full, the other one still admits.
+        assert!(!other.verify(SecretString::from("guess"), stored).await?);
+        let mut busy = 0;
+        for call in flood {
+            if let Err(HashError::Busy) = call.await.map_err(|_| HashError::Task)? {
+                busy += 1;
+            }
+        }
+        assert!(busy > 0);
+        assert_eq!(flooded.admitted() + other.admitted(), 0);
         Ok(())
     }
 }

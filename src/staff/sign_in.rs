@@ -115,6 +115,11 @@ impl SignIn {
         }
     }
 
+    /// The sign-in form's lane of the argon2 pool (tests look at its peak).
+    pub fn hasher(&self) -> &password::Hasher {
+        &self.hasher
+    }
+
     async fn dummy_hash(&self) -> Result<String, HashError> {
         self.dummy_hash
             .get_or_try_init(|| async {

@@ -100,9 +100,9 @@ fn a_sign_in_flood_is_shed_before_hashing_and_never_fails() {
         assert!(refused > 0, "nothing was checked");
         assert_eq!(shed + refused, 400);
         // The pool never held more than its bound, and nothing is left in it.
-        assert!(app.hasher.peak_admitted() <= app.hasher.capacity());
-        assert!(app.hasher.peak_admitted() > 0);
-        assert_eq!(app.hasher.admitted(), 0);
+        assert!(app.sign_in.hasher().peak_admitted() <= app.sign_in.hasher().capacity());
+        assert!(app.sign_in.hasher().peak_admitted() > 0);
+        assert_eq!(app.sign_in.hasher().admitted(), 0);
         // Only the checked attempts count as failures; shed ones did nothing.
         let failed = count(
             &app,
