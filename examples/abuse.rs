@@ -436,9 +436,10 @@ async fn customer(shared: &Shared) {
     record(&p, "download", t, ok);
 }
 
-/// The legitimate agent: the sign-in page, then the sign-in.
-async fn agent(shared: &Shared) {
-    let mut b = Browser::new(shared);
+/// The legitimate agent: the sign-in page, then the sign-in, always in
+/// the same browser (which keeps its cookies, as a real one does).
+async fn agent(shared: &Shared, b: &mut Browser) {
+    b.cookies.retain(|name, _| name.ends_with("sealpost-device"));
     let url = format!("{}/sign-in", shared.base);
     let p = shared.phase();
     let t = Instant::now();
@@ -466,9 +467,10 @@ async fn agent(shared: &Shared) {
 
 /// The legitimate users, one operation after the other, until stopped.
 async fn legit_loop(shared: Arc<Shared>) {
+    let mut agent_browser = Browser::new(&shared);
     while !shared.stop.load(Ordering::Relaxed) {
         customer(&shared).await;
-        agent(&shared).await;
+        agent(&shared, &mut agent_browser).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -222,15 +222,57 @@ pub struct SignInForm {
     password: SecretString,
 }
 
+/// The device cookie's name ([`crate::staff::SignIn::device_token`]).
+fn device_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-sealpost-device"
+    } else {
+        "sealpost-device"
+    }
+}
+
+/// A device cookie lasts 90 days; each sign-in renews it.
+const DEVICE_COOKIE_SECS: i64 = 90 * 24 * 3600;
+
+fn device_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// `response` with a fresh device cookie for `email` (HttpOnly, SameSite=Strict).
+fn with_device_cookie(app: &App, email: &str, mut response: Response) -> Response {
+    let https = app.config.is_https();
+    let cookie = format!(
+        "{}={}; Path=/; Max-Age={DEVICE_COOKIE_SECS}; HttpOnly; SameSite=Strict{}",
+        device_cookie_name(https),
+        app.sign_in.device_token(email),
+        if https { "; Secure" } else { "" }
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&cookie) {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, v);
+    }
+    response
+}
+
 pub async fn sign_in(
     State(app): State<App>,
     session: Session,
     ClientIp(ip): ClientIp,
+    headers: axum::http::HeaderMap,
     CsrfForm(form): CsrfForm<SignInForm>,
 ) -> PageResult {
+    let device = device_cookie(&headers, device_cookie_name(app.config.is_https()));
     let (status, error) = match app
         .sign_in
-        .authenticate(&form.email, form.password, ip)
+        .authenticate_from(&form.email, form.password, ip, device.as_deref())
         .await
     {
         Ok(account) => {
@@ -251,10 +293,12 @@ pub async fn sign_in(
                     at: app.clock.now(),
                 };
                 session.insert(PENDING_KEY, &pending).await?;
-                return Ok(Redirect::to("/sign-in/code").into_response());
+                let to = Redirect::to("/sign-in/code").into_response();
+                return Ok(with_device_cookie(&app, &form.email, to));
             }
             complete(&app, &session, account.id, state.session_epoch).await?;
-            return Ok(Redirect::to("/sent").into_response());
+            let to = Redirect::to("/sent").into_response();
+            return Ok(with_device_cookie(&app, &form.email, to));
         }
         Err(SignInError::InvalidCredentials) => (
             StatusCode::UNAUTHORIZED,

@@ -73,6 +73,10 @@ pub enum SignInError {
 pub struct SignIn {
     vault: Vault,
     hasher: password::Hasher,
+    /// A lane of its own for browsers that signed in to the typed account
+    /// before ([`SignIn::device_token`]): a flood of strangers' sign-ins
+    /// fills `hasher`'s queue, not this one.
+    device_hasher: password::Hasher,
     audit: AuditLog,
     outbox: Outbox,
     clock: SharedClock,
@@ -107,6 +111,7 @@ impl SignIn {
     ) -> Self {
         SignIn {
             vault,
+            device_hasher: hasher.lane(),
             hasher,
             audit,
             outbox,
@@ -162,6 +167,52 @@ impl SignIn {
         password: SecretString,
         ip: IpAddr,
     ) -> Result<StaffAccount, SignInError> {
+        self.authenticate_from(email, password, ip, None).await
+    }
+
+    /// A device cookie (OWASP's "device cookies"): proof that this browser
+    /// once signed in to `email` with its password. Its holder's later
+    /// sign-ins to that account hash in a lane strangers cannot fill.
+    pub fn device_token(&self, email: &str) -> String {
+        let nonce = hex::encode(rand::random::<[u8; 16]>());
+        let mac = hex::encode(self.device_mac(email, &nonce));
+        format!("{nonce}.{mac}")
+    }
+
+    fn device_mac(&self, email: &str, nonce: &str) -> Vec<u8> {
+        let typed = email.trim().to_lowercase();
+        self.vault
+            .keyed_hash("sign-in-device", format!("{typed}\0{nonce}").as_bytes())
+    }
+
+    /// Whether `token` is a device cookie issued for `email`.
+    pub fn is_trusted_device(&self, email: &str, token: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let Some((nonce, mac)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(mac) = hex::decode(mac) else {
+            return false;
+        };
+        nonce.len() == 32
+            && nonce.bytes().all(|b| b.is_ascii_hexdigit())
+            && bool::from(self.device_mac(email, nonce).ct_eq(&mac))
+    }
+
+    /// [`SignIn::authenticate`] from a browser that may hold a device
+    /// cookie. Only the hashing lane differs: limits and answers are the
+    /// same, and a wrong or foreign cookie just means the common lane.
+    pub async fn authenticate_from(
+        &self,
+        email: &str,
+        password: SecretString,
+        ip: IpAddr,
+        device: Option<&str>,
+    ) -> Result<StaffAccount, SignInError> {
+        let lane = match device {
+            Some(token) if self.is_trusted_device(email, token) => &self.device_hasher,
+            _ => &self.hasher,
+        };
         let typed = email.trim().to_lowercase();
         let throttles = self.throttles(&typed, ip);
         self.check_throttles(&throttles).await?;
@@ -174,13 +225,13 @@ impl SignIn {
             Some((_, hash)) => hash.clone(),
             None => self.dummy_hash().await?,
         };
-        let password_ok = self.hasher.verify(password.clone(), stored.clone()).await?;
+        let password_ok = lane.verify(password.clone(), stored.clone()).await?;
 
         match account {
             Some((account, _)) if password_ok && !account.disabled => {
                 // Upgrade the stored hash while we hold the password.
                 let rehash = if password::needs_rehash(&stored) {
-                    Some(self.hasher.hash_unchecked(password).await?)
+                    Some(lane.hash_unchecked(password).await?)
                 } else {
                     None
                 };

@@ -119,6 +119,89 @@ fn a_sign_in_flood_is_shed_before_hashing_and_never_fails() {
     });
 }
 
+#[test]
+fn a_browser_that_signed_in_before_gets_in_during_a_flood() {
+    runtime().block_on(async {
+        let env = TestEnv::new().await;
+        let clock = ManualClock::new(START);
+        let (app, base) = behind_proxy(&env, &clock).await;
+        create_staff(&app, "agent@example.com", Role::Agent).await;
+
+        // The agent's browser signed in once: it holds a device cookie.
+        let mut agent = at(&base, "192.0.2.10");
+        let r = agent.sign_in("agent@example.com", PASSWORD).await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        let set = r.header("set-cookie").unwrap_or_default().to_owned();
+        assert!(agent.cookies.contains_key("sealpost-device"), "{set}");
+        let device = agent.cookies["sealpost-device"].clone();
+        assert!(app.sign_in.is_trusted_device("agent@example.com", &device));
+        assert!(!app.sign_in.is_trusted_device("other@example.com", &device));
+        let forged = format!("{}0", &device[..device.len() - 1]);
+        assert!(!app.sign_in.is_trusted_device("agent@example.com", &forged));
+        let token = agent.csrf("/sign-in").await;
+
+        // 400 strangers fill the sign-in lane of the argon2 pool…
+        let mut visitors = Vec::new();
+        for i in 0..400u32 {
+            let mut b = at(&base, &format!("198.18.{}.{}", i / 200, i % 200 + 1));
+            let token = b.csrf("/sign-in").await;
+            visitors.push((b, token));
+        }
+        // They keep trying until the agent is done, so the lane stays full.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flood: Vec<_> = visitors
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut b, token))| {
+                let stop = Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let mut statuses = Vec::new();
+                    let email = format!("visitor{i}@example.com");
+                    let fields = [
+                        ("csrf", token.as_str()),
+                        ("email", email.as_str()),
+                        ("password", "not the password"),
+                    ];
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        statuses.push(b.post("/sign-in", &fields).await.status);
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let lane = app.sign_in.hasher();
+        for _ in 0..5000 {
+            if lane.admitted() >= lane.capacity() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        // …and the known browser still signs in, in its own lane.
+        let r = agent
+            .post(
+                "/sign-in",
+                &[
+                    ("csrf", token.as_str()),
+                    ("email", "agent@example.com"),
+                    ("password", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let statuses: Vec<u16> = join_all(flood)
+            .await
+            .into_iter()
+            .flat_map(|s| s.expect("task"))
+            .collect();
+        assert!(
+            statuses.iter().all(|s| *s == 503 || *s == 401),
+            "{statuses:?}"
+        );
+        assert!(statuses.contains(&503), "the flood filled the lane");
+    });
+}
+
 /// Enrols `id` in TOTP directly; returns the base32 seed.
 async fn enrol(app: &App, id: StaffId, email: &str) -> String {
     let enrolment = app.totp.begin("Sealpost", email).expect("begin");
