@@ -439,7 +439,8 @@ async fn customer(shared: &Shared) {
 /// The legitimate agent: the sign-in page, then the sign-in, always in
 /// the same browser (which keeps its cookies, as a real one does).
 async fn agent(shared: &Shared, b: &mut Browser) {
-    b.cookies.retain(|name, _| name.ends_with("sealpost-device"));
+    b.cookies
+        .retain(|name, _| name.ends_with("sealpost-device"));
     let url = format!("{}/sign-in", shared.base);
     let p = shared.phase();
     let t = Instant::now();

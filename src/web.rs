@@ -53,7 +53,7 @@ pub fn linger(mut multipart: axum::extract::Multipart) {
 }
 
 /// What a shed request is told to wait, in seconds.
-pub const BUSY_RETRY_AFTER_SECS: &str = "2";
+pub const BUSY_RETRY_AFTER_SECS: &str = "1";
 
 /// What the page header needs about the signed-in staff member.
 #[derive(Clone, Debug)]
