@@ -265,10 +265,20 @@ pub async fn send(
     State(app): State<App>,
     staff: CurrentStaff,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    request: axum::extract::Request,
 ) -> PageResult {
+    use axum::extract::FromRequest;
     let settings = app.settings.load().await?;
     let limit = settings.size_limit_bytes();
+    // The whole request is bounded as well: the caps on fields and files
+    // count their contents, not multipart framing, and a part's header is
+    // buffered whole until its blank line.
+    let cap = usize::try_from(limit + FORM_OVERHEAD).unwrap_or(usize::MAX);
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, cap)));
+    let mut multipart = Multipart::from_request(request, &app)
+        .await
+        .map_err(|_| PageError::BadRequest("The form was not a valid upload.".to_owned()))?;
     let too_large = || {
         PageError::TooLarge(format!(
             "The message and its attachments are larger than the limit of {} MiB. Nothing was sent or kept.",

@@ -572,3 +572,76 @@ fn format_characters_leave_file_names_before_storage_and_download() {
         );
     });
 }
+
+#[test]
+fn an_endless_part_header_is_cut_off_at_the_size_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    runtime().block_on(async {
+        let env = TestEnv::new().await;
+        let (app, base, mut b) = agent(&env).await;
+        // A 1 MiB limit: with the form's allowance the request may be 3 MiB.
+        let mut settings = app.settings.load().await.unwrap();
+        settings.size_limit_mib = 1;
+        app.settings.save(Actor::Cli, &settings).await.unwrap();
+        let token = b.csrf("/compose").await;
+        let cookie = b
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let addr = base.trim_start_matches("http://").to_owned();
+        let conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (mut read, mut write) = conn.into_split();
+        let answer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let head = format!(
+            "POST /compose HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\
+             Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
+             Transfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut first = raw_text("csrf", &token);
+        first.extend(
+            format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"body\"\r\nX-Junk: ")
+                .as_bytes(),
+        );
+        let chunk = |data: &[u8]| {
+            let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+            c.extend_from_slice(data);
+            c.extend_from_slice(b"\r\n");
+            c
+        };
+        let _ = write.write_all(head.as_bytes()).await;
+        let _ = write.write_all(&chunk(&first)).await;
+        // 8 MiB of one header line that never ends, and the request stays
+        // open: before, the server kept all of it and waited for more.
+        let junk = chunk(&vec![b'a'; 64 * 1024]);
+        for _ in 0..128 {
+            if write.write_all(&junk).await.is_err() {
+                break;
+            }
+        }
+        let got = tokio::time::timeout(std::time::Duration::from_secs(30), answer)
+            .await
+            .expect("the server answered without waiting for the end of the body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with("HTTP/1.1 400"),
+            "{}",
+            &text[..text.len().min(300)]
+        );
+        assert!(text.len() < SMALL_PAGE, "a short page");
+        drop(write);
+        assert_nothing_stored(&app, &env).await;
+    });
+}
