@@ -2,19 +2,23 @@
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
+
 use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
-use crate::db::{Db, DbError, PoolSettings};
 use crate::deliveries::Deliveries;
 use crate::mail::{MailError, Outbox};
 use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
+use crate::staff::links::LinkParts;
 use crate::staff::password::Hasher;
-use crate::staff::{Accounts, SignIn, Totp};
+use crate::staff::{Accounts, SignIn, StaffLinks, Totp};
+use crate::store::{Db, DbError, PoolSettings};
 use crate::vault::{
     BlobStore, LocalBlobStore, S3BlobStore, S3Settings, Vault, VaultError, VaultSettings,
 };
+use crate::web::dev_mailbox::DevMailboxPages;
 
 /// Everything a running Sealpost needs, cheap to clone: one reference
 /// count, because axum clones the state for every request and middleware
@@ -38,6 +42,7 @@ pub struct AppParts {
     pub accounts: Accounts,
     pub sign_in: SignIn,
     pub totp: Totp,
+    pub links: StaffLinks,
     pub settings: SettingsStore,
     pub deliveries: Deliveries,
     pub outbox: Outbox,
@@ -182,6 +187,16 @@ impl App {
             hasher.lane(),
         );
         let pickup_hasher = hasher.lane();
+        let links = StaffLinks::new(LinkParts {
+            db: db.clone(),
+            vault: vault.clone(),
+            audit: audit.clone(),
+            accounts: accounts.clone(),
+            outbox: outbox.clone(),
+            clock: clock.clone(),
+            hasher: hasher.clone(),
+            public_url: config.public_url.clone(),
+        });
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;
@@ -199,6 +214,7 @@ impl App {
             accounts,
             sign_in,
             totp,
+            links,
             settings,
             deliveries,
             outbox,
@@ -207,5 +223,37 @@ impl App {
             hasher,
             pickup_hasher,
         })))
+    }
+}
+
+// The sub-states handlers, extractors and middleware take instead of the
+// whole `App` (each is a cheap clone).
+
+impl FromRef<App> for Arc<Config> {
+    fn from_ref(app: &App) -> Self {
+        app.config.clone()
+    }
+}
+
+impl FromRef<App> for Vault {
+    fn from_ref(app: &App) -> Self {
+        app.vault.clone()
+    }
+}
+
+impl FromRef<App> for Metrics {
+    fn from_ref(app: &App) -> Self {
+        app.metrics.clone()
+    }
+}
+
+impl FromRef<App> for DevMailboxPages {
+    fn from_ref(app: &App) -> Self {
+        DevMailboxPages {
+            enabled: app.outbox.is_dev_mailbox(),
+            public_url: app.config.public_url.as_str().into(),
+            db: app.db.clone(),
+            vault: app.vault.clone(),
+        }
     }
 }

@@ -16,17 +16,15 @@ use std::net::IpAddr;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use sqlx::Row;
 
 use crate::clock::SharedClock;
-use crate::db::{Backend, Db, Tx};
+use crate::store::audit as store;
+use crate::store::{Db, Tx};
 use crate::vault::{MessageId, Vault};
 
 /// Events verified per query.
 const VERIFY_BATCH: i64 = 1000;
 const GENESIS: [u8; 32] = [0; 32];
-/// The columns [`StoredEvent::from_row`] reads, in order.
-const EVENT_COLUMNS: &str = "id, at, actor, action, message_id, ip, detail";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
@@ -279,32 +277,7 @@ fn day_start(day: &str) -> Result<i64, DayRangeError> {
     Ok(date.midnight().assume_utc().unix_timestamp())
 }
 
-/// A stored event, as read back (and as exported).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct StoredEvent {
-    pub id: i64,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub message_id: Option<String>,
-    pub ip: Option<String>,
-    pub detail: Option<String>,
-}
-
-impl StoredEvent {
-    /// Reads the first seven columns, in the order `EVENT_COLUMNS` lists them.
-    fn from_row(row: &sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(StoredEvent {
-            id: row.try_get(0)?,
-            at: row.try_get(1)?,
-            actor: row.try_get(2)?,
-            action: row.try_get(3)?,
-            message_id: row.try_get(4)?,
-            ip: row.try_get(5)?,
-            detail: row.try_get(6)?,
-        })
-    }
-}
+pub use crate::store::audit::StoredEvent;
 
 /// The outcome of [`AuditLog::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -348,17 +321,9 @@ impl AuditLog {
     /// another transaction has locked, or the two deadlock on PostgreSQL
     /// (that one waits for this lock to append its own event).
     pub async fn record(&self, tx: &mut Tx, event: &Event) -> Result<i64, AuditError> {
-        if self.db().backend() == Backend::Postgres {
-            // Readers go on; only other appends wait.
-            sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-                .execute(&mut **tx)
-                .await?;
-        }
-        let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut **tx)
-            .await?;
-        let (id, prev) = match last {
-            Some(row) => (row.try_get::<i64, _>(0)? + 1, row.try_get::<Vec<u8>, _>(1)?),
+        let head = store::lock_head(tx, self.db().backend()).await?;
+        let (id, prev) = match head {
+            Some(head) => (head.id + 1, head.hash),
             None => (1, GENESIS.to_vec()),
         };
         let stored = StoredEvent {
@@ -371,21 +336,7 @@ impl AuditLog {
             detail: event.detail.as_ref().map(|d| d.to_string()),
         };
         let hash = self.chain(&stored, &prev);
-        sqlx::query(
-            "INSERT INTO audit_log (id, at, actor, action, message_id, ip, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(stored.id)
-        .bind(stored.at)
-        .bind(&stored.actor)
-        .bind(&stored.action)
-        .bind(&stored.message_id)
-        .bind(&stored.ip)
-        .bind(&stored.detail)
-        .bind(prev)
-        .bind(hash.to_vec())
-        .execute(&mut **tx)
-        .await?;
+        store::append(tx, &stored, &prev, &hash).await?;
         Ok(id)
     }
 
@@ -403,20 +354,14 @@ impl AuditLog {
         let mut prev = GENESIS.to_vec();
         let mut expected = 1i64;
         loop {
-            let rows = sqlx::query(
-                &format!(
-                    "SELECT {EVENT_COLUMNS}, prev_hash, hash FROM audit_log WHERE id >= $1 ORDER BY id LIMIT $2"
-                ),
-            )
-            .bind(expected)
-            .bind(VERIFY_BATCH)
-            .fetch_all(self.db().pool())
-            .await?;
+            let rows = store::chain_from(self.db(), expected, VERIFY_BATCH).await?;
             let batch = rows.len();
             for row in rows {
-                let event = StoredEvent::from_row(&row)?;
-                let prev_hash: Vec<u8> = row.try_get(7)?;
-                let hash: Vec<u8> = row.try_get(8)?;
+                let store::ChainedEvent {
+                    event,
+                    prev_hash,
+                    hash,
+                } = row;
                 let broken = |reason| Verification::Broken {
                     id: event.id,
                     reason,
@@ -445,31 +390,12 @@ impl AuditLog {
 
     /// Events in `[from, to)` (unix seconds), oldest first.
     pub async fn events_between(&self, from: i64, to: i64) -> Result<Vec<StoredEvent>, AuditError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_log WHERE at >= $1 AND at < $2 ORDER BY id"
-        ))
-        .bind(from)
-        .bind(to)
-        .fetch_all(self.db().pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(StoredEvent::from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(store::between(self.db(), from, to).await?)
     }
 
     /// A message's events in order: its timeline on the sender's page.
     pub async fn events_for_message(&self, id: MessageId) -> Result<Vec<StoredEvent>, AuditError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM audit_log WHERE message_id = $1 ORDER BY id"
-        ))
-        .bind(id.to_string())
-        .fetch_all(self.db().pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(StoredEvent::from_row)
-            .collect::<Result<_, _>>()?)
+        Ok(store::for_message(self.db(), &id.to_string()).await?)
     }
 
     /// HMAC over an unambiguous encoding of the event and its predecessor.

@@ -365,7 +365,7 @@ async fn print_key_status(app: &App) -> Result<()> {
         println!(
             "{:<16}  {:<20}  {:<8}  {:>8}  {:>7}  {:<7}",
             k.id,
-            format_time(k.created_at),
+            crate::text::format_time_rfc3339(k.created_at),
             state,
             k.messages,
             k.secrets,
@@ -373,14 +373,4 @@ async fn print_key_status(app: &App) -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn format_time(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }

@@ -6,13 +6,13 @@ use std::fmt;
 use std::str::FromStr;
 
 use secrecy::SecretString;
-use sqlx::Row;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::db::{Db, NativePool, Tx};
+use crate::ids::StaffId;
 use crate::settings::Method;
-use crate::staff::StaffId;
+use crate::store::deliveries::{self as rows, DeliveryRow, StatusFilter};
+use crate::store::{Db, Tx, outbox, pickup_codes};
 use crate::vault::{MessageId, Vault, VaultError};
 
 /// Where a message stands, as the sender sees it.
@@ -211,10 +211,6 @@ pub struct ListQuery {
 
 const RECIPIENT_PURPOSE: &str = "delivery-recipient";
 
-const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
-     d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
-     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient";
-
 #[derive(Clone)]
 pub struct Deliveries {
     db: Db,
@@ -248,104 +244,54 @@ impl Deliveries {
             .map(|m| m.as_str())
             .collect::<Vec<_>>()
             .join(",");
-        sqlx::query(
-            "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
-                 access_code_hash, known_fact_hash, shred_after_pickup, status, status_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+        let message_id = new.message_id.to_string();
+        let sender_id = new.sender.to_string();
+        rows::insert(
+            tx,
+            &rows::NewRow {
+                message_id: &message_id,
+                sender_id: &sender_id,
+                created_at: now,
+                expires_at: new.expires_at,
+                verification: &methods,
+                access_code_hash: new.access_code_hash.as_deref(),
+                known_fact_hash: new.known_fact_hash.as_deref(),
+                shred_after_pickup: new.shred_after_pickup,
+                status: Status::Queued.as_str(),
+            },
         )
-        .bind(new.message_id.to_string())
-        .bind(new.sender.to_string())
-        .bind(now)
-        .bind(new.expires_at)
-        .bind(methods)
-        .bind(new.access_code_hash.as_deref())
-        .bind(new.known_fact_hash.as_deref())
-        .bind(i64::from(new.shred_after_pickup))
-        .bind(Status::Queued.as_str())
-        .execute(&mut **tx)
         .await?;
         Ok(())
     }
 
     pub async fn get(&self, id: MessageId) -> Result<Delivery, DeliveryError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM deliveries d WHERE d.message_id = $1"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(self.db.pool())
-        .await?
-        .ok_or(DeliveryError::NotFound)?;
-        from_row(&row)
+        rows::get(&self.db, &id.to_string())
+            .await?
+            .ok_or(DeliveryError::NotFound)?
+            .try_into()
     }
 
     /// Newest first. Returns one page plus whether another follows.
     pub async fn list(&self, q: &ListQuery) -> Result<(Vec<Delivery>, bool), DeliveryError> {
-        let now = self.clock.now();
-        let mut sql = format!(
-            "SELECT {COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE 1 = 1"
-        );
-        let mut n = 0;
-        let mut next = || {
-            n += 1;
-            format!("${n}")
+        let sender = q.sender.map(|s| s.to_string());
+        let status = q.status.map(|s| match s {
+            Status::Revoked => StatusFilter::Revoked,
+            Status::Expired => StatusFilter::Expired,
+            Status::Locked => StatusFilter::Locked,
+            progress => StatusFilter::Progress(progress.as_str()),
+        });
+        let filter = rows::ListFilter {
+            sender_id: sender.as_deref(),
+            recipient_index: q.recipient_index.as_deref(),
+            status,
+            offset: q.offset,
+            limit: q.limit + 1,
         };
-        if q.sender.is_some() {
-            sql += &format!(" AND d.sender_id = {}", next());
-        }
-        if q.recipient_index.is_some() {
-            sql += &format!(" AND m.recipient_index = {}", next());
-        }
-        let mut bind_now = false;
-        let mut bind_status = false;
-        match q.status {
-            None => {}
-            Some(Status::Revoked) => sql += " AND d.revoked_at IS NOT NULL",
-            Some(Status::Expired) => {
-                sql += &format!(" AND d.revoked_at IS NULL AND d.expires_at <= {}", next());
-                bind_now = true;
-            }
-            Some(Status::Locked) => {
-                sql += &format!(
-                    " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NOT NULL",
-                    next()
-                );
-                bind_now = true;
-            }
-            Some(_) => {
-                sql += &format!(
-                    " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NULL AND d.status = {}",
-                    next(),
-                    next()
-                );
-                bind_now = true;
-                bind_status = true;
-            }
-        }
-        sql += &format!(
-            " ORDER BY d.created_at DESC, d.message_id DESC LIMIT {} OFFSET {}",
-            next(),
-            next()
-        );
-        let mut query = sqlx::query(&sql);
-        if let Some(sender) = q.sender {
-            query = query.bind(sender.to_string());
-        }
-        if let Some(index) = &q.recipient_index {
-            query = query.bind(index.clone());
-        }
-        if bind_now {
-            query = query.bind(now);
-        }
-        if bind_status {
-            let status = q.status.map(|s| s.as_str()).unwrap_or_default();
-            query = query.bind(status);
-        }
-        let rows = query
-            .bind(q.limit + 1)
-            .bind(q.offset)
-            .fetch_all(self.db.pool())
-            .await?;
-        let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        let found = rows::list(&self.db, &filter, self.clock.now()).await?;
+        let mut items = found
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         let more = items.len() as i64 > q.limit;
         items.truncate(usize::try_from(q.limit).unwrap_or(0));
         Ok((items, more))
@@ -354,25 +300,8 @@ impl Deliveries {
     /// Live messages locked after failed verifications (one sender's, or
     /// everyone's): the sent list's alert.
     pub async fn count_locked(&self, sender: Option<StaffId>) -> Result<i64, DeliveryError> {
-        let live = "locked_at IS NOT NULL AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1";
-        let count = match sender {
-            Some(sender) => {
-                sqlx::query_scalar(&format!(
-                    "SELECT COUNT(*) FROM deliveries WHERE {live} AND sender_id = $2"
-                ))
-                .bind(self.clock.now())
-                .bind(sender.to_string())
-                .fetch_one(self.db.pool())
-                .await?
-            }
-            None => {
-                sqlx::query_scalar(&format!("SELECT COUNT(*) FROM deliveries WHERE {live}"))
-                    .bind(self.clock.now())
-                    .fetch_one(self.db.pool())
-                    .await?
-            }
-        };
-        Ok(count)
+        let sender = sender.map(|s| s.to_string());
+        Ok(rows::count_locked(&self.db, sender.as_deref(), self.clock.now()).await?)
     }
 
     /// Revokes: shreds the message now (in the same transaction as the
@@ -398,34 +327,25 @@ impl Deliveries {
     /// there first.
     pub async fn shred(&self, id: MessageId, cause: ShredCause) -> Result<bool, DeliveryError> {
         let now = self.clock.now();
-        let claim = match cause {
-            ShredCause::Revoked { .. } => {
-                "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL"
-            }
-            ShredCause::Expired | ShredCause::PickedUp => {
-                "UPDATE deliveries SET shredded_at = $1
-                 WHERE message_id = $2 AND shredded_at IS NULL AND revoked_at IS NULL"
-            }
-        };
+        let key = id.to_string();
         let mut tx = self.db.begin().await?;
         // The outbox rows first: the mail worker locks a row there before
         // the delivery's, and the same order here keeps PostgreSQL from
         // deadlocking the two. (A loser's cancel rolls back with it.)
-        let mut cancelled_mail = crate::mail::outbox::cancel_for_message(&mut tx, id, now).await?;
-        let won = sqlx::query(claim)
-            .bind(now)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-            == 1;
+        let mut cancelled_mail = outbox::cancel_for_message(&mut tx, &key, now).await?;
+        let won = match cause {
+            ShredCause::Revoked { .. } => rows::claim_revoke(&mut tx, &key, now).await?,
+            ShredCause::Expired | ShredCause::PickedUp => {
+                rows::claim_shred(&mut tx, &key, now).await?
+            }
+        };
         if !won {
             return Ok(false);
         }
         let blobs = self.erase_in(&mut tx, id, now).await?;
         // Again, now that the claim has waited out any request that queued
         // mail for the message (see `Outbox::enqueue`) meanwhile.
-        cancelled_mail += crate::mail::outbox::cancel_for_message(&mut tx, id, now).await?;
+        cancelled_mail += outbox::cancel_for_message(&mut tx, &key, now).await?;
         // Ids and counts only: what was cancelled, never what it held.
         let event = match cause {
             ShredCause::Revoked { actor, ip } => with_ip(
@@ -458,19 +378,9 @@ impl Deliveries {
         now: i64,
     ) -> Result<Option<crate::vault::Shredded>, DeliveryError> {
         let blobs = self.vault.shred_in(tx, id).await?;
-        sqlx::query(
-            "UPDATE deliveries SET sealed_recipient = NULL, access_code_hash = NULL,
-                 known_fact_hash = NULL, link_hash = NULL, shredded_at = COALESCE(shredded_at, $1)
-             WHERE message_id = $2",
-        )
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query("DELETE FROM pickup_codes WHERE message_id = $1")
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
+        let key = id.to_string();
+        rows::erase(tx, &key, now).await?;
+        pickup_codes::delete_for_message(tx, &key).await?;
         Ok(blobs)
     }
 
@@ -491,17 +401,7 @@ impl Deliveries {
             ));
         }
         let mut tx = self.db.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE deliveries SET expires_at = $1
-             WHERE message_id = $2 AND revoked_at IS NULL AND expires_at > $3",
-        )
-        .bind(expires_at)
-        .bind(id.to_string())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let changed = rows::extend(&mut tx, &id.to_string(), expires_at, now).await?;
         if !changed {
             return Err(DeliveryError::Invalid(
                 "This message has expired or was revoked; it cannot be extended.",
@@ -527,17 +427,8 @@ impl Deliveries {
         public_url: &str,
     ) -> Result<SecretString, DeliveryError> {
         let now = self.clock.now();
-        let changed = sqlx::query(
-            "UPDATE deliveries SET link_generation = link_generation + 1, status = $1, status_at = $2
-             WHERE message_id = $3 AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $2",
-        )
-        .bind(Status::Queued.as_str())
-        .bind(now)
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let changed =
+            rows::next_generation(tx, &id.to_string(), Status::Queued.as_str(), now).await?;
         if !changed {
             return Err(DeliveryError::Invalid(
                 "This message has expired or was revoked; send a new one instead.",
@@ -567,13 +458,7 @@ impl Deliveries {
         let token = zeroize::Zeroizing::new(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret[..]),
         );
-        sqlx::query(
-            "UPDATE deliveries SET link_hash = $1, link_consumed_at = NULL WHERE message_id = $2",
-        )
-        .bind(self.link_hash(&token))
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
+        rows::set_link_hash(tx, &id.to_string(), &self.link_hash(&token)).await?;
         Ok(SecretString::from(format!(
             "{}/p/{}",
             public_url.trim_end_matches('/'),
@@ -596,22 +481,10 @@ impl Deliveries {
         {
             return Ok(None);
         }
-        let sql = format!("SELECT {COLUMNS} FROM deliveries d WHERE d.link_hash = $1");
-        let hash = self.link_hash(token);
-        match self.db.native() {
-            NativePool::Sqlite(pool) => sqlx::query(&sql)
-                .bind(hash)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| from_sqlite_row(&r))
-                .transpose(),
-            NativePool::Postgres(pool) => sqlx::query(&sql)
-                .bind(hash)
-                .fetch_optional(pool)
-                .await?
-                .map(|r| from_pg_row(&r))
-                .transpose(),
-        }
+        rows::find_by_link_hash(&self.db, &self.link_hash(token))
+            .await?
+            .map(Delivery::try_from)
+            .transpose()
     }
 
     /// Stores the recipient address sealed, for sending codes and alerts
@@ -625,11 +498,7 @@ impl Deliveries {
         let sealed = self
             .vault
             .seal_secret(RECIPIENT_PURPOSE, address.as_bytes())?;
-        sqlx::query("UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2")
-            .bind(sealed)
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
+        rows::set_sealed_recipient(tx, &id.to_string(), &sealed).await?;
         Ok(())
     }
 
@@ -653,14 +522,7 @@ impl Deliveries {
         ip: Option<std::net::IpAddr>,
     ) -> Result<bool, DeliveryError> {
         let mut tx = self.db.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE deliveries SET locked_at = NULL, failures = 0 WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL",
-        )
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let changed = rows::unlock(&mut tx, &id.to_string()).await?;
         if changed {
             self.audit
                 .record(
@@ -675,14 +537,7 @@ impl Deliveries {
 
     /// Marks a lockout (the customer side calls this after too many failures).
     pub async fn lock(&self, tx: &mut Tx, id: MessageId) -> Result<(), DeliveryError> {
-        sqlx::query(
-            "UPDATE deliveries SET locked_at = $1 WHERE message_id = $2 AND locked_at IS NULL",
-        )
-        .bind(self.clock.now())
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        Ok(rows::lock(tx, &id.to_string(), self.clock.now()).await?)
     }
 
     /// Counts one failed verification of a live, unused, unlocked link, and
@@ -696,24 +551,11 @@ impl Deliveries {
         id: MessageId,
         lock_after: i64,
     ) -> Result<Option<Failure>, DeliveryError> {
-        let now = self.clock.now();
-        let row: Option<(i64, Option<i64>)> = sqlx::query_as(
-            "UPDATE deliveries SET failures = failures + 1,
-                 locked_at = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_at END
-             WHERE message_id = $1 AND failures < $2 AND locked_at IS NULL
-               AND link_consumed_at IS NULL AND revoked_at IS NULL AND shredded_at IS NULL
-               AND expires_at > $3
-             RETURNING failures, locked_at",
-        )
-        .bind(id.to_string())
-        .bind(lock_after)
-        .bind(now)
-        .fetch_optional(&mut **tx)
-        .await?;
+        let row = rows::record_failure(tx, &id.to_string(), lock_after, self.clock.now()).await?;
         // The row was unlocked before the update, so a lock seen now is ours.
-        Ok(row.map(|(failures, locked_at)| Failure {
-            failures,
-            locked: locked_at.is_some(),
+        Ok(row.map(|r| Failure {
+            failures: r.failures,
+            locked: r.locked_at.is_some(),
         }))
     }
 
@@ -740,18 +582,10 @@ impl Deliveries {
         if earlier.is_empty() {
             return Ok(false);
         }
-        let sql = format!(
-            "UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3 AND status IN ({})",
-            crate::db::placeholders(4, earlier.len())
-        );
-        let mut q = sqlx::query(&sql)
-            .bind(to.as_str())
-            .bind(self.clock.now())
-            .bind(id.to_string());
-        for e in earlier {
-            q = q.bind(e);
-        }
-        Ok(q.execute(&mut **tx).await?.rows_affected() == 1)
+        Ok(
+            rows::set_status_from(tx, &id.to_string(), to.as_str(), &earlier, self.clock.now())
+                .await?,
+        )
     }
 
     /// Records progress (emailed, visited, verified, …) in `tx`.
@@ -764,13 +598,54 @@ impl Deliveries {
         if !status.is_progress() {
             return Err(DeliveryError::Invalid("not a progress state"));
         }
-        sqlx::query("UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3")
-            .bind(status.as_str())
-            .bind(self.clock.now())
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+        Ok(rows::set_status(tx, &id.to_string(), status.as_str(), self.clock.now()).await?)
+    }
+}
+
+/// How often the expiry job runs (on every instance: each message is
+/// claimed by compare-and-set, so passes never collide).
+pub const EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+/// Messages one expiry pass takes on.
+const EXPIRY_BATCH: i64 = 100;
+
+impl Deliveries {
+    /// One expiry pass: shreds expired messages, and "shred after first
+    /// pickup" ones once their grace after verification has passed.
+    /// Returns how many it shredded.
+    pub async fn shred_due(&self) -> Result<usize, DeliveryError> {
+        let now = self.clock.now();
+        let due = rows::due_for_shred(&self.db, now, EXPIRY_BATCH).await?;
+        let mut done = 0;
+        for row in due {
+            let Ok(id) = row.message_id.parse::<MessageId>() else {
+                continue;
+            };
+            let cause = if row.expires_at <= now {
+                ShredCause::Expired
+            } else {
+                ShredCause::PickedUp
+            };
+            // The same transaction as a revoke: claim, erase, audit, commit.
+            if self.shred(id, cause).await? {
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+}
+
+/// Runs [`Deliveries::shred_due`] every [`EXPIRY_EVERY`] until `stop` is
+/// cancelled (between passes, never inside one).
+pub async fn run_expiry(deliveries: Deliveries, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(EXPIRY_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = deliveries.shred_due().await {
+            tracing::warn!(error = %e, "expiry pass failed; will retry");
+        }
     }
 }
 
@@ -789,41 +664,34 @@ fn with_ip(event: Event, ip: Option<std::net::IpAddr>) -> Event {
     }
 }
 
-/// One row mapping for the `Any` pool and the driver pools (the landing
-/// page's lookup uses the latter: it is the hottest query customers cause).
-macro_rules! delivery_from_row {
-    ($name:ident, $row:ty) => {
-        fn $name(row: &$row) -> Result<Delivery, DeliveryError> {
-            let id: String = row.try_get(0)?;
-            let sender: String = row.try_get(1)?;
-            let methods: String = row.try_get(4)?;
-            let status: String = row.try_get(6)?;
-            Ok(Delivery {
-                message_id: id
-                    .parse()
-                    .map_err(|_| DeliveryError::Invalid("bad message id"))?,
-                sender: StaffId::parse(&sender).ok_or(DeliveryError::Invalid("bad sender id"))?,
-                created_at: row.try_get(2)?,
-                expires_at: row.try_get(3)?,
-                methods: parse_methods(&methods),
-                shred_after_pickup: row.try_get::<i64, _>(5)? != 0,
-                stored_status: status.parse()?,
-                status_at: row.try_get(7)?,
-                locked_at: row.try_get(8)?,
-                revoked_at: row.try_get(9)?,
-                link_generation: row.try_get(10)?,
-                link_consumed_at: row.try_get(11)?,
-                failures: row.try_get(12)?,
-                shred_at: row.try_get(13)?,
-                shredded_at: row.try_get(14)?,
-                sealed_recipient: row.try_get(15)?,
-            })
-        }
-    };
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = DeliveryError;
+
+    fn try_from(row: DeliveryRow) -> Result<Delivery, DeliveryError> {
+        Ok(Delivery {
+            message_id: row
+                .message_id
+                .parse()
+                .map_err(|_| DeliveryError::Invalid("bad message id"))?,
+            sender: StaffId::parse(&row.sender_id)
+                .ok_or(DeliveryError::Invalid("bad sender id"))?,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            methods: parse_methods(&row.verification),
+            shred_after_pickup: row.shred_after_pickup != 0,
+            stored_status: row.status.parse()?,
+            status_at: row.status_at,
+            locked_at: row.locked_at,
+            revoked_at: row.revoked_at,
+            link_generation: row.link_generation,
+            link_consumed_at: row.link_consumed_at,
+            failures: row.failures,
+            shred_at: row.shred_at,
+            shredded_at: row.shredded_at,
+            sealed_recipient: row.sealed_recipient,
+        })
+    }
 }
-delivery_from_row!(from_row, sqlx::any::AnyRow);
-delivery_from_row!(from_sqlite_row, sqlx::sqlite::SqliteRow);
-delivery_from_row!(from_pg_row, sqlx::postgres::PgRow);
 
 #[cfg(test)]
 mod tests {

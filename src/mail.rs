@@ -14,10 +14,8 @@ pub mod worker;
 
 use std::fmt;
 
-use axum::Router;
 use serde::{Deserialize, Serialize};
 
-use crate::app::App;
 use crate::vault::{MessageId, VaultError};
 
 pub use outbox::Outbox;
@@ -111,16 +109,13 @@ pub enum MailError {
     Db(#[from] sqlx::Error),
     #[error("{0}")]
     Vault(#[from] VaultError),
+    /// The message was shredded: nothing about it may be queued any more.
+    #[error("the message was shredded")]
+    Shredded,
     #[error("{0}")]
     Delivery(#[from] crate::deliveries::DeliveryError),
     #[error("{0}")]
     Settings(#[from] crate::settings::SettingsError),
     #[error("{0}")]
     Audit(#[from] crate::audit::AuditError),
-}
-
-/// Pages this module serves: the dev mailbox (loopback only, and only when
-/// no SMTP server is configured).
-pub fn routes() -> Router<App> {
-    dev_mailbox::routes()
 }

@@ -27,7 +27,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::app::App;
+use crate::clock::SharedClock;
+use crate::store::Db;
 
 /// The route label of a request no route matched (its path is not logged
 /// or counted: it may be a mistyped link).
@@ -214,11 +215,11 @@ impl Metrics {
     /// The exposition: the outbox gauges are read from the database first
     /// (one indexed query over pending rows only). If that fails the rest
     /// is still served and the gauges keep their last values.
-    pub async fn render(&self, app: &App) -> Result<String, std::fmt::Error> {
-        match crate::mail::outbox::pending(&app.db).await {
+    pub async fn render(&self, db: &Db, now: i64) -> Result<String, std::fmt::Error> {
+        match crate::store::outbox::pending(db).await {
             Ok((count, oldest)) => {
                 self.inner.outbox_pending.set(count);
-                let age = oldest.map_or(0, |t| app.clock.now().saturating_sub(t).max(0));
+                let age = oldest.map_or(0, |t| now.saturating_sub(t).max(0));
                 self.inner.outbox_oldest_age.set(age);
             }
             Err(e) => tracing::warn!(error = %e, "metrics: cannot read the outbox depth"),
@@ -229,13 +230,24 @@ impl Metrics {
     }
 }
 
-/// The metrics listener's routes: `/metrics` and nothing else.
-pub fn router(app: App) -> Router {
-    Router::new().route("/metrics", get(scrape)).with_state(app)
+/// What a scrape reads: the metrics, and the database and clock for the
+/// outbox gauges.
+#[derive(Clone)]
+pub struct Scrape {
+    pub metrics: Metrics,
+    pub db: Db,
+    pub clock: SharedClock,
 }
 
-async fn scrape(State(app): State<App>) -> Response {
-    match app.metrics.render(&app).await {
+/// The metrics listener's routes: `/metrics` and nothing else.
+pub fn router(scrape_from: Scrape) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(scrape_from)
+}
+
+async fn scrape(State(s): State<Scrape>) -> Response {
+    match s.metrics.render(&s.db, s.clock.now()).await {
         Ok(body) => (
             [(
                 header::CONTENT_TYPE,

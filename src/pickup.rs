@@ -5,8 +5,7 @@
 //! link or reveal content; a form posted without the right answers does
 //! nothing but count as a failure.
 
-pub mod expiry;
-pub mod limits;
+pub mod flow;
 pub mod verify;
 pub mod view;
 
@@ -114,7 +113,7 @@ pub async fn notice(app: &App, notice: Notice, opened_at: Option<i64>) -> Respon
             format!(
                 "It was opened on {}. Each link works once. If this wasn't you, {contact} straight away.",
                 opened_at
-                    .map(crate::portal::format_time)
+                    .map(crate::text::format_time)
                     .unwrap_or_else(|| "an earlier visit".to_owned())
             ),
         ),

@@ -14,7 +14,6 @@ use axum::routing::{get, post};
 
 use crate::app::App;
 
-pub use crate::web::client_ip::ClientIp;
 pub use auth::CurrentStaff;
 
 pub fn routes() -> Router<App> {
@@ -49,13 +48,4 @@ pub fn routes() -> Router<App> {
         .route("/messages/{id}/unlock", post(sent::unlock))
         .merge(admin::routes())
         .merge(setup::routes())
-}
-
-/// Formats a unix time for staff pages (UTC, minute precision).
-pub fn format_time(unix: i64) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&fmt).ok())
-        .unwrap_or_else(|| "?".to_owned())
 }

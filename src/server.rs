@@ -49,7 +49,7 @@ pub fn router(app: App) -> Router {
         .route("/static/style.css", get(crate::web::stylesheet))
         .merge(pages)
         .merge(crate::pickup::landing_route())
-        .merge(crate::mail::routes())
+        .merge(crate::web::dev_mailbox::routes())
         .fallback(|| async { crate::web::PageError::NotFound })
         // A layer (not a route layer) so unmatched requests are counted too;
         // it runs after routing, so the matched template is known.
@@ -113,10 +113,10 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     let background = vec![
         tokio::spawn(sweep_forever(app.clone(), stop.clone())),
-        crate::mail::spawn(&app, stop.clone(), timeout),
+        crate::mail::spawn(app.outbox.clone(), stop.clone(), timeout),
         tokio::spawn(delete_expired_sessions(app.clone(), stop.clone())),
-        tokio::spawn(crate::pickup::expiry::run_forever(
-            app.clone(),
+        tokio::spawn(crate::deliveries::run_expiry(
+            app.deliveries.clone(),
             stop.clone(),
         )),
     ];
@@ -124,7 +124,11 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     let metrics = metrics_listener.map(|l| {
         tokio::spawn(serve_http(
             l,
-            crate::metrics::router(app.clone()),
+            crate::metrics::router(crate::metrics::Scrape {
+                metrics: app.metrics.clone(),
+                db: app.db.clone(),
+                clock: app.clock.clone(),
+            }),
             timeouts,
             stop.clone(),
         ))
@@ -393,7 +397,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watchdog<T> {
 /// admin. It goes to stdout for the operator only, never through tracing:
 /// log lines are shipped and kept, and the link is a credential.
 async fn announce_setup_link(app: &App) {
-    match crate::portal::setup::issue_setup_link(app).await {
+    match app.links.issue_setup_link().await {
         Ok(Some(url)) => {
             let text = "No staff accounts yet. Create the first admin within 1 hour at the \
                         setup_url. (The page only answers on this machine: open it here or \

@@ -6,10 +6,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
-use crate::db::Db;
+use crate::store::Db;
+use crate::store::settings as store;
 
 /// How a customer proves they are the recipient before anything is decrypted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -218,13 +218,9 @@ impl SettingsStore {
 
     /// Current settings; missing or unreadable values fall back to defaults.
     pub async fn load(&self) -> Result<Settings, SettingsError> {
-        let rows = sqlx::query("SELECT name, value FROM settings")
-            .fetch_all(self.db.pool())
-            .await?;
+        let rows = store::all(&self.db).await?;
         let mut s = Settings::default();
-        for row in rows {
-            let name: String = row.try_get(0)?;
-            let value: String = row.try_get(1)?;
+        for store::SettingRow { name, value } in rows {
             match name.as_str() {
                 "organisation" => s.organisation = value,
                 "support_line" => s.support_line = value,
@@ -272,14 +268,7 @@ impl SettingsStore {
         ];
         let mut tx = self.db.begin().await?;
         for (name, value) in &values {
-            sqlx::query(
-                "INSERT INTO settings (name, value) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            )
-            .bind(*name)
-            .bind(value)
-            .execute(&mut *tx)
-            .await?;
+            store::put(&mut tx, name, value).await?;
         }
         let detail = serde_json::json!({
             "default_expiry_hours": new.default_expiry_hours,
@@ -311,14 +300,7 @@ impl SettingsStore {
             ));
         }
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO settings_logo (id, content_type, data) VALUES (1, $1, $2)
-             ON CONFLICT (id) DO UPDATE SET content_type = excluded.content_type, data = excluded.data",
-        )
-        .bind(content_type)
-        .bind(data)
-        .execute(&mut *tx)
-        .await?;
+        store::put_logo(&mut tx, content_type, data).await?;
         let detail = serde_json::json!({ "logo_bytes": data.len() });
         self.audit
             .record(
@@ -332,17 +314,12 @@ impl SettingsStore {
     }
 
     pub async fn has_logo(&self) -> Result<bool, SettingsError> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM settings_logo")
-            .fetch_one(self.db.pool())
-            .await?;
-        Ok(n > 0)
+        Ok(store::has_logo(&self.db).await?)
     }
 
     pub async fn logo(&self) -> Result<Option<(String, Vec<u8>)>, SettingsError> {
-        let row = sqlx::query("SELECT content_type, data FROM settings_logo WHERE id = 1")
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+        let row = store::logo(&self.db).await?;
+        Ok(row.map(|r| (r.content_type, r.data)))
     }
 }
 

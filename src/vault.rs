@@ -52,7 +52,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use crate::clock::SharedClock;
-use crate::db::{Db, Tx};
+use crate::store::{Db, Tx};
 pub use blobs::{BlobKey, BlobStore, LocalBlobStore};
 pub use export::ExportReport;
 pub use keyring::{KeyFileError, Keyring, MasterKeyId};

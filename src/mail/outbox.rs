@@ -14,11 +14,11 @@ use super::{Mail, MailError};
 use crate::audit::AuditLog;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::db::{Backend, Db, Tx};
-use crate::deliveries::{Deliveries, DeliveryError};
+use crate::deliveries::Deliveries;
 use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
-use crate::vault::{MessageId, Vault, VaultError};
+use crate::store::{Db, Tx, outbox};
+use crate::vault::{MessageId, Vault};
 
 /// Purpose (associated data) of the sealed outbox payload.
 pub(super) const PAYLOAD_PURPOSE: &str = "outbox";
@@ -129,16 +129,17 @@ impl Outbox {
         // Fixed now, so a retry (even after a crash mid-send) carries the
         // same Message-ID and receivers can tell it is one email.
         let mail_message_id = format!("<{}@{}>", Uuid::new_v4(), self.inner.host);
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO outbox (kind, message_id, payload, mail_message_id, created_at, next_attempt_at)
-             VALUES ($1, $2, $3, $4, $5, $5) RETURNING id",
+        let message_id = message.map(|m| m.to_string());
+        let id = outbox::insert(
+            tx,
+            &outbox::NewMail {
+                kind: mail.kind(),
+                message_id: message_id.as_deref(),
+                sealed_payload: &sealed,
+                mail_message_id: &mail_message_id,
+                now,
+            },
         )
-        .bind(mail.kind())
-        .bind(message.map(|m| m.to_string()))
-        .bind(sealed)
-        .bind(mail_message_id)
-        .bind(now)
-        .fetch_one(&mut **tx)
         .await?;
         tracing::debug!(outbox_id = id, "mail queued");
         Ok(id)
@@ -154,68 +155,12 @@ impl Outbox {
     /// shred and fails, rolling back with the caller's other writes. SQLite
     /// transactions are serial already.
     async fn refuse_if_shredded(&self, tx: &mut Tx, id: MessageId) -> Result<(), MailError> {
-        let lock = match self.inner.db.backend() {
-            Backend::Postgres => " FOR SHARE",
-            Backend::Sqlite => "",
-        };
-        let shredded: Option<Option<i64>> = sqlx::query_scalar(&format!(
-            "SELECT shredded_at FROM deliveries WHERE message_id = $1{lock}"
-        ))
-        .bind(id.to_string())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(Some(_)) = shredded {
-            return Err(MailError::Delivery(DeliveryError::Vault(
-                VaultError::Shredded,
-            )));
+        let backend = self.inner.db.backend();
+        if outbox::message_shredded(tx, backend, &id.to_string()).await? {
+            return Err(MailError::Shredded);
         }
         Ok(())
     }
-}
-
-/// Error class recorded on an email cancelled because its message was shredded.
-pub const CANCELLED: &str = "cancelled: message shredded";
-
-/// Part of a shred (see `Deliveries::shred`), in its transaction: every
-/// email about message `id` that has not gone out yet is marked failed with
-/// [`CANCELLED`] and its sealed payload (address, link, code) erased, so no
-/// worker ever sends it and the sender sees it stopped rather than lost; a
-/// worker holding a lease on one finds it finished when it re-reads the row
-/// before sending, and [`Outbox::enqueue`] refuses new mail for a shredded
-/// message. Dev-mailbox copies of the message's emails go too.
-/// Alerts to the sender stay: they carry only the staff address and the
-/// message id. Returns how many emails were cancelled.
-pub async fn cancel_for_message(tx: &mut Tx, id: MessageId, now: i64) -> Result<u64, sqlx::Error> {
-    let customer_mail = "message_id = $1 AND kind <> 'sender_alert'";
-    sqlx::query(&format!(
-        "DELETE FROM dev_mailbox WHERE outbox_id IN (SELECT id FROM outbox WHERE {customer_mail})"
-    ))
-    .bind(id.to_string())
-    .execute(&mut **tx)
-    .await?;
-    let cancelled = sqlx::query(&format!(
-        "UPDATE outbox SET failed_at = $2, payload = NULL, lease_owner = NULL, lease_until = NULL,
-             last_error = $3
-         WHERE {customer_mail} AND sent_at IS NULL AND failed_at IS NULL"
-    ))
-    .bind(id.to_string())
-    .bind(now)
-    .bind(CANCELLED)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    // Sent and failed rows lost their payload when they finished.
-    Ok(cancelled)
-}
-
-/// How many emails wait to be sent (or retried), and when the oldest of
-/// them was queued. Cheap: the `outbox_due` index covers exactly these rows.
-pub async fn pending(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT COUNT(*), MIN(created_at) FROM outbox WHERE sent_at IS NULL AND failed_at IS NULL",
-    )
-    .fetch_one(db.pool())
-    .await
 }
 
 /// The host part of `public_url` (no scheme, port or path), for `Message-ID`s.

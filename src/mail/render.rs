@@ -13,7 +13,7 @@ use lettre::message::header::{Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 
 use super::{Alert, Mail, MailError};
-use crate::portal::format_time;
+use crate::text::format_time;
 
 /// What every template needs about the organisation.
 pub struct Context {

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -21,10 +20,9 @@ use super::dev_mailbox::{self, DevMail};
 use super::outbox::{Outbox, PAYLOAD_PURPOSE, Payload};
 use super::render::{self, Context};
 use super::transport::SendError;
-use crate::app::App;
 use crate::audit::{Action, Actor, Event};
-use crate::db::{Backend, Tx};
 use crate::deliveries::Status;
+use crate::store::{self, Tx, outbox};
 use crate::vault::MessageId;
 
 /// Rows claimed per round.
@@ -72,8 +70,7 @@ struct Claimed {
 /// Starts the worker on the runtime. It runs until `stop` is cancelled,
 /// then lets sends in flight finish for up to `grace`, releases the leases
 /// of those that did not, and returns (never mid-transaction).
-pub fn spawn(app: &App, stop: CancellationToken, grace: Duration) -> JoinHandle<()> {
-    let outbox = app.outbox.clone();
+pub fn spawn(outbox: Outbox, stop: CancellationToken, grace: Duration) -> JoinHandle<()> {
     tokio::spawn(async move {
         while !stop.is_cancelled() {
             match outbox.run_round(&stop, grace).await {
@@ -232,25 +229,13 @@ impl Outbox {
             events.extend(event);
         }
         for id in released {
-            self.release(&mut tx, *id, owner).await?;
+            outbox::release(&mut tx, *id, owner).await?;
         }
         // Audit last: see `AuditLog::record`.
         for event in &events {
             self.inner.audit.record(&mut tx, event).await?;
         }
         tx.commit().await?;
-        Ok(())
-    }
-
-    async fn release(&self, tx: &mut Tx, id: i64, owner: &str) -> Result<(), MailError> {
-        sqlx::query(
-            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
-             WHERE id = $1 AND lease_owner = $2 AND sent_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
         Ok(())
     }
 
@@ -270,57 +255,21 @@ impl Outbox {
         let now = self.inner.clock.now();
         let db = &self.inner.db;
         let mut tx = db.begin().await?;
-        // PostgreSQL: concurrent claimers skip each other's candidates
-        // instead of queueing on them. SQLite: BEGIN IMMEDIATE already
-        // made this transaction the only writer.
-        let skip_locked = match db.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        let candidates: Vec<i64> = sqlx::query_scalar(&format!(
-            "SELECT id FROM outbox
-             WHERE sent_at IS NULL AND failed_at IS NULL AND next_attempt_at <= $1
-               AND (lease_until IS NULL OR lease_until < $1)
-             ORDER BY next_attempt_at, id LIMIT $2{skip_locked}"
-        ))
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(&mut *tx)
-        .await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let candidates = outbox::due_candidates(&mut tx, db.backend(), now, limit).await?;
         let mut claimed = Vec::with_capacity(candidates.len());
         for id in candidates {
-            // The compare-and-set is what guarantees one owner per row.
-            let won = sqlx::query(
-                "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
-                 WHERE id = $3 AND sent_at IS NULL AND failed_at IS NULL
-                   AND (lease_until IS NULL OR lease_until < $4)",
-            )
-            .bind(owner)
-            .bind(now + LEASE_SECONDS)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !won {
+            if !outbox::lease(&mut tx, id, owner, now + LEASE_SECONDS, now).await? {
                 continue;
             }
-            let row = sqlx::query(
-                "SELECT id, kind, message_id, mail_message_id, created_at, attempts
-                 FROM outbox WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let message_id: Option<String> = row.try_get(2)?;
+            let row = outbox::leased_row(&mut tx, id).await?;
             claimed.push(Claimed {
-                id: row.try_get(0)?,
-                kind: row.try_get(1)?,
-                message_id: message_id.and_then(|m| m.parse().ok()),
-                mail_message_id: row.try_get(3)?,
-                created_at: row.try_get(4)?,
-                attempts: row.try_get(5)?,
+                id: row.id,
+                kind: row.kind,
+                message_id: row.message_id.and_then(|m| m.parse().ok()),
+                mail_message_id: row.mail_message_id,
+                created_at: row.created_at,
+                attempts: row.attempts,
             });
         }
         tx.commit().await?;
@@ -357,13 +306,9 @@ impl Outbox {
         // Read at the last moment rather than at the claim: a shred that
         // cancelled the row since then has erased the payload and finished
         // the row, and the email must not go out.
-        let payload: Option<Option<Vec<u8>>> = sqlx::query_scalar(
-            "SELECT payload FROM outbox WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(row.id)
-        .fetch_optional(self.inner.db.pool())
-        .await
-        .map_err(|_| SendError::Temporary("database".to_owned()))?;
+        let payload = outbox::unfinished_payload(&self.inner.db, row.id)
+            .await
+            .map_err(|_| SendError::Temporary("database".to_owned()))?;
         let Some(payload) = payload else {
             return Ok(None);
         };
@@ -411,16 +356,7 @@ impl Outbox {
         let now = self.inner.clock.now();
         // Not conditional on still holding the lease: once the server has
         // the email, recording that is always right.
-        let marked = sqlx::query(
-            "UPDATE outbox SET sent_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL
-             WHERE id = $2 AND sent_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(now)
-        .bind(row.id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let marked = outbox::mark_sent(tx, row.id, now).await?;
         if !marked {
             tracing::warn!("mail sent, but another worker had already finished the row");
             return Ok(None);
@@ -442,16 +378,7 @@ impl Outbox {
         class: &str,
         next: i64,
     ) -> Result<(), MailError> {
-        sqlx::query(
-            "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, last_error = $2
-             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(next)
-        .bind(class)
-        .bind(row.id)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?;
+        outbox::mark_retry(tx, row.id, owner, class, next).await?;
         Ok(())
     }
 
@@ -463,19 +390,7 @@ impl Outbox {
         class: &str,
     ) -> Result<Option<Event>, MailError> {
         let now = self.inner.clock.now();
-        let marked = sqlx::query(
-            "UPDATE outbox SET failed_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL,
-                 last_error = $2
-             WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL",
-        )
-        .bind(now)
-        .bind(class)
-        .bind(row.id)
-        .bind(owner)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let marked = outbox::mark_failed(tx, row.id, owner, class, now).await?;
         if !marked {
             return Ok(None);
         }
@@ -491,11 +406,7 @@ impl Outbox {
         let Some(id) = row.message_id else {
             return Ok(());
         };
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT status FROM deliveries WHERE message_id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut **tx)
-                .await?;
+        let current = store::deliveries::status_in(tx, &id.to_string()).await?;
         let replaceable = [Status::Queued, Status::Emailed, Status::DeliveryFailed];
         if current.is_some_and(|s| replaceable.iter().any(|r| r.as_str() == s)) {
             self.inner.deliveries.set_status(tx, id, status).await?;

@@ -2,6 +2,7 @@
 //! downloads, and "I'm done". Every request checks the session is bound to
 //! this message, to its current link and still fresh.
 
+use anyhow::Context as _;
 use std::collections::HashMap;
 use std::io::{self, BufReader, Read};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -15,14 +16,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use super::verify::PICKUP_IDLE_SECS;
+use super::flow::PICKUP_IDLE_SECS;
 use super::{Brand, Notice, notice};
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
-use crate::portal::ClientIp;
 use crate::vault::{MessageId, PartKind, PartReader, VaultError};
 use crate::web::PageError;
+use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
 
 const PICKUP_KEY: &str = "pickup";
@@ -112,14 +113,9 @@ async fn require(app: &App, session: &Session, id: &str) -> Result<Delivery, Res
         if d.shred_at.is_some() {
             // Activity keeps a shred-after-pickup message open, up to a cap.
             let until = (now + PICKUP_IDLE_SECS).min(b.verified_at + SHRED_CAP_SECS);
-            sqlx::query(
-                "UPDATE deliveries SET shred_at = $1 WHERE message_id = $2 AND shred_at < $1",
-            )
-            .bind(until)
-            .bind(mid.to_string())
-            .execute(app.db.pool())
-            .await
-            .map_err(|e| fail(e.into()))?;
+            crate::store::deliveries::postpone_shred(&app.db, &mid.to_string(), until)
+                .await
+                .map_err(|e| fail(e.into()))?;
         }
     }
     Ok(d)
@@ -168,7 +164,7 @@ pub async fn message(
                     Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
                 })
                 .await
-                .map_err(|e| PageError::Internal(format!("reading task failed: {e}")))??;
+                .context("reading task failed")??;
                 body = text;
             }
             PartKind::Attachment => {
@@ -178,7 +174,7 @@ pub async fn message(
                     name: meta
                         .file_name
                         .unwrap_or_else(|| format!("file-{}", part.position)),
-                    size: crate::portal::sent::human_size(part.plain_size),
+                    size: crate::text::human_size(part.plain_size),
                 });
             }
         }
@@ -189,7 +185,7 @@ pub async fn message(
         csrf: csrf::token(&session).await?,
         body,
         files,
-        expires: crate::portal::format_time(d.expires_at),
+        expires: crate::text::format_time(d.expires_at),
         shred_after_pickup: d.shred_after_pickup,
     };
     Ok(page.into_response())
@@ -247,7 +243,7 @@ pub async fn download(
             let reader =
                 tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
                     .await
-                    .map_err(|e| PageError::Internal(format!("opening task failed: {e}")))??;
+                    .context("opening task failed")??;
 
             let mut tx = app.db.begin().await?;
             app.deliveries
@@ -441,11 +437,8 @@ pub async fn done(
     session.flush().await?;
     let mut tx = app.db.begin().await?;
     if d.shred_after_pickup {
-        sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
-            .bind(app.clock.now())
-            .bind(d.message_id.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let key = d.message_id.to_string();
+        crate::store::deliveries::set_shred_at(&mut tx, &key, app.clock.now()).await?;
     }
     let event = Event::new(Actor::Customer, Action::PickupDone)
         .message(d.message_id)
@@ -453,7 +446,7 @@ pub async fn done(
     app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
     if d.shred_after_pickup {
-        super::expiry::run_once(&app).await?;
+        app.deliveries.shred_due().await?;
     }
     Ok(notice(&app, Notice::Done, None).await)
 }

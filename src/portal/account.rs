@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use super::auth::{CurrentStaff, Enrolling, keep_session, totp_err, wait_text};
+use super::auth::{CurrentStaff, Enrolling, keep_session, wait_text};
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::staff::SignInError;
@@ -62,12 +62,8 @@ async fn render_account(
         .accounts
         .pickup_alerts(staff.id())
         .await
-        .map_err(|e| PageError::Internal(e.to_string()))?;
-    let codes_left = app
-        .totp
-        .recovery_codes_left(staff.id())
-        .await
-        .map_err(totp_err)?;
+        .map_err(PageError::internal)?;
+    let codes_left = app.totp.recovery_codes_left(staff.id()).await?;
     let page = AccountPage {
         nav: staff.nav(),
         email: staff.account.email.as_str().to_owned(),
@@ -118,29 +114,22 @@ async fn reauthenticate(
 ) -> Result<Result<(), Refused>, PageError> {
     let code = proof.current_code.trim();
     if staff.totp_enabled && !code.is_empty() {
-        return Ok(
-            match app
-                .totp
-                .check_code(staff.id(), code)
-                .await
-                .map_err(totp_err)?
-            {
-                Check::Passed => Ok(()),
-                Check::Failed => {
-                    let event = Event::new(staff.actor(), Action::SignInFailed)
-                        .ip(staff.ip)
-                        .detail(serde_json::json!({ "factor": "totp", "reauth": true }));
-                    app.audit.record_now(&event).await?;
-                    Err(Refused::Wrong(
-                        "That code from your current authenticator app is not right. Try the next code, or enter your password.",
-                    ))
-                }
-                Check::Throttled { retry_after_secs } => Err(Refused::Wait(format!(
-                    "Too many wrong codes. Please wait {} and try again.",
-                    wait_text(retry_after_secs)
-                ))),
-            },
-        );
+        return Ok(match app.totp.check_code(staff.id(), code).await? {
+            Check::Passed => Ok(()),
+            Check::Failed => {
+                let event = Event::new(staff.actor(), Action::SignInFailed)
+                    .ip(staff.ip)
+                    .detail(serde_json::json!({ "factor": "totp", "reauth": true }));
+                app.audit.record_now(&event).await?;
+                Err(Refused::Wrong(
+                    "That code from your current authenticator app is not right. Try the next code, or enter your password.",
+                ))
+            }
+            Check::Throttled { retry_after_secs } => Err(Refused::Wait(format!(
+                "Too many wrong codes. Please wait {} and try again.",
+                wait_text(retry_after_secs)
+            ))),
+        });
     }
     let Some(password) = proof
         .current_password
@@ -161,8 +150,7 @@ async fn reauthenticate(
             "Too many failed attempts. Please wait {} and try again.",
             wait_text(retry_after_secs)
         )))),
-        Err(SignInError::Hash(e)) => Err(PageError::from(e)),
-        Err(e) => Err(PageError::Internal(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -194,8 +182,7 @@ pub async fn regenerate_codes(
     match app
         .totp
         .regenerate_recovery_codes(staff.id(), Some(staff.ip))
-        .await
-        .map_err(totp_err)?
+        .await?
     {
         Some(new) => show_codes(&staff, new).await,
         None => Ok(Redirect::to("/account").into_response()),
@@ -228,8 +215,7 @@ async fn render_enrolment(
     let organisation = settings.organisation.replace(':', " ");
     let enrolment = app
         .totp
-        .begin(&organisation, staff.account.email.as_str())
-        .map_err(totp_err)?;
+        .begin(&organisation, staff.account.email.as_str())?;
     staff
         .session
         .insert(ENROL_KEY, hex::encode(&enrolment.sealed_seed))
@@ -271,7 +257,7 @@ pub async fn enrol(
     let Some(sealed) = staff.session.remove::<String>(ENROL_KEY).await? else {
         return Ok(Redirect::to("/account/totp").into_response());
     };
-    let sealed = hex::decode(sealed).map_err(|_| PageError::Internal("bad enrolment".into()))?;
+    let sealed = hex::decode(sealed).map_err(|_| PageError::bug("bad enrolment"))?;
     // Replacing a seed: whoever holds this session must show it is them.
     if staff.totp_enabled
         && let Err(refused) = reauthenticate(
@@ -290,8 +276,7 @@ pub async fn enrol(
     let confirmed = app
         .totp
         .confirm(staff.id(), &sealed, &form.code, Some(staff.ip))
-        .await
-        .map_err(totp_err)?;
+        .await?;
     match confirmed {
         Some(new) => show_codes(&staff, new).await,
         None => render_enrolment(
@@ -322,6 +307,6 @@ pub async fn set_alerts(
     app.accounts
         .set_pickup_alerts(staff.id(), form.pickup_alerts.is_some())
         .await
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+        .map_err(PageError::internal)?;
     Ok(Redirect::to("/account?saved=1").into_response())
 }

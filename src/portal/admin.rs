@@ -2,8 +2,6 @@
 //! reset two-step verification), audit export. Every handler takes the
 //! [`Admin`] extractor, so anyone else gets a 404; every change is audited.
 
-use std::collections::HashMap;
-
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::Router;
@@ -12,18 +10,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sqlx::Row;
 
 use super::auth::{Admin, CurrentStaff};
-use super::format_time;
-use super::setup::{self, LinkError};
 use crate::app::App;
 use crate::audit::{self, Action, Event, ExportFormat};
 use crate::settings::{
     MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS,
     Method, Settings, SettingsError,
 };
+use crate::staff::links::LinkError;
 use crate::staff::{AccountError, Role, StaffEmail, StaffId};
+use crate::text::format_time;
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::{Nav, PageError, PageResult};
 
@@ -42,14 +39,6 @@ pub fn routes() -> Router<App> {
         .route("/admin/staff/{id}/reset-totp", post(reset_totp))
         .route("/admin/audit", get(audit_page))
         .route("/admin/audit/export", post(export_audit))
-}
-
-fn account_err(e: AccountError) -> PageError {
-    match e {
-        AccountError::NotFound => PageError::NotFound,
-        AccountError::Hash(e) => PageError::from(e),
-        other => PageError::Internal(other.to_string()),
-    }
 }
 
 /// A status-bearing page.
@@ -78,7 +67,7 @@ struct OverviewPage {
 
 pub async fn overview(State(app): State<App>, Admin(staff): Admin) -> PageResult {
     let settings = app.settings.load().await?;
-    let staff_count = app.accounts.count().await.map_err(account_err)?;
+    let staff_count = app.accounts.count().await?;
     Ok(OverviewPage {
         nav: staff.nav(),
         organisation: settings.organisation,
@@ -396,21 +385,12 @@ async fn render_staff(
     invite_role: String,
 ) -> Result<StaffPage, PageError> {
     // Invited accounts whose owner has not set a password yet.
-    let pending = sqlx::query(
-        "SELECT staff_id, expires_at FROM staff_links
-         WHERE purpose = 'invite' AND used_at IS NULL AND staff_id IS NOT NULL",
-    )
-    .fetch_all(app.db.pool())
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
-    .collect::<Result<HashMap<String, i64>, sqlx::Error>>()?;
+    let pending = app.links.pending_invites().await?;
     let now = app.clock.now();
     let rows = app
         .accounts
         .list()
-        .await
-        .map_err(account_err)?
+        .await?
         .into_iter()
         .map(|s| {
             let id = s.account.id.to_string();
@@ -488,7 +468,11 @@ pub async fn invite(
     let Ok(role) = form.role.parse::<Role>() else {
         return refuse("Choose a role: agent or administrator.").await;
     };
-    let invitation = match setup::invite(&app, staff.actor(), staff.ip, &email, role).await {
+    let invitation = match app
+        .links
+        .invite(staff.actor(), staff.ip, &email, role)
+        .await
+    {
         Ok(i) => i,
         Err(LinkError::Account(AccountError::EmailTaken)) => {
             return refuse("A staff account with that address already exists.").await;
@@ -550,10 +534,7 @@ pub async fn disable(
         .await?;
         return Ok(page(StatusCode::UNPROCESSABLE_ENTITY, view));
     }
-    app.accounts
-        .disable_id(staff.actor(), id)
-        .await
-        .map_err(account_err)?;
+    app.accounts.disable_id(staff.actor(), id).await?;
     Ok(Redirect::to("/admin/staff?done=disabled").into_response())
 }
 
@@ -564,13 +545,13 @@ pub async fn reset_totp(
     CsrfForm(_): CsrfForm<Empty>,
 ) -> PageResult {
     let id = parse_staff_id(&id)?;
-    if app.accounts.state(id).await.map_err(account_err)?.is_none() {
+    if app.accounts.state(id).await?.is_none() {
         return Err(PageError::NotFound);
     }
     app.totp
         .reset(staff.actor(), id)
         .await
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+        .map_err(PageError::internal)?;
     Ok(Redirect::to("/admin/staff?done=totp-reset").into_response())
 }
 
@@ -660,8 +641,7 @@ pub async fn export_audit(
         .detail(detail);
     app.audit.record_now(&event).await?;
     let mut body = Vec::new();
-    audit::write_export(&mut body, format, &events)
-        .map_err(|e| PageError::Internal(e.to_string()))?;
+    audit::write_export(&mut body, format, &events).map_err(PageError::internal)?;
     // The day names come from parsed dates, so they are safe in a header.
     let file_name = format!(
         "sealpost-audit-{}-{}.{}",

@@ -11,11 +11,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use super::ClientIp;
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
-use crate::staff::totp::{Check, TotpError};
+use crate::staff::totp::Check;
 use crate::staff::{AccountState, Role, SignInError, StaffAccount, StaffId};
+use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::session::{ABSOLUTE_SECS, IDLE_SECS};
 use crate::web::{Nav, PageError, PageResult};
@@ -124,7 +124,7 @@ async fn authenticate(
     let fail = |e: PageError| e.into_response();
     let session = Session::from_request_parts(parts, app)
         .await
-        .map_err(|(_, m)| fail(PageError::Internal(m.to_owned())))?;
+        .map_err(|(_, m)| fail(PageError::bug(m)))?;
     let Some(mut s) = session
         .get::<StaffSession>(STAFF_KEY)
         .await
@@ -138,11 +138,7 @@ async fn authenticate(
         return Err(to_sign_in("expired"));
     }
     let state = match StaffId::parse(&s.id) {
-        Some(id) => app
-            .accounts
-            .state(id)
-            .await
-            .map_err(|e| fail(PageError::Internal(e.to_string())))?,
+        Some(id) => app.accounts.state(id).await.map_err(|e| fail(e.into()))?,
         None => None,
     };
     // Disabled, password or TOTP reset since this session began: it ends.
@@ -280,8 +276,8 @@ pub async fn sign_in(
                 .accounts
                 .state(account.id)
                 .await
-                .map_err(|e| PageError::Internal(e.to_string()))?
-                .ok_or(PageError::Internal("account vanished".into()))?;
+                .map_err(PageError::internal)?
+                .ok_or(PageError::bug("account vanished"))?;
             // A fresh id before anything is attached to the session defeats
             // session fixation.
             session.cycle_id().await?;
@@ -311,8 +307,7 @@ pub async fn sign_in(
                 wait_text(retry_after_secs)
             ),
         ),
-        Err(SignInError::Hash(e)) => return Err(PageError::from(e)),
-        Err(e) => return Err(PageError::Internal(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let page = SignInPage {
         nav: None,
@@ -395,15 +390,14 @@ pub async fn second_factor(
         session.remove_value(PENDING_KEY).await?;
         return Ok(to_sign_in("expired"));
     };
-    let id = StaffId::parse(&p.id).ok_or(PageError::Internal("bad pending id".into()))?;
+    let id = StaffId::parse(&p.id).ok_or(PageError::bug("bad pending id"))?;
     let check = if !form.recovery_code.trim().is_empty() {
         app.totp
             .check_recovery_code(id, &form.recovery_code, Some(ip))
             .await
     } else {
         app.totp.check_code(id, &form.code).await
-    }
-    .map_err(totp_err)?;
+    }?;
     let (status, error) = match check {
         Check::Passed => {
             complete(&app, &session, id, p.epoch).await?;
@@ -435,10 +429,6 @@ pub async fn second_factor(
         error: Some(error),
     };
     Ok((status, page).into_response())
-}
-
-pub(super) fn totp_err(e: TotpError) -> PageError {
-    PageError::Internal(e.to_string())
 }
 
 /// Keeps this session valid after its own security change (new TOTP seed,

@@ -8,26 +8,15 @@ use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
 use super::auth::CurrentStaff;
-use super::format_time;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::deliveries::{Delivery, DeliveryError, ListQuery, Status};
+use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind};
 use crate::web::csrf::CsrfForm;
 use crate::web::{Nav, PageError, PageResult};
 
 const PAGE_SIZE: i64 = 25;
-
-impl From<DeliveryError> for PageError {
-    fn from(e: DeliveryError) -> Self {
-        match e {
-            DeliveryError::NotFound => PageError::NotFound,
-            DeliveryError::Invalid(m) => PageError::BadRequest(m.to_owned()),
-            DeliveryError::Vault(v) => v.into(),
-            other => PageError::Internal(other.to_string()),
-        }
-    }
-}
 
 struct Row {
     id: String,
@@ -272,8 +261,7 @@ pub async fn message(
         .await?
     {
         Some((for_id, sealed)) if for_id == id => {
-            let sealed =
-                hex::decode(sealed).map_err(|_| PageError::Internal("bad sealed code".into()))?;
+            let sealed = hex::decode(sealed).map_err(|_| PageError::bug("bad sealed code"))?;
             let code = app
                 .vault
                 .open_secret(super::compose::GENERATED_CODE_KEY, &sealed)?;
@@ -327,21 +315,6 @@ fn describe(action: &str, actor: &str) -> String {
         other => other,
     };
     format!("{what} ({who})")
-}
-
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 4] = ["bytes", "KB", "MB", "GB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} bytes")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
 }
 
 #[derive(Deserialize)]

@@ -5,13 +5,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use secrecy::SecretString;
-use sqlx::Row;
-use uuid::Uuid;
 
 use super::password::{HashError, Hasher, NewPassword, PasswordRejected};
 use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::db::{Db, Tx};
+use crate::store::staff::{self, StaffRow};
+use crate::store::{Db, Tx};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -39,24 +38,7 @@ impl FromStr for Role {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct StaffId(Uuid);
-
-impl StaffId {
-    pub(crate) fn from_uuid(id: Uuid) -> Self {
-        StaffId(id)
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Uuid::parse_str(s).ok().map(StaffId)
-    }
-}
-
-impl fmt::Display for StaffId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+pub use crate::ids::StaffId;
 
 /// A staff member's sign-in address, normalised to lower case.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,19 +111,21 @@ pub struct AccountState {
     pub totp_enabled: bool,
 }
 
-fn account_state(row: &sqlx::any::AnyRow) -> Result<AccountState, AccountError> {
-    let id: String = row.try_get(0)?;
-    let role: String = row.try_get(2)?;
-    Ok(AccountState {
-        account: StaffAccount {
-            id: StaffId(Uuid::parse_str(&id).map_err(|_| AccountError::NotFound)?),
-            email: StaffEmail(row.try_get(1)?),
-            role: role.parse()?,
-            disabled: row.try_get::<Option<i64>, _>(3)?.is_some(),
-        },
-        session_epoch: row.try_get(4)?,
-        totp_enabled: row.try_get::<Option<i64>, _>(5)?.is_some(),
-    })
+impl TryFrom<StaffRow> for AccountState {
+    type Error = AccountError;
+
+    fn try_from(row: StaffRow) -> Result<AccountState, AccountError> {
+        Ok(AccountState {
+            account: StaffAccount {
+                id: StaffId::parse(&row.id).ok_or(AccountError::NotFound)?,
+                email: StaffEmail(row.email),
+                role: row.role.parse()?,
+                disabled: row.disabled_at.is_some(),
+            },
+            session_epoch: row.session_epoch,
+            totp_enabled: row.totp_enabled_at.is_some(),
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -203,46 +187,39 @@ impl Accounts {
         role: Role,
         password_hash: &str,
     ) -> Result<StaffId, AccountError> {
-        let id = StaffId(Uuid::new_v4());
+        let id = StaffId::generate();
         let now = self.clock.now();
-        let inserted = sqlx::query(
-            "INSERT INTO staff_users (id, email, role, password_hash, created_at, password_changed_at)
-             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
+        let inserted = staff::insert(
+            tx,
+            &staff::NewStaff {
+                id: &id.to_string(),
+                email: email.as_str(),
+                role: role.as_str(),
+                password_hash,
+                now,
+            },
         )
-        .bind(id.to_string())
-        .bind(email.as_str())
-        .bind(role.as_str())
-        .bind(password_hash)
-        .bind(now)
-        .execute(&mut **tx)
         .await?;
-        if inserted.rows_affected() == 0 {
+        if !inserted {
             return Err(AccountError::EmailTaken);
         }
         Ok(id)
     }
 
     pub async fn find(&self, email: &StaffEmail) -> Result<StaffAccount, AccountError> {
-        let row =
-            sqlx::query("SELECT id, email, role, disabled_at FROM staff_users WHERE email = $1")
-                .bind(email.as_str())
-                .fetch_optional(self.db.pool())
-                .await?
-                .ok_or(AccountError::NotFound)?;
-        let id: String = row.try_get(0)?;
-        let role: String = row.try_get(2)?;
-        Ok(StaffAccount {
-            id: StaffId(Uuid::parse_str(&id).map_err(|_| AccountError::NotFound)?),
-            email: StaffEmail(row.try_get(1)?),
-            role: role.parse()?,
-            disabled: row.try_get::<Option<i64>, _>(3)?.is_some(),
-        })
+        let row = staff::by_email(&self.db, email.as_str())
+            .await?
+            .ok_or(AccountError::NotFound)?;
+        Ok(AccountState::try_from(row)?.account)
     }
 
     pub async fn count(&self) -> Result<i64, AccountError> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM staff_users")
-            .fetch_one(self.db.pool())
-            .await?)
+        Ok(staff::count(&self.db).await?)
+    }
+
+    /// [`Accounts::count`] inside a transaction (a check that must hold at commit).
+    pub async fn count_in(&self, tx: &mut Tx) -> Result<i64, AccountError> {
+        Ok(staff::count_in(tx).await?)
     }
 
     pub async fn reset_password(
@@ -257,14 +234,7 @@ impl Accounts {
             .hash(NewPassword::parse(password, email.as_str())?)
             .await?;
         let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
-        )
-        .bind(hash)
-        .bind(self.clock.now())
-        .bind(account.id.to_string())
-        .execute(&mut *tx)
-        .await?;
+        staff::set_password(&mut tx, &account.id.to_string(), &hash, self.clock.now()).await?;
         let detail = serde_json::json!({ "staff_id": account.id.to_string() });
         self.audit
             .record(
@@ -281,15 +251,7 @@ impl Accounts {
     pub async fn disable(&self, actor: Actor, email: &StaffEmail) -> Result<bool, AccountError> {
         let account = self.find(email).await?;
         let mut tx = self.db.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE staff_users SET disabled_at = $1, session_epoch = session_epoch + 1 WHERE id = $2 AND disabled_at IS NULL",
-        )
-        .bind(self.clock.now())
-        .bind(account.id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            > 0;
+        let changed = staff::disable(&mut tx, &account.id.to_string(), self.clock.now()).await?;
         if changed {
             let detail = serde_json::json!({ "staff_id": account.id.to_string() });
             self.audit
@@ -305,23 +267,19 @@ impl Accounts {
 
     /// An account by id with what the session layer checks on every request.
     pub async fn state(&self, id: StaffId) -> Result<Option<AccountState>, AccountError> {
-        let row = sqlx::query(
-            "SELECT id, email, role, disabled_at, session_epoch, totp_enabled_at FROM staff_users WHERE id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|row| account_state(&row)).transpose()
+        staff::by_id(&self.db, &id.to_string())
+            .await?
+            .map(AccountState::try_from)
+            .transpose()
     }
 
     /// Every account, for the admin's staff list (by address).
     pub async fn list(&self) -> Result<Vec<AccountState>, AccountError> {
-        let rows = sqlx::query(
-            "SELECT id, email, role, disabled_at, session_epoch, totp_enabled_at FROM staff_users ORDER BY email",
-        )
-        .fetch_all(self.db.pool())
-        .await?;
-        rows.iter().map(account_state).collect()
+        staff::all(&self.db)
+            .await?
+            .into_iter()
+            .map(AccountState::try_from)
+            .collect()
     }
 
     /// Disables by id (the admin page), ending the account's sessions.
@@ -351,44 +309,22 @@ impl Accounts {
         id: StaffId,
         hash: &str,
     ) -> Result<(), AccountError> {
-        sqlx::query(
-            "UPDATE staff_users SET password_hash = $1, password_changed_at = $2, session_epoch = session_epoch + 1 WHERE id = $3",
-        )
-        .bind(hash)
-        .bind(self.clock.now())
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
+        Ok(staff::set_password(tx, &id.to_string(), hash, self.clock.now()).await?)
     }
 
     /// Whether `id` wants an email when a customer first opens a message.
     pub async fn pickup_alerts(&self, id: StaffId) -> Result<bool, AccountError> {
-        let on: Option<i64> =
-            sqlx::query_scalar("SELECT pickup_alerts FROM staff_users WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(self.db.pool())
-                .await?;
+        let on = staff::pickup_alerts(&self.db, &id.to_string()).await?;
         Ok(on.unwrap_or(0) != 0)
     }
 
     pub async fn set_pickup_alerts(&self, id: StaffId, on: bool) -> Result<(), AccountError> {
-        sqlx::query("UPDATE staff_users SET pickup_alerts = $1 WHERE id = $2")
-            .bind(i64::from(on))
-            .bind(id.to_string())
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        Ok(staff::set_pickup_alerts(&self.db, &id.to_string(), on).await?)
     }
 
     /// The stored password hash, for sign-in.
     pub async fn password_hash(&self, email: &StaffEmail) -> Result<Option<String>, AccountError> {
-        Ok(
-            sqlx::query_scalar("SELECT password_hash FROM staff_users WHERE email = $1")
-                .bind(email.as_str())
-                .fetch_optional(self.db.pool())
-                .await?,
-        )
+        Ok(staff::password_hash(&self.db, email.as_str()).await?)
     }
 }
 

@@ -13,16 +13,14 @@ use std::fmt;
 use std::net::IpAddr;
 
 use secrecy::SecretString;
-use sqlx::Row;
 use tokio::sync::OnceCell;
-use uuid::Uuid;
 
 use super::accounts::{Role, StaffAccount, StaffEmail, StaffId};
 use super::password::{self, HashError};
 use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::db::{Tx, placeholders};
 use crate::mail::{Mail, MailError, Outbox};
+use crate::store::{Tx, sign_in_throttle, staff};
 use crate::vault::Vault;
 
 /// Consecutive failures allowed per (account, client network) before
@@ -238,16 +236,9 @@ impl SignIn {
                 let mut tx = self.vault.db().begin().await?;
                 // Only this client's streak ends: a stranger's failures
                 // elsewhere still count against the account-wide limit.
-                sqlx::query("DELETE FROM sign_in_throttle WHERE key = $1")
-                    .bind(&throttles[PAIR].key)
-                    .execute(&mut *tx)
-                    .await?;
+                sign_in_throttle::clear(&mut tx, &throttles[PAIR].key).await?;
                 if let Some(hash) = rehash {
-                    sqlx::query("UPDATE staff_users SET password_hash = $1 WHERE id = $2")
-                        .bind(hash)
-                        .bind(account.id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
+                    staff::upgrade_hash(&mut tx, &account.id.to_string(), &hash).await?;
                 }
                 let event =
                     Event::new(Actor::Staff(account.id.to_string()), Action::SignedIn).ip(ip);
@@ -347,53 +338,33 @@ impl SignIn {
     /// back-off is over and the streak is past its memory. Returns how many.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let now = self.clock.now();
-        Ok(sqlx::query(
-            "DELETE FROM sign_in_throttle WHERE blocked_until <= $1 AND last_failure < $2",
-        )
-        .bind(now)
-        .bind(now - FAILURE_MEMORY_SECS)
-        .execute(self.vault.db().pool())
-        .await?
-        .rows_affected())
+        let db = self.vault.db();
+        sign_in_throttle::prune(db, now, now - FAILURE_MEMORY_SECS).await
     }
 
     async fn blocked_until(&self, throttles: &[Throttle]) -> Result<Option<i64>, SignInError> {
-        let sql = format!(
-            "SELECT MAX(blocked_until) FROM sign_in_throttle WHERE key IN ({})",
-            placeholders(1, throttles.len())
-        );
-        let mut query = sqlx::query_scalar::<_, Option<i64>>(&sql);
-        for t in throttles {
-            query = query.bind(&t.key);
-        }
-        Ok(query.fetch_one(self.vault.db().pool()).await?)
+        let keys: Vec<&[u8]> = throttles.iter().map(|t| t.key.as_slice()).collect();
+        Ok(sign_in_throttle::blocked_until(self.vault.db(), &keys).await?)
     }
 
     async fn load(
         &self,
         email: &StaffEmail,
     ) -> Result<Option<(StaffAccount, String)>, SignInError> {
-        let row = sqlx::query(
-            "SELECT id, role, disabled_at, password_hash FROM staff_users WHERE email = $1",
-        )
-        .bind(email.as_str())
-        .fetch_optional(self.vault.db().pool())
-        .await?;
+        let row = staff::credentials(self.vault.db(), email.as_str()).await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let id: String = row.try_get(0)?;
-        let role: String = row.try_get(1)?;
-        let (Ok(id), Ok(role)) = (Uuid::parse_str(&id), role.parse::<Role>()) else {
+        let (Some(id), Ok(role)) = (StaffId::parse(&row.id), row.role.parse::<Role>()) else {
             return Ok(None);
         };
         let account = StaffAccount {
-            id: StaffId::from_uuid(id),
+            id,
             email: email.clone(),
             role,
-            disabled: row.try_get::<Option<i64>, _>(2)?.is_some(),
+            disabled: row.disabled_at.is_some(),
         };
-        Ok(Some((account, row.try_get(3)?)))
+        Ok(Some((account, row.password_hash)))
     }
 }
 
@@ -401,25 +372,10 @@ impl SignIn {
 /// lose a count), sets the back-off once past the free allowance, and
 /// returns the streak's length.
 async fn record_failure(tx: &mut Tx, t: &Throttle, now: i64) -> Result<i64, sqlx::Error> {
-    let failures: i64 = sqlx::query_scalar(
-        "INSERT INTO sign_in_throttle (key, failures, last_failure, blocked_until) VALUES ($1, 1, $2, 0)
-         ON CONFLICT (key) DO UPDATE SET
-             failures = CASE WHEN sign_in_throttle.last_failure < $3 THEN 1
-                             ELSE sign_in_throttle.failures + 1 END,
-             last_failure = $2
-         RETURNING failures",
-    )
-    .bind(&t.key)
-    .bind(now)
-    .bind(now - FAILURE_MEMORY_SECS)
-    .fetch_one(&mut **tx)
-    .await?;
+    let failures =
+        sign_in_throttle::count_failure(tx, &t.key, now, now - FAILURE_MEMORY_SECS).await?;
     if let Some(delay) = backoff_secs(failures, t.free, t.cap) {
-        sqlx::query("UPDATE sign_in_throttle SET blocked_until = $1 WHERE key = $2")
-            .bind(now + delay)
-            .bind(&t.key)
-            .execute(&mut **tx)
-            .await?;
+        sign_in_throttle::block_until(tx, &t.key, now + delay).await?;
     }
     Ok(failures)
 }

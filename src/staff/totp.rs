@@ -14,16 +14,16 @@ use std::fmt;
 use base64::Engine;
 use rand::RngExt;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::Row;
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use zeroize::Zeroizing;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::db::Db;
 use crate::staff::StaffId;
 use crate::staff::sign_in::{FAILURE_MEMORY_SECS, backoff_secs};
+use crate::store::totp as store;
+use crate::store::{Db, Tx};
 use crate::vault::{Vault, VaultError};
 
 /// Codes (or recovery codes) checked per account before back-off starts.
@@ -157,16 +157,13 @@ impl Totp {
         };
         let codes: Vec<SecretString> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let mut tx = self.db.begin().await?;
-        let session_epoch: i64 = sqlx::query_scalar(
-            "UPDATE staff_users SET totp_secret = $1, totp_enabled_at = $2, totp_last_step = $3,
-                    session_epoch = session_epoch + 1
-             WHERE id = $4 RETURNING session_epoch",
+        let session_epoch = store::enable(
+            &mut tx,
+            &staff.to_string(),
+            sealed_seed,
+            step,
+            self.clock.now(),
         )
-        .bind(sealed_seed)
-        .bind(self.clock.now())
-        .bind(step)
-        .bind(staff.to_string())
-        .fetch_one(&mut *tx)
         .await?;
         self.replace_recovery_codes(&mut tx, staff, &codes).await?;
         let mut event = Event::new(Actor::Staff(staff.to_string()), Action::TotpEnrolled);
@@ -191,13 +188,7 @@ impl Totp {
     ) -> Result<Option<NewCodes>, TotpError> {
         let codes: Vec<SecretString> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let mut tx = self.db.begin().await?;
-        let session_epoch: Option<i64> = sqlx::query_scalar(
-            "UPDATE staff_users SET session_epoch = session_epoch + 1
-             WHERE id = $1 AND totp_enabled_at IS NOT NULL RETURNING session_epoch",
-        )
-        .bind(staff.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let session_epoch = store::next_epoch_if_enabled(&mut tx, &staff.to_string()).await?;
         let Some(session_epoch) = session_epoch else {
             tx.rollback().await?;
             return Ok(None);
@@ -220,20 +211,15 @@ impl Totp {
 
     async fn replace_recovery_codes(
         &self,
-        tx: &mut crate::db::Tx,
+        tx: &mut Tx,
         staff: StaffId,
         codes: &[SecretString],
     ) -> Result<(), TotpError> {
-        sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
-            .bind(staff.to_string())
-            .execute(&mut **tx)
-            .await?;
+        let id = staff.to_string();
+        store::delete_recovery_codes(tx, &id).await?;
         for code in codes {
-            sqlx::query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
-                .bind(staff.to_string())
-                .bind(self.recovery_hash(staff, code.expose_secret()))
-                .execute(&mut **tx)
-                .await?;
+            let hash = self.recovery_hash(staff, code.expose_secret());
+            store::insert_recovery_code(tx, &id, &hash).await?;
         }
         Ok(())
     }
@@ -269,34 +255,16 @@ impl Totp {
     async fn take_attempt(&self, staff: StaffId) -> Result<Option<i64>, TotpError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
-        let failures: Option<i64> = sqlx::query_scalar(
-            "UPDATE staff_users SET
-                 totp_failures = CASE WHEN totp_last_failure < $1 THEN 1 ELSE totp_failures + 1 END,
-                 totp_last_failure = $2
-             WHERE id = $3 AND totp_blocked_until <= $2
-             RETURNING totp_failures",
-        )
-        .bind(now - FAILURE_MEMORY_SECS)
-        .bind(now)
-        .bind(staff.to_string())
-        .fetch_optional(&mut *tx)
-        .await?;
+        let id = staff.to_string();
+        let failures = store::count_attempt(&mut tx, &id, now, now - FAILURE_MEMORY_SECS).await?;
         let Some(failures) = failures else {
-            let until: Option<i64> =
-                sqlx::query_scalar("SELECT totp_blocked_until FROM staff_users WHERE id = $1")
-                    .bind(staff.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await?;
+            let until = store::blocked_until(&mut tx, &id).await?;
             tx.rollback().await?;
             // No such account: refused the same way, nothing to count.
             return Ok(Some(until.map_or(1, |u| (u - now).max(1))));
         };
         if let Some(delay) = backoff_secs(failures, FREE_ATTEMPTS, BACKOFF_CAP_SECS) {
-            sqlx::query("UPDATE staff_users SET totp_blocked_until = $1 WHERE id = $2")
-                .bind(now + delay)
-                .bind(staff.to_string())
-                .execute(&mut *tx)
-                .await?;
+            store::block_until(&mut tx, &id, now + delay).await?;
         }
         tx.commit().await?;
         Ok(None)
@@ -308,12 +276,7 @@ impl Totp {
         if !ok {
             return Ok(Check::Failed);
         }
-        sqlx::query(
-            "UPDATE staff_users SET totp_failures = 0, totp_blocked_until = 0 WHERE id = $1",
-        )
-        .bind(staff.to_string())
-        .execute(self.db.pool())
-        .await?;
+        store::clear_failures(&self.db, &staff.to_string()).await?;
         Ok(Check::Passed)
     }
 
@@ -321,31 +284,18 @@ impl Totp {
     /// that step so the same code cannot be replayed. Unlimited: callers go
     /// through [`Totp::check_code`].
     async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, TotpError> {
-        let row = sqlx::query("SELECT totp_secret, totp_last_step FROM staff_users WHERE id = $1")
-            .bind(staff.to_string())
-            .fetch_optional(self.db.pool())
-            .await?;
-        let Some(row) = row else { return Ok(false) };
-        let Some(sealed): Option<Vec<u8>> = row.try_get(0)? else {
+        let id = staff.to_string();
+        let Some(row) = store::seed(&self.db, &id).await? else {
             return Ok(false);
         };
-        let last: Option<i64> = row.try_get(1)?;
+        let Some(sealed) = row.totp_secret else {
+            return Ok(false);
+        };
         let seed = self.vault.open_secret(SEED_PURPOSE, &sealed)?;
-        let Some(step) = matching_step(&seed, code, self.clock.now(), last)? else {
+        let Some(step) = matching_step(&seed, code, self.clock.now(), row.totp_last_step)? else {
             return Ok(false);
         };
-        // Compare-and-set: of two concurrent requests with one code, one wins.
-        let won = sqlx::query(
-            "UPDATE staff_users SET totp_last_step = $1
-             WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
-        )
-        .bind(step)
-        .bind(staff.to_string())
-        .execute(self.db.pool())
-        .await?
-        .rows_affected()
-            == 1;
-        Ok(won)
+        Ok(store::use_step(&self.db, &id, step).await?)
     }
 
     /// Spends a recovery code; true if it was valid and unused. Unlimited:
@@ -365,24 +315,11 @@ impl Totp {
             return Ok(false);
         }
         let mut tx = self.db.begin().await?;
-        let used = sqlx::query(
-            "UPDATE staff_recovery_codes SET used_at = $1
-             WHERE staff_id = $2 AND code_hash = $3 AND used_at IS NULL",
-        )
-        .bind(self.clock.now())
-        .bind(staff.to_string())
-        .bind(self.recovery_hash(staff, &normalised))
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let id = staff.to_string();
+        let hash = self.recovery_hash(staff, &normalised);
+        let used = store::use_recovery_code(&mut tx, &id, &hash, self.clock.now()).await?;
         if used {
-            let remaining: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = $1 AND used_at IS NULL",
-            )
-            .bind(staff.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
+            let remaining = store::unused_recovery_codes_in(&mut tx, &id).await?;
             let mut event = Event::new(Actor::Staff(staff.to_string()), Action::RecoveryCodeUsed)
                 .detail(serde_json::json!({ "remaining": remaining }));
             if let Some(ip) = ip {
@@ -396,32 +333,16 @@ impl Totp {
 
     /// Unused recovery codes left.
     pub async fn recovery_codes_left(&self, staff: StaffId) -> Result<i64, TotpError> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM staff_recovery_codes WHERE staff_id = $1 AND used_at IS NULL",
-        )
-        .bind(staff.to_string())
-        .fetch_one(self.db.pool())
-        .await?)
+        Ok(store::unused_recovery_codes(&self.db, &staff.to_string()).await?)
     }
 
     /// Removes the second factor (lost phone): the user enrols again at next
     /// sign-in if TOTP is required; their live sessions end.
     pub async fn reset(&self, actor: Actor, staff: StaffId) -> Result<bool, TotpError> {
         let mut tx = self.db.begin().await?;
-        let changed = sqlx::query(
-            "UPDATE staff_users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL,
-                    session_epoch = session_epoch + 1
-             WHERE id = $1",
-        )
-        .bind(staff.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
-            .bind(staff.to_string())
-            .execute(&mut *tx)
-            .await?;
+        let id = staff.to_string();
+        let changed = store::disable(&mut tx, &id).await?;
+        store::delete_recovery_codes(&mut tx, &id).await?;
         if changed {
             let detail = serde_json::json!({ "staff_id": staff.to_string() });
             self.audit

@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::RngExt;
 
 use crate::clock::SharedClock;
-use crate::db::Db;
+use crate::store::Db;
 
 /// How long a lease lasts without renewal.
 const TTL_SECONDS: i64 = 60;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use super::blobs::{BlobKey, StoredEntry};
 use super::{Vault, VaultError};
-use crate::db::placeholders;
+use crate::store::placeholders;
 
 /// Blob keys checked against the database per query.
 const CHUNK: usize = 200;

@@ -11,12 +11,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 
-use crate::app::App;
-use crate::config::TrustedProxies;
+use crate::config::{Config, TrustedProxies};
 
 /// Headers that show a request passed through a proxy.
 const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-ip"];
@@ -25,13 +26,17 @@ const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-i
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
 
-impl FromRequestParts<App> for ClientIp {
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp
+where
+    Arc<Config>: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let config = Arc::<Config>::from_ref(state);
         Ok(ClientIp(client_ip(
             peer(parts),
-            &app.config.trusted_proxies,
+            &config.trusted_proxies,
             &parts.headers,
         )))
     }
@@ -44,13 +49,17 @@ impl FromRequestParts<App> for ClientIp {
 #[derive(Clone, Copy, Debug)]
 pub struct Loopback(pub bool);
 
-impl FromRequestParts<App> for Loopback {
+impl<S: Send + Sync> FromRequestParts<S> for Loopback
+where
+    Arc<Config>: FromRef<S>,
+{
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let config = Arc::<Config>::from_ref(state);
         Ok(Loopback(is_direct_loopback(
             peer(parts),
-            &app.config.trusted_proxies,
+            &config.trusted_proxies,
             &parts.headers,
         )))
     }

@@ -23,7 +23,8 @@ use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
-use crate::app::App;
+use crate::config::Config;
+use crate::vault::Vault;
 use crate::web::PageError;
 
 const KEY: &str = "csrf";
@@ -92,19 +93,18 @@ struct TokenField {
 /// A URL-encoded form whose `csrf` field matched the session's token.
 pub struct CsrfForm<T>(pub T);
 
-impl<T: DeserializeOwned> FromRequest<App> for CsrfForm<T> {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for CsrfForm<T> {
     type Rejection = PageError;
 
-    async fn from_request(req: Request, state: &App) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
         let session = req
             .extensions()
             .get::<Session>()
             .cloned()
-            .ok_or_else(|| PageError::Internal("session layer missing".into()))?;
+            .ok_or_else(|| PageError::bug("session layer missing"))?;
         let body = axum::body::to_bytes(req.into_body(), FORM_LIMIT)
             .await
             .map_err(|_| PageError::BadRequest("The form is too large.".into()))?;
-        let _ = state;
         let field: TokenField = parse(&body)?;
         check(&session, &field.csrf).await?;
         Ok(CsrfForm(parse(&body)?))
@@ -128,8 +128,13 @@ pub fn nonce_cookie_name(https: bool) -> &'static str {
 /// Makes the anonymous form token available to the page handlers: derived
 /// from the request's nonce cookie, or from a fresh nonce whose cookie is
 /// set on the response if a page used it.
-pub async fn anonymous_tokens(State(app): State<App>, req: Request, next: Next) -> Response {
-    let https = app.config.is_https();
+pub async fn anonymous_tokens(
+    State(config): State<Arc<Config>>,
+    State(vault): State<Vault>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let https = config.is_https();
     let name = nonce_cookie_name(https);
     let (nonce, fresh) = match nonce_from(req.headers(), name) {
         Some(n) => (n, false),
@@ -137,7 +142,7 @@ pub async fn anonymous_tokens(State(app): State<App>, req: Request, next: Next) 
     };
     let used = Arc::new(AtomicBool::new(false));
     let scope = AnonymousToken {
-        token: hex::encode(app.vault.keyed_hash(ANONYMOUS_PURPOSE, nonce.as_bytes())),
+        token: hex::encode(vault.keyed_hash(ANONYMOUS_PURPOSE, nonce.as_bytes())),
         used: Arc::clone(&used),
     };
     let mut response = ANONYMOUS.scope(scope, next.run(req)).await;
@@ -170,9 +175,13 @@ fn nonce_from(headers: &HeaderMap, name: &str) -> Option<String> {
 /// site. Browsers always send `Origin` on cross-origin POSTs; clients that
 /// send neither header are not browsers and carry no ambient cookies worth
 /// forging (the form token still applies to them).
-pub async fn reject_cross_site(State(app): State<App>, req: Request, next: Next) -> Response {
+pub async fn reject_cross_site(
+    State(config): State<Arc<Config>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !safe && is_cross_site(&app, &req) {
+    if !safe && is_cross_site(&config.public_url, &req) {
         // The route template, never the path: links carry secrets.
         let route = req
             .extensions()
@@ -184,7 +193,7 @@ pub async fn reject_cross_site(State(app): State<App>, req: Request, next: Next)
     next.run(req).await
 }
 
-fn is_cross_site(app: &App, req: &Request) -> bool {
+fn is_cross_site(public_url: &str, req: &Request) -> bool {
     let headers = req.headers();
     // Modern browsers say exactly where a request comes from; trust that
     // first. (Our no-referrer policy makes them send `Origin: null` on form
@@ -199,7 +208,7 @@ fn is_cross_site(app: &App, req: &Request) -> bool {
         // No Origin, or the opaque one: the form token decides.
         None | Some("null") => false,
         Some(origin) => {
-            let public = app.config.public_url.trim_end_matches('/');
+            let public = public_url.trim_end_matches('/');
             let host_origin = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())

@@ -6,7 +6,7 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer, SessionStore};
 use tower_sessions_sqlx_store::{PostgresStore, SqliteStore};
 
-use crate::db::{Db, NativePool};
+use crate::store::{Db, NativePool};
 
 /// Idle timeout: the store forgets a session this long after its last save
 /// (the portal also checks it against its own clock on every request).

@@ -3,8 +3,8 @@
 //! its own, and the real sign-in flow still works with it.
 
 use sealpost::app::App;
-use sealpost::db::NativePool;
 use sealpost::staff::Role;
+use sealpost::store::NativePool;
 
 use crate::browser::{Browser, PASSWORD, create_staff, input_value, portal};
 use crate::common::TestEnv;

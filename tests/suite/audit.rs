@@ -35,11 +35,11 @@ fn event(i: u32) -> Event {
 /// Drops the append-only triggers, as someone with raw database access could.
 pub async fn disable_guards(app: &sealpost::app::App) {
     let statements: &[&str] = match app.db.backend() {
-        sealpost::db::Backend::Sqlite => &[
+        sealpost::store::Backend::Sqlite => &[
             "DROP TRIGGER audit_log_no_update",
             "DROP TRIGGER audit_log_no_delete",
         ],
-        sealpost::db::Backend::Postgres => &[
+        sealpost::store::Backend::Postgres => &[
             "DROP TRIGGER audit_log_no_update ON audit_log",
             "DROP TRIGGER audit_log_no_delete ON audit_log",
         ],

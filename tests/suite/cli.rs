@@ -103,9 +103,9 @@ fn sqlite_durability_settings_are_in_force() {
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());
-    if app.db.backend() != sealpost::db::Backend::Sqlite {
+    if app.db.backend() != sealpost::store::Backend::Sqlite {
         // PostgreSQL's durability is the server's configuration, not ours.
-        assert_eq!(app.db.backend(), sealpost::db::Backend::Postgres);
+        assert_eq!(app.db.backend(), sealpost::store::Backend::Postgres);
         return;
     }
     rt.block_on(async {

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use sealpost::app::App;
 use sealpost::audit::{Action, Actor, Event};
 use sealpost::clock::{Clock, ManualClock};
-use sealpost::db::Backend;
 use sealpost::deliveries::{NewDelivery, Status};
 use sealpost::mail::worker::{GIVE_UP_AFTER_SECONDS, LEASE_SECONDS};
 use sealpost::mail::{Alert, Mail, MailError};
 use sealpost::settings::{Method, Settings};
 use sealpost::staff::{Role, StaffId};
+use sealpost::store::Backend;
 use sealpost::vault::{MessageId, MessageMeta, PartKind, PartMeta};
 use sqlx::Row;
 

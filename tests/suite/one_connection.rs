@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use sealpost::app::App;
 use sealpost::clock::ManualClock;
-use sealpost::db::NativePool;
-use sealpost::pickup::verify::LOCK_AFTER;
+use sealpost::pickup::flow::LOCK_AFTER;
 use sealpost::staff::Role;
+use sealpost::store::NativePool;
 use sealpost::vault::MessageId;
 
 use crate::browser::{Browser, Resp, create_staff, dev_mail, input_value, link_in, serve};
@@ -236,7 +236,7 @@ fn every_main_flow_works_with_one_connection_per_pool() {
         );
         let third = compose(&mut staff, &["access_code"], b"third").await;
         clock.advance(49 * 3600);
-        assert_eq!(sealpost::pickup::expiry::run_once(&app).await.unwrap(), 1);
+        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
         // Two days idle ended the staff session: sign in again.
         let mut staff = Browser::signed_in(&base, ADMIN).await;
         ok(

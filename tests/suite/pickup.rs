@@ -352,7 +352,7 @@ fn shred_after_pickup_and_expiry() {
         clock.advance(20 * 60);
         assert_eq!(c.get(&format!("/pickup/{once}")).await.status, 200);
         clock.advance(20 * 60);
-        assert_eq!(sealpost::pickup::expiry::run_once(&app).await.unwrap(), 0);
+        assert_eq!(app.deliveries.shred_due().await.unwrap(), 0);
         assert_eq!(c.get(&format!("/pickup/{once}")).await.status, 200);
         // "I'm done" shreds at once.
         let page = c.get(&format!("/pickup/{once}")).await;
@@ -371,9 +371,9 @@ fn shred_after_pickup_and_expiry() {
         // its link says so.
         let link = fresh_link(&app, kept).await;
         clock.advance(49 * 3600);
-        assert_eq!(sealpost::pickup::expiry::run_once(&app).await.unwrap(), 1);
+        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
         assert_eq!(
-            sealpost::pickup::expiry::run_once(&app).await.unwrap(),
+            app.deliveries.shred_due().await.unwrap(),
             0,
             "no double work"
         );

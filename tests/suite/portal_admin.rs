@@ -3,7 +3,6 @@
 //! when SEALPOST_TEST_DATABASE_URL is set).
 
 use sealpost::app::App;
-use sealpost::portal::setup::issue_setup_link;
 use sealpost::settings::{MAX_LOGO_BYTES, Method};
 use sealpost::staff::{Role, StaffId};
 use secrecy::ExposeSecret;
@@ -788,8 +787,8 @@ fn setup_link_creates_the_first_admin_once() {
     rt.block_on(async {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
-        let first = issue_setup_link(&app).await.unwrap().expect("a link");
-        let url = issue_setup_link(&app).await.unwrap().expect("a link");
+        let first = app.links.issue_setup_link().await.unwrap().expect("a link");
+        let url = app.links.issue_setup_link().await.unwrap().expect("a link");
         let url = url.expose_secret();
         assert!(
             url.starts_with(&format!("{}/setup/", app.config.public_url)),
@@ -865,7 +864,7 @@ fn setup_link_creates_the_first_admin_once() {
         assert_eq!(created[0].1["role"], "admin");
 
         // Once someone exists there is no setup link.
-        assert!(issue_setup_link(&app).await.unwrap().is_none());
+        assert!(app.links.issue_setup_link().await.unwrap().is_none());
         assert_eq!(count_actions(&app, "setup.link_issued").await, 2);
     });
 }
@@ -876,7 +875,7 @@ fn setup_link_expires_after_an_hour_and_needs_an_empty_installation() {
     rt.block_on(async {
         let env = TestEnv::new().await;
         let (app, clock, base) = portal(&env, START).await;
-        let url = issue_setup_link(&app).await.unwrap().unwrap();
+        let url = app.links.issue_setup_link().await.unwrap().unwrap();
         let path = path_of(url.expose_secret());
         let mut b = Browser::new(&base);
         assert_eq!(b.get(&path).await.status, 200);
@@ -899,7 +898,7 @@ fn setup_link_expires_after_an_hour_and_needs_an_empty_installation() {
 
         // A fresh link stops working as soon as an account exists some other
         // way (e.g. `sealpost admin create-user`).
-        let url = issue_setup_link(&app).await.unwrap().unwrap();
+        let url = app.links.issue_setup_link().await.unwrap().unwrap();
         let path = path_of(url.expose_secret());
         assert_eq!(b.get(&path).await.status, 200);
         create_staff(&app, "cli@example.com", Role::Admin).await;

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 
 use age::x25519;
 use sealpost::app::App;
-use sealpost::db::Backend;
-use sealpost::portal::compose::normalise_access_code;
 use sealpost::staff::Role;
+use sealpost::store::Backend;
+use sealpost::text::normalise_access_code;
 use sealpost::vault::{Keyring, MessageId, VaultError};
 use secrecy::SecretString;
 
@@ -73,7 +73,7 @@ impl Canaries {
 
     /// What verification compares: the code as typed, the fact normalised.
     fn fact_normalised(&self) -> String {
-        sealpost::portal::compose::normalise_fact(&self.fact)
+        sealpost::text::normalise_fact(&self.fact)
     }
 
     fn plain(&self) -> Vec<&str> {
@@ -472,10 +472,10 @@ fn a_shredded_message_leaves_nothing_that_opens() {
         assert_eq!(r.status, 303, "{}", r.body);
         // Past the pickup grace (30 minutes idle): shred after pickup.
         clock.advance(31 * 60);
-        assert_eq!(sealpost::pickup::expiry::run_once(&app).await.unwrap(), 1);
+        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
         // Past the one-hour expiry.
         clock.advance(30 * 60);
-        assert_eq!(sealpost::pickup::expiry::run_once(&app).await.unwrap(), 1);
+        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
         for s in [&revoked, &expired, &picked_up] {
             assert!(matches!(
                 app.vault.unlock(s.id).await,
@@ -665,7 +665,7 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
             .await;
         assert_eq!(r.status, 303, "{}", r.body);
         clock.advance(3600 + 60);
-        assert_eq!(sealpost::pickup::expiry::run_once(&app).await.unwrap(), 1);
+        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
 
         // Only the live message's email goes out.
         assert_eq!(app.outbox.run_once().await.unwrap(), 1);
@@ -688,9 +688,9 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
             assert_eq!(rows.len(), 1);
             let (sent, failed, payload, error) = &rows[0];
             assert!(sent.is_none() && failed.is_some() && payload.is_none());
-            assert_eq!(error.as_deref(), Some(sealpost::mail::outbox::CANCELLED));
+            assert_eq!(error.as_deref(), Some(sealpost::store::outbox::CANCELLED));
         }
-        assert_eq!(sealpost::mail::outbox::pending(&app.db).await.unwrap().0, 0);
+        assert_eq!(sealpost::store::outbox::pending(&app.db).await.unwrap().0, 0);
 
         // A request that saw the message live just before the shred cannot
         // queue mail for it after: its transaction fails and rolls back.

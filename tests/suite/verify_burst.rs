@@ -11,7 +11,7 @@ use sealpost::app::App;
 use sealpost::audit::Actor;
 use sealpost::clock::ManualClock;
 use sealpost::config::TrustedProxies;
-use sealpost::pickup::verify::{LOCK_AFTER, REUSED_VISITS_PER_IP_HOUR};
+use sealpost::pickup::flow::{LOCK_AFTER, REUSED_VISITS_PER_IP_HOUR};
 use sealpost::staff::Role;
 use sealpost::vault::MessageId;
 use secrecy::{ExposeSecret, SecretString};
@@ -136,7 +136,7 @@ async fn audit_count(app: &App, action: &str, id: MessageId) -> i64 {
 
 /// The lockout counter as /metrics shows it.
 async fn lockouts(app: &App) -> u64 {
-    let text = app.metrics.render(app).await.unwrap();
+    let text = app.metrics.render(&app.db, app.clock.now()).await.unwrap();
     text.lines()
         .find_map(|l| l.strip_prefix("sealpost_pickup_lockouts_total "))
         .expect("lockout metric")

@@ -1,7 +1,8 @@
-//! Fixed-window counters in the database, so limits hold across instances
-//! and restarts.
+//! `rate_limits`: fixed-window counters in the database, so limits hold
+//! across instances and restarts. Keys are keyed hashes (never an address
+//! or id in clear).
 
-use crate::db::Tx;
+use super::Tx;
 
 /// Counts one event for `key` in a window of `window_secs` and says whether
 /// it is within `max`. Atomic in one statement on both backends.

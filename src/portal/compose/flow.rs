@@ -1,0 +1,278 @@
+//! The compose rules apart from HTTP: what a valid message is (the checked
+//! form), and the one transaction that makes a sealed draft a sent message
+//! (the vault's commit, the delivery record, the recipient, the one-time
+//! link, the pickup email and the audit event commit together or not at all).
+
+use anyhow::Context as _;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{Fields, MAX_BODY_CHARS};
+use crate::app::App;
+use crate::audit::{Action, Event};
+use crate::deliveries::NewDelivery;
+use crate::mail::Mail;
+use crate::portal::auth::CurrentStaff;
+use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
+use crate::staff::StaffEmail;
+use crate::text::{normalise_access_code, normalise_fact};
+use crate::vault::{Draft, MessageId, MessageMeta, PartKind, PartMeta};
+use crate::web::PageError;
+
+/// A message that was sent, and the access code generated for it (shown to
+/// the sender once).
+pub(super) struct Sent {
+    pub id: MessageId,
+    pub generated: Option<SecretString>,
+}
+
+/// A checked compose form.
+pub(super) struct Checked {
+    meta: MessageMeta,
+    expires_at: i64,
+    methods: Vec<Method>,
+    access_code: Option<SecretString>,
+    generated_code: bool,
+    known_fact: Option<SecretString>,
+    shred_after_pickup: bool,
+}
+
+pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked, Vec<String>> {
+    let mut errors = Vec::new();
+    let recipient = f.recipient.trim();
+    if StaffEmail::parse(recipient).is_err() {
+        errors.push("Enter the customer's email address, like name@example.com.".to_owned());
+    }
+    let phone = f.phone.trim();
+    if !phone.is_empty()
+        && (phone.len() > 32
+            || !phone
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-().".contains(c)))
+    {
+        errors.push("The phone number may contain only digits, spaces and + - ( ).".to_owned());
+    }
+    if f.title.chars().count() > 200 {
+        errors.push("The internal title must be at most 200 characters.".to_owned());
+    }
+    let hours: Option<u32> = f.expiry_hours.trim().parse().ok();
+    let hours = match hours {
+        Some(h) if (MIN_EXPIRY_HOURS..=MAX_EXPIRY_HOURS).contains(&h) => h,
+        _ => {
+            errors.push("Choose an expiry between 1 hour and 30 days.".to_owned());
+            0
+        }
+    };
+    let mut methods = Vec::new();
+    for m in &f.methods {
+        match m.parse::<Method>() {
+            Ok(m) if settings.allows(m) && !methods.contains(&m) => methods.push(m),
+            _ => {
+                let e = "Choose verification methods from the list.";
+                if !errors.iter().any(|x| x == e) {
+                    errors.push(e.to_owned());
+                }
+            }
+        }
+    }
+    if methods.is_empty() {
+        errors.push("Choose how the customer verifies before reading.".to_owned());
+    }
+    let access = normalise_access_code(&f.access_code);
+    let (access_code, generated_code) = if methods.contains(&Method::AccessCode) {
+        if access.is_empty() {
+            (Some(generate_access_code()), true)
+        } else if access.chars().count() < 6 || access.chars().count() > 64 {
+            errors.push(
+                "An access code must be 6 to 64 characters, not counting spaces and dashes (or leave it empty to generate one)."
+                    .to_owned(),
+            );
+            (None, false)
+        } else {
+            (Some(SecretString::from(access)), false)
+        }
+    } else {
+        (None, false)
+    };
+    let fact = normalise_fact(&f.known_fact);
+    let known_fact = if methods.contains(&Method::KnownFact) {
+        if fact.chars().count() < 4 || fact.chars().count() > 64 {
+            errors.push("Enter the fact the customer must know (4 to 64 characters), e.g. the last 4 digits of their account.".to_owned());
+        }
+        Some(SecretString::from(fact))
+    } else {
+        None
+    };
+    let shred_after_pickup = match f.retention.as_str() {
+        "shred" => true,
+        "keep" => false,
+        _ => {
+            errors.push("Choose whether to keep the message until it expires.".to_owned());
+            false
+        }
+    };
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Checked {
+        meta: MessageMeta {
+            recipient_address: Some(recipient.to_owned()),
+            recipient_phone: (!phone.is_empty()).then(|| phone.to_owned()),
+            title: (!f.title.trim().is_empty()).then(|| f.title.trim().to_owned()),
+            reference: None,
+        },
+        expires_at: now + i64::from(hours) * 3600,
+        methods,
+        access_code,
+        generated_code,
+        known_fact,
+        shred_after_pickup,
+    })
+}
+
+/// Eight digits in two groups: easy to read out on the phone, and the
+/// customer side limits guesses per message.
+fn generate_access_code() -> SecretString {
+    use rand::RngExt;
+    let n: u32 = rand::rng().random_range(0..100_000_000);
+    let s = format!("{n:08}");
+    SecretString::from(format!("{}-{}", &s[..4], &s[4..]))
+}
+
+/// Checks the text fields and starts the draft with the body as part 0.
+pub(super) async fn begin(
+    app: &App,
+    settings: &Settings,
+    f: &Fields,
+) -> Result<Result<(Draft, Checked), Vec<String>>, PageError> {
+    if f.body.chars().count() > MAX_BODY_CHARS {
+        return Ok(Err(vec![format!(
+            "The message text is too long (at most {MAX_BODY_CHARS} characters); attach long documents as files."
+        )]));
+    }
+    let checked = match check(f, settings, app.clock.now()) {
+        Ok(c) => c,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let mut draft = app.vault.begin_message();
+    draft.set_size_limit(settings.size_limit_bytes());
+    let body = zeroize::Zeroizing::new(f.body.clone().into_bytes());
+    let meta = PartMeta {
+        file_name: None,
+        content_type: Some("text/plain; charset=utf-8".to_owned()),
+    };
+    // Sealing writes and fsyncs a blob: keep it off the async threads.
+    let (draft, result) = tokio::task::spawn_blocking(move || {
+        let result = draft.seal_part(PartKind::Body, &meta, &body[..]);
+        (draft, result)
+    })
+    .await
+    .context("sealing task failed")?;
+    result?;
+    Ok(Ok((draft, checked)))
+}
+
+pub(super) async fn commit(
+    app: &App,
+    staff: &CurrentStaff,
+    draft: Draft,
+    checked: Checked,
+    attachments: u32,
+) -> Result<Sent, PageError> {
+    let hash = |s: Option<SecretString>| async move {
+        match s {
+            Some(s) => app
+                .hasher
+                .hash_unchecked(s)
+                .await
+                .map(Some)
+                .map_err(PageError::from),
+            None => Ok(None),
+        }
+    };
+    let generated = checked
+        .generated_code
+        .then(|| checked.access_code.clone())
+        .flatten();
+    let access_code_hash = hash(checked.access_code.clone()).await?;
+    let known_fact_hash = hash(checked.known_fact.clone()).await?;
+    let id = draft.id();
+    let mut tx = app.db.begin().await?;
+    app.vault.commit(&mut tx, draft, &checked.meta).await?;
+    app.deliveries
+        .insert(
+            &mut tx,
+            &NewDelivery {
+                message_id: id,
+                sender: staff.id(),
+                expires_at: checked.expires_at,
+                methods: checked.methods.clone(),
+                access_code_hash,
+                known_fact_hash,
+                shred_after_pickup: checked.shred_after_pickup,
+            },
+        )
+        .await
+        .map_err(PageError::internal)?;
+    let address = checked.meta.recipient_address.clone().unwrap_or_default();
+    app.deliveries
+        .set_recipient(&mut tx, id, &address)
+        .await
+        .map_err(PageError::internal)?;
+    let url = app
+        .deliveries
+        .issue_link(&mut tx, id, &app.config.public_url)
+        .await
+        .map_err(PageError::internal)?;
+    // The notification commits with the message: never one without the other.
+    app.outbox
+        .enqueue(
+            &mut tx,
+            &address,
+            &Mail::PickupLink {
+                url: url.expose_secret().to_owned(),
+                expires_at: checked.expires_at,
+            },
+            Some(id),
+        )
+        .await?;
+    let methods: Vec<&str> = checked.methods.iter().map(|m| m.as_str()).collect();
+    let event = Event::new(staff.actor(), Action::MessageSent)
+        .message(id)
+        .ip(staff.ip)
+        .detail(serde_json::json!({
+            "attachments": attachments,
+            "methods": methods,
+            "expires_at": checked.expires_at,
+            "shred_after_pickup": checked.shred_after_pickup,
+        }));
+    app.audit.record(&mut tx, &event).await?;
+    tx.commit().await?;
+    app.metrics.message_sent();
+    Ok(Sent { id, generated })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_access_codes_are_in_normal_form() {
+        use secrecy::ExposeSecret;
+        let c = generate_access_code();
+        assert_eq!(normalise_access_code(c.expose_secret()), c.expose_secret());
+    }
+
+    #[test]
+    fn generated_codes_have_eight_digits() {
+        use secrecy::ExposeSecret;
+        let c = generate_access_code();
+        assert_eq!(c.expose_secret().len(), 9);
+        assert!(
+            c.expose_secret()
+                .chars()
+                .filter(char::is_ascii_digit)
+                .count()
+                == 8
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Attachments as they arrive: the file name a part's header gives
+//! (cleaned for display), and streaming one part into the draft on a
+//! blocking thread with constant memory.
+
+use anyhow::Context as _;
+use std::io::{self, Read};
+
+use axum::body::Bytes;
+use axum::extract::multipart::Field;
+use axum::http::{HeaderMap, header};
+use tokio::sync::mpsc;
+
+use crate::vault::{Draft, PartKind, PartMeta, VaultError};
+use crate::web::PageError;
+
+/// Streams one multipart field (whose `first` chunk was already read) into
+/// the draft on a blocking thread; chunks cross over a small bounded
+/// channel, so memory stays constant. If the request is abandoned, the
+/// draft is dropped with the task and its blobs deleted.
+pub(super) async fn seal_field(
+    mut draft: Draft,
+    kind: PartKind,
+    meta: PartMeta,
+    first: Option<Bytes>,
+    mut field: Field<'_>,
+) -> Result<Draft, PageError> {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
+    let sealer = tokio::task::spawn_blocking(move || {
+        let result = draft.seal_part(
+            kind,
+            &meta,
+            ChannelReader {
+                rx,
+                buf: Bytes::new(),
+            },
+        );
+        (draft, result)
+    });
+    // A send fails only when the sealer stopped (size limit): stop feeding it.
+    let stopped = match first {
+        Some(first) => tx.send(Ok(first)).await.is_err(),
+        None => false,
+    };
+    if !stopped {
+        loop {
+            match field.chunk().await {
+                Ok(Some(chunk)) => {
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+                    break;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let (draft, result) = sealer.await.context("sealing task failed")?;
+    match result {
+        Ok(_) => Ok(draft),
+        Err(VaultError::Input(_)) => Err(PageError::BadRequest(
+            "The upload was interrupted. Nothing was sent; please try again.".to_owned(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    buf: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.buf.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.buf = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf.split_to(n));
+        Ok(n)
+    }
+}
+
+/// A part's file name as its `Content-Disposition` gives it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum UploadName {
+    /// No `filename` parameter: a plain form field.
+    None,
+    Name(String),
+    /// Only an RFC 5987 `filename*` that does not decode.
+    Unreadable,
+}
+
+/// Reads the file name from the raw header rather than taking multer's:
+/// multer ignores `filename*` (RFC 7578 allows it, RFC 6266 prefers it) and
+/// drops a name that is not UTF-8, which would turn a named file into a
+/// nameless part. Here `filename*` wins when it decodes; a plain `filename`
+/// that is not UTF-8 is read as ISO-8859-1 (HTTP's historical header
+/// charset), so the file keeps a readable name.
+pub(super) fn upload_name(headers: &HeaderMap) -> UploadName {
+    let Some(value) = headers.get(header::CONTENT_DISPOSITION) else {
+        return UploadName::None;
+    };
+    let params = disposition_params(value.as_bytes());
+    let find = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.as_slice())
+    };
+    let extended = find("filename*").map(decode_ext_value);
+    let plain = find("filename").map(decode_plain_name);
+    match (extended, plain) {
+        (Some(Some(name)), _) => UploadName::Name(name),
+        (_, Some(name)) => UploadName::Name(name),
+        (Some(None), None) => UploadName::Unreadable,
+        (None, None) => UploadName::None,
+    }
+}
+
+/// The `; key=value` parameters of a header value (lower-case keys as
+/// sent; quoted values unquoted, `\"` and `\\` unescaped).
+fn disposition_params(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = raw.iter().position(|b| *b == b';').unwrap_or(raw.len());
+    while i < raw.len() {
+        // Skip the separator and spaces before the key.
+        while i < raw.len() && (raw[i] == b';' || raw[i].is_ascii_whitespace()) {
+            i += 1;
+        }
+        let key_start = i;
+        while i < raw.len() && raw[i] != b'=' && raw[i] != b';' {
+            i += 1;
+        }
+        let key = String::from_utf8_lossy(raw[key_start..i].trim_ascii()).into_owned();
+        if i >= raw.len() || raw[i] == b';' {
+            continue;
+        }
+        i += 1;
+        while i < raw.len() && raw[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let mut value = Vec::new();
+        if raw.get(i) == Some(&b'"') {
+            i += 1;
+            while i < raw.len() && raw[i] != b'"' {
+                // Only an escaped quote or backslash is an escape: browsers
+                // send Windows paths with bare backslashes.
+                if raw[i] == b'\\' && matches!(raw.get(i + 1), Some(b'"' | b'\\')) {
+                    i += 1;
+                }
+                value.push(raw[i]);
+                i += 1;
+            }
+            i += 1;
+            while i < raw.len() && raw[i] != b';' {
+                i += 1;
+            }
+        } else {
+            let start = i;
+            while i < raw.len() && raw[i] != b';' {
+                i += 1;
+            }
+            value.extend_from_slice(raw[start..i].trim_ascii());
+        }
+        out.push((key, value));
+    }
+    out
+}
+
+/// A plain `filename`: browsers write `"`, CR and LF as `%22`, `%0D` and
+/// `%0A` (HTML multipart encoding); other bytes are literal.
+fn decode_plain_name(raw: &[u8]) -> String {
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escape = raw.get(i..i + 3).and_then(|e| match e {
+            b"%22" => Some(b'"'),
+            b"%0D" | b"%0d" => Some(b'\r'),
+            b"%0A" | b"%0a" => Some(b'\n'),
+            _ => None,
+        });
+        match escape {
+            Some(b) => {
+                bytes.push(b);
+                i += 3;
+            }
+            None => {
+                bytes.push(raw[i]);
+                i += 1;
+            }
+        }
+    }
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => e.into_bytes().into_iter().map(char::from).collect(),
+    }
+}
+
+/// An RFC 5987 / 8187 `charset'language'percent-encoded` value in UTF-8 or
+/// ISO-8859-1; `None` if it is anything else or malformed.
+fn decode_ext_value(raw: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut pieces = text.splitn(3, '\'');
+    let charset = pieces.next()?;
+    let _language = pieces.next()?;
+    let encoded = pieces.next()?.as_bytes();
+    let mut bytes = Vec::with_capacity(encoded.len());
+    let mut i = 0;
+    while i < encoded.len() {
+        if encoded[i] == b'%' {
+            let hex = std::str::from_utf8(encoded.get(i + 1..i + 3)?).ok()?;
+            bytes.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            bytes.push(encoded[i]);
+            i += 1;
+        }
+    }
+    if charset.eq_ignore_ascii_case("utf-8") {
+        String::from_utf8(bytes).ok()
+    } else if charset.eq_ignore_ascii_case("iso-8859-1") {
+        Some(bytes.into_iter().map(char::from).collect())
+    } else {
+        None
+    }
+}
+
+/// The last path component, without control, format (bidi overrides,
+/// zero-width characters) or line/paragraph separator characters, at most
+/// 255 chars: some browsers send a full client path, and an invisible
+/// U+202E would make "invoice\u{202E}fdp.exe" look like "invoiceexe.pdf".
+pub(super) fn clean_file_name(raw: &str) -> String {
+    let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
+    base.chars()
+        .filter(|c| !c.is_control() && !is_invisible_format(*c))
+        .take(255)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// Unicode general category Cf (format characters, Unicode 16), plus the
+/// line and paragraph separators U+2028 and U+2029 (Zl, Zp).
+fn is_invisible_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_lose_paths_and_controls() {
+        assert_eq!(
+            clean_file_name("C:\\Users\\x\\tax 2025.pdf"),
+            "tax 2025.pdf"
+        );
+        assert_eq!(clean_file_name("../../etc/passwd"), "passwd");
+        assert_eq!(clean_file_name("a\u{0}b\nc.txt"), "abc.txt");
+    }
+
+    #[test]
+    fn file_names_lose_format_characters() {
+        assert_eq!(clean_file_name("invoice\u{202E}fdp.exe"), "invoicefdp.exe");
+        for c in [
+            '\u{200B}',
+            '\u{200C}',
+            '\u{200D}',
+            '\u{200E}',
+            '\u{200F}',
+            '\u{202A}',
+            '\u{202B}',
+            '\u{202C}',
+            '\u{202D}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{FEFF}',
+            '\u{00AD}',
+            '\u{061C}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{E0041}',
+        ] {
+            assert_eq!(clean_file_name(&format!("a{c}b.pdf")), "ab.pdf", "{c:?}");
+        }
+        // Visible characters around them stay, including non-Latin ones.
+        assert_eq!(
+            clean_file_name("Zeugnis Müller 你好.pdf"),
+            "Zeugnis Müller 你好.pdf"
+        );
+        assert_eq!(
+            clean_file_name("a\u{202F}b"),
+            "a\u{202F}b",
+            "NNBSP is a space"
+        );
+        assert_eq!(clean_file_name("\u{202E}\u{200B}"), "");
+    }
+
+    fn disposition(value: &[u8]) -> UploadName {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            axum::http::HeaderValue::from_bytes(value).unwrap(),
+        );
+        upload_name(&h)
+    }
+
+    fn named(s: &str) -> UploadName {
+        UploadName::Name(s.to_owned())
+    }
+
+    #[test]
+    fn upload_names_from_every_form_of_the_header() {
+        assert_eq!(upload_name(&HeaderMap::new()), UploadName::None);
+        assert_eq!(disposition(b"form-data; name=\"body\""), UploadName::None);
+        assert_eq!(
+            disposition(b"form-data; name=\"attachments\"; filename=\"tax 2025.pdf\""),
+            named("tax 2025.pdf")
+        );
+        assert_eq!(
+            disposition(b"form-data; name=\"attachments\"; filename=\"\""),
+            named("")
+        );
+        // RFC 5987 alone, and preferred over the plain fallback either way round.
+        assert_eq!(
+            disposition(b"form-data; name=\"attachments\"; filename*=UTF-8''na%C3%AFve%20plan.pdf"),
+            named("naïve plan.pdf")
+        );
+        assert_eq!(
+            disposition(
+                b"form-data; name=a; filename*=utf-8'de'M%C3%A4rz.pdf; filename=\"Marz.pdf\""
+            ),
+            named("März.pdf")
+        );
+        assert_eq!(
+            disposition(
+                b"form-data; name=a; filename=\"Marz.pdf\"; FILENAME*=UTF-8''M%C3%A4rz.pdf"
+            ),
+            named("März.pdf")
+        );
+        assert_eq!(
+            disposition(b"form-data; name=a; filename*=iso-8859-1'en'M%E4rz.pdf"),
+            named("März.pdf")
+        );
+        // A filename* that does not decode falls back, or is unreadable.
+        assert_eq!(
+            disposition(b"form-data; name=a; filename*=koi8-r''x.pdf; filename=\"x.pdf\""),
+            named("x.pdf")
+        );
+        for bad in [
+            &b"form-data; name=a; filename*=UTF-8''%ZZ.pdf"[..],
+            b"form-data; name=a; filename*=UTF-8''%C3.pdf",
+            b"form-data; name=a; filename*=no-quotes.pdf",
+            b"form-data; name=a; filename*=UTF-8''%E",
+        ] {
+            assert_eq!(disposition(bad), UploadName::Unreadable, "{bad:?}");
+        }
+        // Not UTF-8: read as ISO-8859-1, never dropped.
+        assert_eq!(
+            disposition(b"form-data; name=a; filename=\"r\xe9sum\xe9.pdf\""),
+            named("résumé.pdf")
+        );
+        // Browser and reqwest escapes; unquoted values; odd spacing.
+        assert_eq!(
+            disposition(b"form-data; name=a; filename=\"Zeugnis %22M\xc3\xbcller%22.pdf\""),
+            named("Zeugnis \"Müller\".pdf")
+        );
+        assert_eq!(
+            disposition(b"form-data; name=a; filename=\"a \\\"b\\\" c\\\\d.txt\""),
+            named("a \"b\" c\\d.txt")
+        );
+        assert_eq!(
+            disposition(b"form-data; name=a; filename=\"C:\\Users\\x\\tax.pdf\""),
+            named("C:\\Users\\x\\tax.pdf")
+        );
+        assert_eq!(
+            disposition(b"form-data;name=a;filename = plain.txt ;x=1"),
+            named("plain.txt")
+        );
+        assert_eq!(
+            disposition(b"form-data; name=a; filename=\"semi;colon.txt\"; name2=\"b\""),
+            named("semi;colon.txt")
+        );
+        assert_eq!(
+            disposition(b"form-data; name=a; filename=\"unterminated"),
+            named("unterminated")
+        );
+        assert_eq!(disposition(b"form-data; ;;; filename"), UploadName::None);
+    }
+}

@@ -1,0 +1,20 @@
+//! The store layer: every SQL statement Sealpost runs lives below this
+//! module, grouped by table (or aggregate). Stores speak in rows and plain
+//! values; the rules (who may do what, when) live in the services and
+//! flows above. Rows are read by column name (`sqlx::FromRow`), never by
+//! position.
+
+pub mod audit;
+mod db;
+pub mod deliveries;
+pub mod dev_mailbox;
+pub mod outbox;
+pub mod pickup_codes;
+pub mod rate_limits;
+pub mod settings;
+pub mod sign_in_throttle;
+pub mod staff;
+pub mod staff_links;
+pub mod totp;
+
+pub use db::{Backend, Db, DbError, NativePool, Pool, PoolSettings, Tx, placeholders};

@@ -1,0 +1,103 @@
+//! `audit_log`: the append-only, hash-chained event log. Appends are
+//! serialised (each event's hash covers the one before it).
+
+use super::{Backend, Db, Tx};
+
+/// A stored event, as read back (and as exported).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub message_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// An event with its place in the chain.
+#[derive(sqlx::FromRow)]
+pub struct ChainedEvent {
+    #[sqlx(flatten)]
+    pub event: StoredEvent,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// The newest event's id and hash.
+#[derive(sqlx::FromRow)]
+pub struct ChainHead {
+    pub id: i64,
+    pub hash: Vec<u8>,
+}
+
+const EVENT_COLUMNS: &str = "id, at, actor, action, message_id, ip, detail";
+
+/// Takes the append lock (PostgreSQL: readers go on, other appends wait;
+/// SQLite transactions are serial already) and reads the chain's head.
+pub async fn lock_head(tx: &mut Tx, backend: Backend) -> Result<Option<ChainHead>, sqlx::Error> {
+    if backend == Backend::Postgres {
+        sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        .fetch_optional(&mut **tx)
+        .await
+}
+
+pub async fn append(
+    tx: &mut Tx,
+    event: &StoredEvent,
+    prev_hash: &[u8],
+    hash: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO audit_log (id, at, actor, action, message_id, ip, detail, prev_hash, hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(event.id)
+    .bind(event.at)
+    .bind(&event.actor)
+    .bind(&event.action)
+    .bind(&event.message_id)
+    .bind(&event.ip)
+    .bind(&event.detail)
+    .bind(prev_hash)
+    .bind(hash)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Up to `limit` events from id `first` on, in order, with their hashes.
+pub async fn chain_from(db: &Db, first: i64, limit: i64) -> Result<Vec<ChainedEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS}, prev_hash, hash FROM audit_log WHERE id >= $1 ORDER BY id LIMIT $2"
+    ))
+    .bind(first)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// Events in `[from, to)` (unix seconds), oldest first.
+pub async fn between(db: &Db, from: i64, to: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_log WHERE at >= $1 AND at < $2 ORDER BY id"
+    ))
+    .bind(from)
+    .bind(to)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// A message's events in order.
+pub async fn for_message(db: &Db, message_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {EVENT_COLUMNS} FROM audit_log WHERE message_id = $1 ORDER BY id"
+    ))
+    .bind(message_id)
+    .fetch_all(db.pool())
+    .await
+}

@@ -1,0 +1,455 @@
+//! `deliveries`: one row per sent message as staff track it (ids, times,
+//! states, hashes and the sealed recipient address). The rules about
+//! which state may follow which live in `crate::deliveries`; here each
+//! change is one conditional statement, so concurrent requests cannot
+//! both win.
+
+use super::{Db, NativePool, Tx, placeholders};
+
+/// Every column a [`DeliveryRow`] reads, qualified for joins.
+const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
+     d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
+     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient";
+
+/// A `deliveries` row as stored, read by column name.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct DeliveryRow {
+    pub message_id: String,
+    pub sender_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// Comma-separated method names.
+    pub verification: String,
+    pub shred_after_pickup: i64,
+    pub status: String,
+    pub status_at: i64,
+    pub locked_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub link_generation: i64,
+    pub link_consumed_at: Option<i64>,
+    pub failures: i64,
+    pub shred_at: Option<i64>,
+    pub shredded_at: Option<i64>,
+    pub sealed_recipient: Option<Vec<u8>>,
+}
+
+/// A new row, in the transaction that commits its message.
+pub struct NewRow<'a> {
+    pub message_id: &'a str,
+    pub sender_id: &'a str,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub verification: &'a str,
+    pub access_code_hash: Option<&'a str>,
+    pub known_fact_hash: Option<&'a str>,
+    pub shred_after_pickup: bool,
+    pub status: &'a str,
+}
+
+pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
+             access_code_hash, known_fact_hash, shred_after_pickup, status, status_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+    )
+    .bind(new.message_id)
+    .bind(new.sender_id)
+    .bind(new.created_at)
+    .bind(new.expires_at)
+    .bind(new.verification)
+    .bind(new.access_code_hash)
+    .bind(new.known_fact_hash)
+    .bind(i64::from(new.shred_after_pickup))
+    .bind(new.status)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deliveries d WHERE d.message_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await
+}
+
+/// The row a link's keyed hash belongs to. Through the driver pools: the
+/// landing page's lookup is the hottest query customers cause.
+pub async fn find_by_link_hash(db: &Db, hash: &[u8]) -> Result<Option<DeliveryRow>, sqlx::Error> {
+    let sql = format!("SELECT {COLUMNS} FROM deliveries d WHERE d.link_hash = $1");
+    match db.native() {
+        NativePool::Sqlite(pool) => sqlx::query_as(&sql).bind(hash).fetch_optional(pool).await,
+        NativePool::Postgres(pool) => sqlx::query_as(&sql).bind(hash).fetch_optional(pool).await,
+    }
+}
+
+/// Which status a list shows: the derived ones by their timestamps, the
+/// stored progress states by the `status` column of live rows.
+#[derive(Clone, Copy, Debug)]
+pub enum StatusFilter {
+    Revoked,
+    Expired,
+    Locked,
+    Progress(&'static str),
+}
+
+/// A page of a staff list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter<'a> {
+    pub sender_id: Option<&'a str>,
+    pub recipient_index: Option<&'a [u8]>,
+    pub status: Option<StatusFilter>,
+    pub offset: i64,
+    /// Rows to return (the caller asks one more to see whether a page follows).
+    pub limit: i64,
+}
+
+pub async fn list(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    let mut sql = format!(
+        "SELECT {COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE 1 = 1"
+    );
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.sender_id.is_some() {
+        sql += &format!(" AND d.sender_id = {}", next());
+    }
+    if f.recipient_index.is_some() {
+        sql += &format!(" AND m.recipient_index = {}", next());
+    }
+    let mut bind_now = false;
+    let mut bind_status = None;
+    match f.status {
+        None => {}
+        Some(StatusFilter::Revoked) => sql += " AND d.revoked_at IS NOT NULL",
+        Some(StatusFilter::Expired) => {
+            sql += &format!(" AND d.revoked_at IS NULL AND d.expires_at <= {}", next());
+            bind_now = true;
+        }
+        Some(StatusFilter::Locked) => {
+            sql += &format!(
+                " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NOT NULL",
+                next()
+            );
+            bind_now = true;
+        }
+        Some(StatusFilter::Progress(status)) => {
+            sql += &format!(
+                " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NULL AND d.status = {}",
+                next(),
+                next()
+            );
+            bind_now = true;
+            bind_status = Some(status);
+        }
+    }
+    sql += &format!(
+        " ORDER BY d.created_at DESC, d.message_id DESC LIMIT {} OFFSET {}",
+        next(),
+        next()
+    );
+    let mut query = sqlx::query_as(&sql);
+    if let Some(sender) = f.sender_id {
+        query = query.bind(sender);
+    }
+    if let Some(index) = f.recipient_index {
+        query = query.bind(index);
+    }
+    if bind_now {
+        query = query.bind(now);
+    }
+    if let Some(status) = bind_status {
+        query = query.bind(status);
+    }
+    query
+        .bind(f.limit)
+        .bind(f.offset)
+        .fetch_all(db.pool())
+        .await
+}
+
+/// Live messages locked after failed verifications (one sender's, or everyone's).
+pub async fn count_locked(db: &Db, sender_id: Option<&str>, now: i64) -> Result<i64, sqlx::Error> {
+    let live =
+        "locked_at IS NOT NULL AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1";
+    match sender_id {
+        Some(sender) => {
+            sqlx::query_scalar(&format!(
+                "SELECT COUNT(*) FROM deliveries WHERE {live} AND sender_id = $2"
+            ))
+            .bind(now)
+            .bind(sender)
+            .fetch_one(db.pool())
+            .await
+        }
+        None => {
+            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM deliveries WHERE {live}"))
+                .bind(now)
+                .fetch_one(db.pool())
+                .await
+        }
+    }
+}
+
+/// Claims a revoke: true for the one caller that set `revoked_at`.
+pub async fn claim_revoke(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// Claims a shred (expiry or after pickup): true for the one caller that
+/// set `shredded_at` on a message not revoked meanwhile.
+pub async fn claim_shred(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "UPDATE deliveries SET shredded_at = $1
+         WHERE message_id = $2 AND shredded_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// Erases what identifies the customer: the sealed address, the
+/// access-code, known-fact and link hashes. Ids, times and states stay.
+pub async fn erase(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET sealed_recipient = NULL, access_code_hash = NULL,
+             known_fact_hash = NULL, link_hash = NULL, shredded_at = COALESCE(shredded_at, $1)
+         WHERE message_id = $2",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves the expiry of a live message; false if it is not live.
+pub async fn extend(tx: &mut Tx, id: &str, expires_at: i64, now: i64) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE deliveries SET expires_at = $1
+         WHERE message_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+    )
+    .bind(expires_at)
+    .bind(id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// Moves a live message to its next link generation with `status`; false
+/// if it is not live.
+pub async fn next_generation(
+    tx: &mut Tx,
+    id: &str,
+    status: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE deliveries SET link_generation = link_generation + 1, status = $1, status_at = $2
+         WHERE message_id = $3 AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $2",
+    )
+    .bind(status)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+/// Stores a new link's keyed hash; the link is unused again.
+pub async fn set_link_hash(tx: &mut Tx, id: &str, hash: &[u8]) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE deliveries SET link_hash = $1, link_consumed_at = NULL WHERE message_id = $2",
+    )
+    .bind(hash)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_sealed_recipient(tx: &mut Tx, id: &str, sealed: &[u8]) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2")
+        .bind(sealed)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Lifts a lockout of a message not revoked; false if it was not locked.
+pub async fn unlock(tx: &mut Tx, id: &str) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE deliveries SET locked_at = NULL, failures = 0
+         WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL",
+    )
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(changed.rows_affected() == 1)
+}
+
+pub async fn lock(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET locked_at = $1 WHERE message_id = $2 AND locked_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// After a counted failure: the total, and the lock time if now locked.
+#[derive(sqlx::FromRow)]
+pub struct FailureRow {
+    pub failures: i64,
+    pub locked_at: Option<i64>,
+}
+
+/// Counts one failed verification of a live, unused, unlocked link and
+/// locks it with the failure that reaches `lock_after`, in one statement.
+/// `None` if it did not count.
+pub async fn record_failure(
+    tx: &mut Tx,
+    id: &str,
+    lock_after: i64,
+    now: i64,
+) -> Result<Option<FailureRow>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE deliveries SET failures = failures + 1,
+             locked_at = CASE WHEN failures + 1 >= $2 THEN $3 ELSE locked_at END
+         WHERE message_id = $1 AND failures < $2 AND locked_at IS NULL
+           AND link_consumed_at IS NULL AND revoked_at IS NULL AND shredded_at IS NULL
+           AND expires_at > $3
+         RETURNING failures, locked_at",
+    )
+    .bind(id)
+    .bind(lock_after)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+/// Sets `status` if the stored one is one of `from`; true if it moved.
+pub async fn set_status_from(
+    tx: &mut Tx,
+    id: &str,
+    status: &str,
+    from: &[&str],
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3 AND status IN ({})",
+        placeholders(4, from.len())
+    );
+    let mut q = sqlx::query(&sql).bind(status).bind(now).bind(id);
+    for f in from {
+        q = q.bind(*f);
+    }
+    Ok(q.execute(&mut **tx).await?.rows_affected() == 1)
+}
+
+pub async fn set_status(tx: &mut Tx, id: &str, status: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3")
+        .bind(status)
+        .bind(now)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Claims the link for a successful verification: of two concurrent
+/// correct answers one wins, and a lock or revocation that landed
+/// meanwhile still holds.
+pub async fn consume_link(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let claimed = sqlx::query(
+        "UPDATE deliveries SET link_consumed_at = $1
+         WHERE message_id = $2 AND link_consumed_at IS NULL AND locked_at IS NULL
+           AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// When a shred-after-pickup message is shredded.
+pub async fn set_shred_at(tx: &mut Tx, id: &str, at: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
+        .bind(at)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Moves `shred_at` later (never earlier), outside a transaction.
+pub async fn postpone_shred(db: &Db, id: &str, until: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2 AND shred_at < $1")
+        .bind(until)
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+/// The argon2id hashes a delivery's answers are checked against.
+#[derive(Debug, Default, sqlx::FromRow)]
+pub struct AnswerHashes {
+    pub access_code_hash: Option<String>,
+    pub known_fact_hash: Option<String>,
+}
+
+pub async fn answer_hashes(db: &Db, id: &str) -> Result<AnswerHashes, sqlx::Error> {
+    let row: Option<AnswerHashes> = sqlx::query_as(
+        "SELECT access_code_hash, known_fact_hash FROM deliveries WHERE message_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(row.unwrap_or_default())
+}
+
+/// A message whose time is up.
+#[derive(sqlx::FromRow)]
+pub struct DueRow {
+    pub message_id: String,
+    pub expires_at: i64,
+}
+
+/// Messages due for a shred: expired, or past their shred-after-pickup time.
+pub async fn due_for_shred(db: &Db, now: i64, limit: i64) -> Result<Vec<DueRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT message_id, expires_at FROM deliveries
+         WHERE shredded_at IS NULL AND revoked_at IS NULL
+           AND (expires_at <= $1 OR (shred_at IS NOT NULL AND shred_at <= $1))
+         ORDER BY expires_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await
+}
+
+/// The stored status, read in the caller's transaction.
+pub async fn status_in(tx: &mut Tx, id: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT status FROM deliveries WHERE message_id = $1")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+}

@@ -1,0 +1,42 @@
+//! `dev_mailbox`: copies of sent mail (sealed) kept when no SMTP server is
+//! configured, for the development mailbox pages.
+
+use super::{Db, Tx};
+
+#[derive(sqlx::FromRow)]
+pub struct DevMailRow {
+    pub id: i64,
+    pub created_at: i64,
+    /// The sealed email.
+    pub content: Vec<u8>,
+}
+
+pub async fn insert(
+    tx: &mut Tx,
+    outbox_id: i64,
+    now: i64,
+    sealed: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO dev_mailbox (outbox_id, created_at, content) VALUES ($1, $2, $3)")
+        .bind(outbox_id)
+        .bind(now)
+        .bind(sealed)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The newest `limit` rows, newest first.
+pub async fn newest(db: &Db, limit: i64) -> Result<Vec<DevMailRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, created_at, content FROM dev_mailbox ORDER BY id DESC LIMIT $1")
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await
+}
+
+pub async fn get(db: &Db, id: i64) -> Result<Option<DevMailRow>, sqlx::Error> {
+    sqlx::query_as("SELECT id, created_at, content FROM dev_mailbox WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+}

@@ -1,0 +1,155 @@
+//! `staff_users`: staff accounts (address, role, password hash, session
+//! epoch, disabled and second-factor state).
+
+use super::{Db, Tx};
+
+/// An account with what the session layer checks on every request.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct StaffRow {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub disabled_at: Option<i64>,
+    pub session_epoch: i64,
+    pub totp_enabled_at: Option<i64>,
+}
+
+const COLUMNS: &str = "id, email, role, disabled_at, session_epoch, totp_enabled_at";
+
+pub struct NewStaff<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub role: &'a str,
+    pub password_hash: &'a str,
+    pub now: i64,
+}
+
+/// Inserts an account; false if the address is taken.
+pub async fn insert(tx: &mut Tx, new: &NewStaff<'_>) -> Result<bool, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO staff_users (id, email, role, password_hash, created_at, password_changed_at)
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(new.id)
+    .bind(new.email)
+    .bind(new.role)
+    .bind(new.password_hash)
+    .bind(new.now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+pub async fn by_email(db: &Db, email: &str) -> Result<Option<StaffRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM staff_users WHERE email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(db.pool())
+    .await
+}
+
+pub async fn by_id(db: &Db, id: &str) -> Result<Option<StaffRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff_users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// Every account, by address.
+pub async fn all(db: &Db) -> Result<Vec<StaffRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff_users ORDER BY email"))
+        .fetch_all(db.pool())
+        .await
+}
+
+pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM staff_users")
+        .fetch_one(db.pool())
+        .await
+}
+
+/// [`count`] inside a transaction (a check that must hold at commit).
+pub async fn count_in(tx: &mut Tx) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM staff_users")
+        .fetch_one(&mut **tx)
+        .await
+}
+
+/// Sets a new password hash, ending every session of the account.
+pub async fn set_password(tx: &mut Tx, id: &str, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE staff_users SET password_hash = $1, password_changed_at = $2,
+             session_epoch = session_epoch + 1
+         WHERE id = $3",
+    )
+    .bind(hash)
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Disables an account, ending its sessions; false if it already was.
+pub async fn disable(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE staff_users SET disabled_at = $1, session_epoch = session_epoch + 1
+         WHERE id = $2 AND disabled_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(changed.rows_affected() > 0)
+}
+
+pub async fn pickup_alerts(db: &Db, id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT pickup_alerts FROM staff_users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await
+}
+
+pub async fn set_pickup_alerts(db: &Db, id: &str, on: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE staff_users SET pickup_alerts = $1 WHERE id = $2")
+        .bind(i64::from(on))
+        .bind(id)
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+pub async fn password_hash(db: &Db, email: &str) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT password_hash FROM staff_users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// What sign-in needs: the account and its password hash.
+#[derive(sqlx::FromRow)]
+pub struct Credentials {
+    pub id: String,
+    pub role: String,
+    pub disabled_at: Option<i64>,
+    pub password_hash: String,
+}
+
+pub async fn credentials(db: &Db, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as("SELECT id, role, disabled_at, password_hash FROM staff_users WHERE email = $1")
+        .bind(email)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// Replaces a password hash with a stronger one of the same password
+/// (sessions stay: the password did not change).
+pub async fn upgrade_hash(tx: &mut Tx, id: &str, hash: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE staff_users SET password_hash = $1 WHERE id = $2")
+        .bind(hash)
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
