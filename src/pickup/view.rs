@@ -209,21 +209,7 @@ pub async fn download(
         Ok(d) => d,
         Err(r) => return Ok(r),
     };
-    let head = method == Method::HEAD;
-    // Before any work: a session cannot pile up open downloads.
-    let slot = if head {
-        None
-    } else {
-        match DownloadSlot::take(d.message_id) {
-            Some(slot) => Some(slot),
-            None => {
-                return Err(PageError::TooMany(format!(
-                    "You already have {DOWNLOADS_PER_SESSION} downloads running. \
-                     Wait for one to finish, then try again."
-                )));
-            }
-        }
-    };
+    let slot = download_slot(d.message_id, method == Method::HEAD)?;
     let key = app.vault.unlock(d.message_id).await?;
     let part = app
         .vault
@@ -244,17 +230,7 @@ pub async fn download(
                 tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
                     .await
                     .context("opening task failed")??;
-
-            let mut tx = app.db.begin().await?;
-            app.deliveries
-                .advance(&mut tx, d.message_id, Status::Downloaded)
-                .await?;
-            let event = Event::new(Actor::Customer, Action::Downloaded)
-                .message(d.message_id)
-                .ip(ip)
-                .detail(serde_json::json!({ "part": position }));
-            app.audit.record(&mut tx, &event).await?;
-            tx.commit().await?;
+            record_download(&app, d.message_id, position, ip).await?;
             decrypting_body(reader, slot)
         }
     };
@@ -266,6 +242,40 @@ pub async fn download(
         &name,
     );
     Ok(response)
+}
+
+/// A download that is starting: the status moves on, the audit log notes
+/// which part (HEAD requests are not downloads and never get here).
+async fn record_download(
+    app: &App,
+    id: MessageId,
+    position: u32,
+    ip: std::net::IpAddr,
+) -> Result<(), PageError> {
+    let mut tx = app.db.begin().await?;
+    app.deliveries
+        .advance(&mut tx, id, Status::Downloaded)
+        .await?;
+    let event = Event::new(Actor::Customer, Action::Downloaded)
+        .message(id)
+        .ip(ip)
+        .detail(serde_json::json!({ "part": position }));
+    app.audit.record(&mut tx, &event).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Before any work: a session cannot pile up open downloads (HEAD takes no slot).
+fn download_slot(id: MessageId, head: bool) -> Result<Option<DownloadSlot>, PageError> {
+    if head {
+        return Ok(None);
+    }
+    DownloadSlot::take(id).map(Some).ok_or_else(|| {
+        PageError::TooMany(format!(
+            "You already have {DOWNLOADS_PER_SESSION} downloads running. \
+             Wait for one to finish, then try again."
+        ))
+    })
 }
 
 fn file_headers(headers: &mut HeaderMap, content_type: Option<&str>, size: u64, name: &str) {

@@ -272,7 +272,7 @@ pub async fn upload_logo(
     State(app): State<App>,
     Admin(staff): Admin,
     headers: HeaderMap,
-    mut multipart: Multipart,
+    multipart: Multipart,
 ) -> PageResult {
     let too_large = format!("The logo must be at most {} KiB.", MAX_LOGO_BYTES / 1024);
     let declared = headers
@@ -283,10 +283,38 @@ pub async fn upload_logo(
         crate::web::linger(multipart);
         return Err(PageError::TooLarge(too_large));
     }
+    let error = match read_logo(&staff, multipart).await? {
+        LogoUpload::Oversized => too_large,
+        LogoUpload::Missing => "Choose a PNG or JPEG file to upload.".to_owned(),
+        LogoUpload::File(d) => match app.settings.save_logo(staff.actor(), &d).await {
+            Ok(()) => return Ok(Redirect::to("/admin/settings?done=logo").into_response()),
+            Err(SettingsError::Invalid(m)) => m,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    let settings = app.settings.load().await?;
+    let f = SettingsFields::from_settings(&settings);
+    let view = render_settings(&app, &staff, f, Vec::new(), Some(error), None).await?;
+    Ok(page(StatusCode::UNPROCESSABLE_ENTITY, view))
+}
+
+/// What the logo form carried.
+enum LogoUpload {
+    Missing,
+    Oversized,
+    File(Vec<u8>),
+}
+
+/// Reads the logo form: the CSRF token first, then the `logo` file, held
+/// only up to the size limit (the rest of an oversized upload is drained
+/// in the background so the browser sees the answer).
+async fn read_logo(
+    staff: &CurrentStaff,
+    mut multipart: Multipart,
+) -> Result<LogoUpload, PageError> {
     let bad = || PageError::BadRequest("The upload was interrupted. Please try again.".into());
     let mut csrf_ok = false;
     let mut data: Option<Vec<u8>> = None;
-    let mut oversized = false;
     while let Some(mut field) = multipart.next_field().await.map_err(|_| bad())? {
         let name = field.name().unwrap_or_default().to_owned();
         if !csrf_ok {
@@ -302,6 +330,7 @@ pub async fn upload_logo(
             continue;
         }
         let mut buf = Vec::new();
+        let mut oversized = false;
         while let Some(chunk) = field.chunk().await.map_err(|_| bad())? {
             if buf.len() + chunk.len() > MAX_LOGO_BYTES {
                 oversized = true;
@@ -309,31 +338,20 @@ pub async fn upload_logo(
             }
             buf.extend_from_slice(&chunk);
         }
-        data = Some(buf);
         if oversized {
-            break;
+            drop(field);
+            crate::web::linger(multipart);
+            return Ok(LogoUpload::Oversized);
         }
-    }
-    if oversized {
-        crate::web::linger(multipart);
+        data = Some(buf);
     }
     if !csrf_ok {
         return Err(PageError::Csrf);
     }
-    let error = match data {
-        _ if oversized => too_large,
-        None => "Choose a PNG or JPEG file to upload.".to_owned(),
-        Some(d) if d.is_empty() => "Choose a PNG or JPEG file to upload.".to_owned(),
-        Some(d) => match app.settings.save_logo(staff.actor(), &d).await {
-            Ok(()) => return Ok(Redirect::to("/admin/settings?done=logo").into_response()),
-            Err(SettingsError::Invalid(m)) => m,
-            Err(e) => return Err(e.into()),
-        },
-    };
-    let settings = app.settings.load().await?;
-    let f = SettingsFields::from_settings(&settings);
-    let view = render_settings(&app, &staff, f, Vec::new(), Some(error), None).await?;
-    Ok(page(StatusCode::UNPROCESSABLE_ENTITY, view))
+    Ok(match data {
+        Some(d) if !d.is_empty() => LogoUpload::File(d),
+        _ => LogoUpload::Missing,
+    })
 }
 
 /// The organisation's logo, for customer and staff pages alike.
@@ -605,19 +623,7 @@ pub async fn export_audit(
     Admin(staff): Admin,
     CsrfForm(form): CsrfForm<ExportForm>,
 ) -> PageResult {
-    let checked = match (
-        audit::day_range(&form.from, &form.to),
-        ExportFormat::parse(&form.format),
-    ) {
-        (Ok(range), Some(format)) => Ok((range, format)),
-        (Err(audit::DayRangeError::Backwards), _) => {
-            Err("The last day must not be before the first day.".to_owned())
-        }
-        (Err(audit::DayRangeError::NotADay(_)), _) => {
-            Err("Enter both days as dates, like 2026-11-29.".to_owned())
-        }
-        (Ok(_), None) => Err("Choose CSV or JSON.".to_owned()),
-    };
+    let checked = check_export(&form);
     let ((from, to), format) = match checked {
         Ok(ok) => ok,
         Err(error) => {
@@ -642,6 +648,28 @@ pub async fn export_audit(
     app.audit.record_now(&event).await?;
     let mut body = Vec::new();
     audit::write_export(&mut body, format, &events).map_err(PageError::internal)?;
+    Ok(export_response(from, to, format, body))
+}
+
+/// The export form's days and format, or what to fix.
+fn check_export(form: &ExportForm) -> Result<((i64, i64), ExportFormat), String> {
+    match (
+        audit::day_range(&form.from, &form.to),
+        ExportFormat::parse(&form.format),
+    ) {
+        (Ok(range), Some(format)) => Ok((range, format)),
+        (Err(audit::DayRangeError::Backwards), _) => {
+            Err("The last day must not be before the first day.".to_owned())
+        }
+        (Err(audit::DayRangeError::NotADay(_)), _) => {
+            Err("Enter both days as dates, like 2026-11-29.".to_owned())
+        }
+        (Ok(_), None) => Err("Choose CSV or JSON.".to_owned()),
+    }
+}
+
+/// The export as a download, sandboxed.
+fn export_response(from: i64, to: i64, format: ExportFormat, body: Vec<u8>) -> Response {
     // The day names come from parsed dates, so they are safe in a header.
     let file_name = format!(
         "sealpost-audit-{}-{}.{}",
@@ -649,7 +677,7 @@ pub async fn export_audit(
         day_text(to - 24 * 3600),
         format.extension()
     );
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, format.content_type().to_owned()),
             (
@@ -663,7 +691,7 @@ pub async fn export_audit(
         ],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]

@@ -272,28 +272,8 @@ pub async fn sign_in(
         .await
     {
         Ok(account) => {
-            let state = app
-                .accounts
-                .state(account.id)
-                .await
-                .map_err(PageError::internal)?
-                .ok_or(PageError::bug("account vanished"))?;
-            // A fresh id before anything is attached to the session defeats
-            // session fixation.
-            session.cycle_id().await?;
-            session.remove_value(STAFF_KEY).await?;
-            if state.totp_enabled {
-                let pending = PendingSecondFactor {
-                    id: account.id.to_string(),
-                    epoch: state.session_epoch,
-                    at: app.clock.now(),
-                };
-                session.insert(PENDING_KEY, &pending).await?;
-                let to = Redirect::to("/sign-in/code").into_response();
-                return Ok(with_device_cookie(&app, &form.email, to));
-            }
-            complete(&app, &session, account.id, state.session_epoch).await?;
-            let to = Redirect::to("/sent").into_response();
+            let next = start_session(&app, &session, account.id).await?;
+            let to = Redirect::to(next).into_response();
             return Ok(with_device_cookie(&app, &form.email, to));
         }
         Err(SignInError::InvalidCredentials) => (
@@ -317,6 +297,35 @@ pub async fn sign_in(
         notice: None,
     };
     Ok((status, page).into_response())
+}
+
+/// After the password: a fresh session for `id`, signed in or waiting for
+/// the second factor. Returns where the browser goes next.
+async fn start_session(
+    app: &App,
+    session: &Session,
+    id: StaffId,
+) -> Result<&'static str, PageError> {
+    let state = app
+        .accounts
+        .state(id)
+        .await?
+        .ok_or(PageError::bug("account vanished"))?;
+    // A fresh id before anything is attached to the session defeats
+    // session fixation.
+    session.cycle_id().await?;
+    session.remove_value(STAFF_KEY).await?;
+    if state.totp_enabled {
+        let pending = PendingSecondFactor {
+            id: id.to_string(),
+            epoch: state.session_epoch,
+            at: app.clock.now(),
+        };
+        session.insert(PENDING_KEY, &pending).await?;
+        return Ok("/sign-in/code");
+    }
+    complete(app, session, id, state.session_epoch).await?;
+    Ok("/sent")
 }
 
 pub(super) fn wait_text(secs: i64) -> String {

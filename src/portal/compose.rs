@@ -153,14 +153,7 @@ pub async fn send(
     match receive(&app, &staff, &settings, &mut multipart).await {
         Ok(Outcome::Sent(id, generated)) => {
             if let Some(code) = generated {
-                // Sessions are stored in the database: seal the code there.
-                let sealed = app
-                    .vault
-                    .seal_secret(GENERATED_CODE_KEY, code.expose_secret().as_bytes())?;
-                staff
-                    .session
-                    .insert(GENERATED_CODE_KEY, (id.to_string(), hex::encode(sealed)))
-                    .await?;
+                remember_generated_code(&app, &staff, id, &code).await?;
             }
             Ok(Redirect::to(&format!("/messages/{id}?sent=1")).into_response())
         }
@@ -173,15 +166,38 @@ pub async fn send(
             // Read what is left so the browser sees our answer rather than a
             // reset connection.
             crate::web::linger(multipart);
-            let reason = match &e {
-                PageError::TooLarge(_) => "too_large",
-                PageError::Csrf => "csrf",
-                PageError::BadRequest(_) => "bad_request",
-                _ => "error",
-            };
-            audit_failure(&app, &staff, reason).await;
+            audit_failure(&app, &staff, failure_reason(&e)).await;
             Err(e)
         }
+    }
+}
+
+/// Keeps an access code generated for message `id` to show the sender
+/// once on the message page. Sessions are stored in the database: the code
+/// is sealed there.
+async fn remember_generated_code(
+    app: &App,
+    staff: &CurrentStaff,
+    id: MessageId,
+    code: &SecretString,
+) -> Result<(), PageError> {
+    let sealed = app
+        .vault
+        .seal_secret(GENERATED_CODE_KEY, code.expose_secret().as_bytes())?;
+    staff
+        .session
+        .insert(GENERATED_CODE_KEY, (id.to_string(), hex::encode(sealed)))
+        .await?;
+    Ok(())
+}
+
+/// The audit log's class of a refused compose (never its text).
+fn failure_reason(e: &PageError) -> &'static str {
+    match e {
+        PageError::TooLarge(_) => "too_large",
+        PageError::Csrf => "csrf",
+        PageError::BadRequest(_) => "bad_request",
+        _ => "error",
     }
 }
 

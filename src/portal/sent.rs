@@ -78,21 +78,7 @@ pub async fn list(
     let (items, more) = app.deliveries.list(&query).await?;
     // In-app alert: locked messages need the sender's attention.
     let locked = app.deliveries.count_locked(query.sender).await?;
-    let now = app.clock.now();
-    let mut rows = Vec::with_capacity(items.len());
-    for d in items {
-        let (recipient, title) = summary(&app, &d).await;
-        let status = d.status(now);
-        rows.push(Row {
-            id: d.message_id.to_string(),
-            recipient,
-            title,
-            status: status.as_str(),
-            status_label: status.label(),
-            created: format_time(d.created_at),
-            expires: format_time(d.expires_at),
-        });
-    }
+    let rows = rows(&app, items).await;
     let link = |page: u32| {
         serde_urlencoded::to_string([
             ("status", p.status.as_str()),
@@ -117,6 +103,26 @@ pub async fn list(
         locked,
     }
     .into_response())
+}
+
+/// The list's rows, with what the sealed metadata says of each.
+async fn rows(app: &App, items: Vec<Delivery>) -> Vec<Row> {
+    let now = app.clock.now();
+    let mut rows = Vec::with_capacity(items.len());
+    for d in items {
+        let (recipient, title) = summary(app, &d).await;
+        let status = d.status(now);
+        rows.push(Row {
+            id: d.message_id.to_string(),
+            recipient,
+            title,
+            status: status.as_str(),
+            status_label: status.label(),
+            created: format_time(d.created_at),
+            expires: format_time(d.expires_at),
+        });
+    }
+    rows
 }
 
 /// Recipient and internal title for staff eyes, from the sealed metadata.
@@ -217,74 +223,29 @@ pub async fn message(
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "view").await?;
     let now = app.clock.now();
-    let mut recipient = String::new();
-    let mut phone = String::new();
-    let mut title = String::new();
-    let mut attachments = Vec::new();
-    let mut shredded = false;
-    match app.vault.unlock(d.message_id).await {
-        Ok(key) => {
-            let meta = key.meta()?;
-            recipient = meta.recipient_address.unwrap_or_default();
-            phone = meta.recipient_phone.unwrap_or_default();
-            title = meta.title.unwrap_or_default();
-            for part in app.vault.parts(d.message_id).await? {
-                if part.kind == PartKind::Attachment {
-                    let pm = key.part_meta(&part)?;
-                    attachments.push(Attachment {
-                        name: pm.file_name.unwrap_or_default(),
-                        size: human_size(part.plain_size),
-                    });
-                }
-            }
-        }
-        Err(crate::vault::VaultError::Shredded) => shredded = true,
-        Err(e) => return Err(e.into()),
-    }
+    let sealed = open_sealed(&app, d.message_id).await?;
     let event = Event::new(staff.actor(), Action::MessageViewed)
         .message(d.message_id)
         .ip(staff.ip);
     app.audit.record_now(&event).await?;
-    let timeline = app
-        .audit
-        .events_for_message(d.message_id)
-        .await?
-        .into_iter()
-        .map(|e| TimelineEntry {
-            at: format_time(e.at),
-            what: describe(&e.action, &e.actor),
-        })
-        .collect();
-    let generated_code = match staff
-        .session
-        .remove::<(String, String)>(super::compose::GENERATED_CODE_KEY)
-        .await?
-    {
-        Some((for_id, sealed)) if for_id == id => {
-            let sealed = hex::decode(sealed).map_err(|_| PageError::bug("bad sealed code"))?;
-            let code = app
-                .vault
-                .open_secret(super::compose::GENERATED_CODE_KEY, &sealed)?;
-            Some(String::from_utf8_lossy(&code).into_owned())
-        }
-        _ => None,
-    };
+    let timeline = timeline(&app, d.message_id).await?;
+    let generated_code = take_generated_code(&app, &staff, &id).await?;
     let status = d.status(now);
     Ok(MessagePage {
         nav: staff.nav(),
         csrf: staff.csrf.clone(),
         id: d.message_id.to_string(),
-        recipient,
-        phone,
-        title,
+        recipient: sealed.recipient,
+        phone: sealed.phone,
+        title: sealed.title,
         status: status.as_str(),
         status_label: status.label(),
         created: format_time(d.created_at),
         expires: format_time(d.expires_at),
         methods: d.methods.iter().map(|m| m.label()).collect(),
         shred_after_pickup: d.shred_after_pickup,
-        attachments,
-        shredded,
+        attachments: sealed.attachments,
+        shredded: sealed.shredded,
         live: d.is_live(now),
         locked: d.locked_at.is_some() && d.is_live(now),
         timeline,
@@ -294,6 +255,85 @@ pub async fn message(
         max_hours: crate::settings::MAX_EXPIRY_HOURS,
     }
     .into_response())
+}
+
+/// What the message page shows from the sealed metadata (nothing once
+/// the message is shredded).
+#[derive(Default)]
+struct Sealed {
+    recipient: String,
+    phone: String,
+    title: String,
+    attachments: Vec<Attachment>,
+    shredded: bool,
+}
+
+async fn open_sealed(app: &App, id: MessageId) -> Result<Sealed, PageError> {
+    let key = match app.vault.unlock(id).await {
+        Ok(key) => key,
+        Err(crate::vault::VaultError::Shredded) => {
+            return Ok(Sealed {
+                shredded: true,
+                ..Sealed::default()
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let meta = key.meta()?;
+    let mut attachments = Vec::new();
+    for part in app.vault.parts(id).await? {
+        if part.kind == PartKind::Attachment {
+            let pm = key.part_meta(&part)?;
+            attachments.push(Attachment {
+                name: pm.file_name.unwrap_or_default(),
+                size: human_size(part.plain_size),
+            });
+        }
+    }
+    Ok(Sealed {
+        recipient: meta.recipient_address.unwrap_or_default(),
+        phone: meta.recipient_phone.unwrap_or_default(),
+        title: meta.title.unwrap_or_default(),
+        attachments,
+        shredded: false,
+    })
+}
+
+/// The message's audit events, for its timeline.
+async fn timeline(app: &App, id: MessageId) -> Result<Vec<TimelineEntry>, PageError> {
+    Ok(app
+        .audit
+        .events_for_message(id)
+        .await?
+        .into_iter()
+        .map(|e| TimelineEntry {
+            at: format_time(e.at),
+            what: describe(&e.action, &e.actor),
+        })
+        .collect())
+}
+
+/// The access code generated when this message was sent, once: it is
+/// taken out of the session as it is shown.
+async fn take_generated_code(
+    app: &App,
+    staff: &CurrentStaff,
+    id: &str,
+) -> Result<Option<String>, PageError> {
+    let stored = staff
+        .session
+        .remove::<(String, String)>(super::compose::GENERATED_CODE_KEY)
+        .await?;
+    match stored {
+        Some((for_id, sealed)) if for_id == id => {
+            let sealed = hex::decode(sealed).map_err(|_| PageError::bug("bad sealed code"))?;
+            let code = app
+                .vault
+                .open_secret(super::compose::GENERATED_CODE_KEY, &sealed)?;
+            Ok(Some(String::from_utf8_lossy(&code).into_owned()))
+        }
+        _ => Ok(None),
+    }
 }
 
 fn describe(action: &str, actor: &str) -> String {
