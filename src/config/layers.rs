@@ -109,6 +109,10 @@ impl Layer {
 
     /// Whether `key` is set and not yet taken, for checks that pair two settings.
     pub(crate) fn is_set(&self, key: &str) -> bool {
+        debug_assert!(
+            SETTINGS.iter().any(|s| s.key == key),
+            "{key} is not a declared setting"
+        );
         self.text.contains_key(key)
             || self.lists.contains_key(key)
             || self.secrets.contains_key(key)
