@@ -1,6 +1,7 @@
 """Checks for deploy/validate.sh that need a real parser: YAML, setting names
-against src/config.rs, cross-file consistency, and a tiny HTTP upstream and
-client for the proxy log-redaction tests. Run from the repository root:
+against deploy/settings.txt (generated from src/config.rs), cross-file
+consistency, and a tiny HTTP upstream and client for the proxy log-redaction
+tests. Run from the repository root:
 
     python3 deploy/validate.py yaml | settings | consistency
     python3 deploy/validate.py upstream PORTFILE
@@ -62,15 +63,30 @@ def cmd_yaml():
 # --- settings ----------------------------------------------------------
 
 
+SETTINGS_LIST = f"{DEPLOY}/settings.txt"
+KINDS = {"text", "number", "list", "secret"}
+
+
 def known_settings():
-    src = open("src/config.rs", encoding="utf-8").read()
-    block = re.search(r"const SETTINGS: &\[\(&str, Kind\)\] = &\[(.*?)\];", src, re.S)
-    if not block:
-        fail("src/config.rs: SETTINGS table not found")
-        return {}
+    """Every setting's key and kind, from the list generated from the settings
+    declaration in src/config.rs (a unit test there keeps it in step)."""
     found = {}
-    for key, kind in re.findall(r'\(\s*"([a-z0-9_]+)",\s*(Kind::\w+|secret\()', block.group(1)):
-        found[key] = "secret" if kind.startswith("secret") else kind.split("::")[1].lower()
+    try:
+        lines = open(SETTINGS_LIST, encoding="utf-8").read().splitlines()
+    except OSError as e:
+        fail(f"{SETTINGS_LIST}: {e}")
+        return found
+    for n, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        fields = line.split()
+        if len(fields) != 2 or fields[1] not in KINDS or not re.fullmatch(r"[a-z0-9_]+", fields[0]):
+            fail(f"{SETTINGS_LIST}:{n}: expected `key kind` (kind one of {sorted(KINDS)})")
+            continue
+        found[fields[0]] = fields[1]
+    if not found:
+        fail(f"{SETTINGS_LIST}: no settings listed")
     return found
 
 
@@ -89,7 +105,7 @@ def cmd_settings():
     files = [
         p
         for p in glob.glob(f"{DEPLOY}/**/*", recursive=True)
-        if os.path.isfile(p) and not p.endswith(".py") and "/secrets/" not in p
+        if os.path.isfile(p) and not p.endswith(".py") and "/secrets/" not in p and p != SETTINGS_LIST
     ]
     files += [p for p in ["docs/operations.md"] if os.path.exists(p)]
     used = set()

@@ -15,7 +15,9 @@
 #                        upstream: link secrets and queries must not reach its logs
 #   nginx                nginx -t, then the same log test
 #   settings             every SEALPOST_* name used in deploy/ and
-#                        docs/operations.md is a setting in src/config.rs
+#                        docs/operations.md is a setting in deploy/settings.txt
+#                        (generated from src/config.rs; a unit test keeps it
+#                        in step)
 #   consistency          proxies trusted, grace periods, probes, mounts, secrets
 #                        across the files
 #
@@ -140,7 +142,7 @@ echo "== deploy/ checks"
 check "shellcheck" "$shellcheck" deploy/validate.sh deploy/compose-secrets.sh
 check "hadolint Dockerfile" "$venv/bin/hadolint" deploy/Dockerfile
 check "YAML parses" "$py" deploy/validate.py yaml
-check "settings exist in src/config.rs" "$py" deploy/validate.py settings
+check "settings exist (deploy/settings.txt)" "$py" deploy/validate.py settings
 check "consistency across files" "$py" deploy/validate.py consistency
 check "compose-spec schema" "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec deploy/compose.yaml
 

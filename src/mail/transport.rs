@@ -4,12 +4,16 @@
 use std::time::Duration;
 
 use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
 use super::MailError;
+use crate::config::{SmtpTls, SmtpUrl};
 
 /// Per SMTP command; a stuck server must not hold a lease for long.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -44,11 +48,11 @@ pub enum SendError {
 }
 
 impl Transport {
-    pub fn from_config(smtp_url: Option<&SecretString>) -> Result<Transport, MailError> {
+    pub fn from_config(smtp_url: Option<&SmtpUrl>) -> Result<Transport, MailError> {
         let Some(url) = smtp_url else {
             return Ok(Transport::DevMailbox);
         };
-        let transport = smtp_builder(url.expose_secret())?
+        let transport = builder_for(url)?
             .timeout(Some(SMTP_TIMEOUT))
             .pool_config(PoolConfig::new().max_size(POOL_SIZE))
             .build();
@@ -71,6 +75,28 @@ impl Transport {
             Transport::DevMailbox => Ok(()),
         }
     }
+}
+
+/// lettre's builder for a parsed `smtp_url`, set up as lettre's `from_url`
+/// sets it up from the URL's text.
+fn builder_for(url: &SmtpUrl) -> Result<AsyncSmtpTransportBuilder, MailError> {
+    let tls = || TlsParameters::new(url.host().to_owned()).map_err(|_| MailError::InvalidSmtpUrl);
+    let builder =
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(url.host()).port(url.port());
+    let mut builder = match url.tls() {
+        SmtpTls::None => builder,
+        SmtpTls::Required => builder.tls(Tls::Required(tls()?)),
+        SmtpTls::Opportunistic => builder.tls(Tls::Opportunistic(tls()?)),
+        SmtpTls::Wrapper => builder.tls(Tls::Wrapper(tls()?)),
+    };
+    if let Some(name) = url.hello_name() {
+        builder = builder.hello_name(ClientId::Domain(name.to_owned()));
+    }
+    if let Some(login) = url.credentials() {
+        let password = login.password.expose_secret().to_owned();
+        builder = builder.credentials(Credentials::new(login.user.clone(), password));
+    }
+    Ok(builder)
 }
 
 /// lettre's builder for `url`. `tls=starttls` is accepted as the common

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sealpost::config::{Config, ConfigError, ExposeSecret, LogFormat};
+use sealpost::config::{Config, ConfigError, ExposeSecret, LogFormat, SmtpTls};
 
 type TestResult = Result<(), Box<dyn Error>>;
 
@@ -932,4 +932,51 @@ fn bad_operations_settings_are_refused_by_name() {
         load_err(Some(&file), &[]),
         ConfigError::WrongType { .. }
     ));
+}
+
+#[test]
+fn smtp_url_is_parsed_once_for_the_transport() -> TestResult {
+    let url = format!("smtp://sealpost%40bank:{PASSWORD}@mail.example.com?tls=starttls");
+    let config = Config::load(None, env(&[("SEALPOST_SMTP_URL", &url)]))?;
+    let smtp = config.smtp_url.as_ref().ok_or("smtp_url")?;
+    assert_eq!(smtp.host(), "mail.example.com");
+    assert_eq!(smtp.port(), 587);
+    assert_eq!(smtp.tls(), SmtpTls::Required);
+    let login = smtp.credentials().ok_or("credentials")?;
+    assert_eq!(login.user, "sealpost@bank");
+    assert_eq!(login.password.expose_secret(), PASSWORD);
+    assert!(!format!("{smtp:?}").contains(PASSWORD));
+    Ok(())
+}
+
+#[test]
+fn settings_are_declared_once_and_listed_for_tools() {
+    use sealpost::config::{Kind, SETTINGS, docs};
+    let list = docs::settings_list();
+    let table = docs::readme_table();
+    for setting in SETTINGS {
+        let line = format!("{} {}", setting.key, setting.kind.as_str());
+        assert!(
+            list.lines().any(|l| l == line),
+            "{line} missing from the list"
+        );
+        let var = format!("`SEALPOST_{}`", setting.key.to_uppercase());
+        assert!(table.contains(&var), "{var} missing from the table");
+    }
+    // Every secret, and only those, has a `_FILE` form.
+    for setting in SETTINGS {
+        let var = format!("SEALPOST_{}_FILE", setting.key.to_uppercase());
+        let result = Config::load(None, env(&[(&var, "/does/not/exist")]));
+        if setting.kind == Kind::Secret {
+            assert!(
+                !matches!(result, Err(ConfigError::UnknownEnvVar { .. })),
+                "{var}"
+            );
+        } else {
+            assert!(
+                matches!(result, Err(ConfigError::UnknownEnvVar { .. })),
+                "{var}"
+            );
+        }
+    }
 }
