@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn lettres_forms_are_accepted_and_others_refused() {
-        // The cases `mail::transport::smtp_builder` was tested with.
+        // The cases `former `smtp_builder` was tested with.
         assert!(parse("smtp://u:p@h:587?tls=starttls").is_ok());
         assert!(parse("smtps://h").is_ok());
         assert!(parse("smtp://h:25").is_ok());

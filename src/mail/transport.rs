@@ -10,7 +10,6 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransportBuilder, PoolConfig};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use secrecy::ExposeSecret;
-use zeroize::Zeroizing;
 
 use super::MailError;
 use crate::config::{SmtpTls, SmtpUrl};
@@ -99,30 +98,6 @@ fn builder_for(url: &SmtpUrl) -> Result<AsyncSmtpTransportBuilder, MailError> {
     Ok(builder)
 }
 
-/// lettre's builder for `url`. `tls=starttls` is accepted as the common
-/// spelling of lettre's `tls=required` (STARTTLS, refusing plain text).
-pub fn smtp_builder(url: &str) -> Result<AsyncSmtpTransportBuilder, MailError> {
-    let url = Zeroizing::new(starttls_alias(url));
-    AsyncSmtpTransport::<Tokio1Executor>::from_url(&url).map_err(|_| MailError::InvalidSmtpUrl)
-}
-
-fn starttls_alias(url: &str) -> String {
-    let Some((base, query)) = url.split_once('?') else {
-        return url.to_owned();
-    };
-    let query: Vec<&str> = query
-        .split('&')
-        .map(|pair| {
-            if pair.eq_ignore_ascii_case("tls=starttls") {
-                "tls=required"
-            } else {
-                pair
-            }
-        })
-        .collect();
-    format!("{base}?{}", query.join("&"))
-}
-
 /// Sorts an SMTP error into retry or give up. Only the status code or the
 /// kind of error is kept: server replies can quote the address.
 fn classify(e: &lettre::transport::smtp::Error) -> SendError {
@@ -144,25 +119,5 @@ fn classify(e: &lettre::transport::smtp::Error) -> SendError {
         // Includes a reply that could not be read: in practice a dropped
         // connection.
         SendError::Temporary("connection".to_owned())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn starttls_is_an_alias_for_required() {
-        assert_eq!(
-            starttls_alias("smtp://u:p@h:587?tls=starttls"),
-            "smtp://u:p@h:587?tls=required"
-        );
-        assert_eq!(starttls_alias("smtp://h:25"), "smtp://h:25");
-        assert!(smtp_builder("smtp://u:p@h:587?tls=starttls").is_ok());
-        assert!(smtp_builder("smtps://h").is_ok());
-        assert!(smtp_builder("smtp://h:25").is_ok());
-        assert!(smtp_builder("http://h").is_err());
-        assert!(smtp_builder("smtp://h?tls=bogus").is_err());
-        assert!(smtp_builder("h:25").is_err());
     }
 }
