@@ -209,8 +209,6 @@ pub struct ListQuery {
     pub limit: i64,
 }
 
-const RECIPIENT_PURPOSE: &str = "delivery-recipient";
-
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
      d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
      d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient";
@@ -583,7 +581,8 @@ impl Deliveries {
 
     /// The stored form of a link token.
     pub fn link_hash(&self, token: &str) -> Vec<u8> {
-        self.vault.keyed_hash("pickup-link", token.as_bytes())
+        self.vault
+            .keyed_hash(crate::vault::Purpose::PickupLink, token.as_bytes())
     }
 
     /// The delivery a link token belongs to, if any.
@@ -624,7 +623,7 @@ impl Deliveries {
     ) -> Result<(), DeliveryError> {
         let sealed = self
             .vault
-            .seal_secret(RECIPIENT_PURPOSE, address.as_bytes())?;
+            .seal_secret(crate::vault::Purpose::DeliveryRecipient, address.as_bytes())?;
         sqlx::query("UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2")
             .bind(sealed)
             .bind(id.to_string())
@@ -639,7 +638,9 @@ impl Deliveries {
             .sealed_recipient
             .as_deref()
             .ok_or(DeliveryError::NotFound)?;
-        let plain = self.vault.open_secret(RECIPIENT_PURPOSE, sealed)?;
+        let plain = self
+            .vault
+            .open_secret(crate::vault::Purpose::DeliveryRecipient, sealed)?;
         Ok(SecretString::from(
             String::from_utf8_lossy(&plain).into_owned(),
         ))

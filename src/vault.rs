@@ -33,6 +33,7 @@ pub mod keyring;
 mod lease;
 mod message;
 mod pipeline;
+mod purpose;
 mod reader;
 mod rotation;
 pub mod s3;
@@ -57,19 +58,16 @@ pub use export::ExportReport;
 pub use keyring::{KeyFileError, Keyring, MasterKeyId};
 pub use message::{MessageId, MessageMeta, PartInfo, PartKind, PartMeta, StoredPart};
 pub use pipeline::{PipelinedReader, PipelinedWriter};
+pub use purpose::Purpose;
 pub use reader::{MessageKey, PartReader};
 pub use rotation::{KeyStatus, RotateReport};
 pub use s3::{S3BlobStore, S3Settings};
-use secrets::{derive_key, ensure_secret};
+use secrets::InstallationKeys;
 pub use shred::Shredded;
 pub use sweep::SweepReport;
 
 /// Plaintext is moved through the vault in pieces this big.
 const IO_BUF: usize = 256 * 1024;
-/// The installation's root secret (wrapped like message keys); the blind
-/// index and audit chain keys are derived from it, so they survive master
-/// key rotation unchanged.
-const ROOT_SECRET: &str = "installation_root";
 
 /// Where the vault keeps its keys and whom it also encrypts to.
 #[derive(Clone, Debug)]
@@ -88,13 +86,8 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     keyring: RwLock<Arc<Keyring>>,
     escrow: Vec<x25519::Recipient>,
-    /// HMAC-SHA256 key for the blind index (one hash block long).
-    index_key: Zeroizing<[u8; 64]>,
-    /// HMAC-SHA256 key chaining the audit log.
-    audit_key: Zeroizing<[u8; 64]>,
-    /// XChaCha20-Poly1305 key (first 32 bytes) for small server-side secrets
-    /// such as TOTP seeds.
-    secrets_key: Zeroizing<[u8; 64]>,
+    /// Keys derived from the installation's root secret.
+    keys: InstallationKeys,
     clock: SharedClock,
     /// Committed shreds, for the metrics (which register this counter).
     shreds: prometheus_client::metrics::counter::Counter,
@@ -135,19 +128,14 @@ impl Vault {
         };
         let now = clock.now();
         register_keys(&db, &keyring, now).await?;
-        let secret = ensure_secret(&db, &keyring, ROOT_SECRET).await?;
-        let index_key = derive_key(&secret, b"sealpost/v1/blind-index")?;
-        let audit_key = derive_key(&secret, b"sealpost/v1/audit-chain")?;
-        let secrets_key = derive_key(&secret, b"sealpost/v1/small-secrets")?;
+        let keys = InstallationKeys::load(&db, &keyring).await?;
         Ok(Vault {
             inner: Arc::new(Inner {
                 db,
                 blobs,
                 keyring: RwLock::new(Arc::new(keyring)),
                 escrow: settings.escrow_recipients,
-                index_key,
-                audit_key,
-                secrets_key,
+                keys,
                 clock,
                 shreds: Default::default(),
             }),
@@ -161,12 +149,6 @@ impl Vault {
 
     pub fn db(&self) -> &Db {
         &self.inner.db
-    }
-
-    /// The audit chain's HMAC key: whoever rewrites the audit log without
-    /// the master key cannot make the chain verify again.
-    pub(crate) fn audit_key(&self) -> &[u8; 64] {
-        &self.inner.audit_key
     }
 
     fn keyring(&self) -> Arc<Keyring> {

@@ -28,7 +28,6 @@ use crate::vault::Vault;
 use crate::web::client_ip::Loopback;
 use crate::web::{Nav, PageError, PageResult};
 
-const PURPOSE: &str = "dev-mailbox";
 /// The list shows the newest mail only; it is a development aid.
 const LIST_LIMIT: i64 = 100;
 
@@ -51,7 +50,7 @@ pub(super) async fn store(
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(mail).map_err(|e| MailError::Build(e.to_string()))?,
     );
-    let sealed = vault.seal_secret(PURPOSE, &plain)?;
+    let sealed = vault.seal_secret(crate::vault::Purpose::DevMailbox, &plain)?;
     sqlx::query("INSERT INTO dev_mailbox (outbox_id, created_at, content) VALUES ($1, $2, $3)")
         .bind(outbox_id)
         .bind(now)
@@ -200,7 +199,7 @@ async fn show(
 }
 
 fn open(vault: &Vault, sealed: &[u8]) -> Result<DevMail, PageError> {
-    let plain = vault.open_secret(PURPOSE, sealed)?;
+    let plain = vault.open_secret(crate::vault::Purpose::DevMailbox, sealed)?;
     serde_json::from_slice(&plain).map_err(|e| PageError::Internal(e.to_string()))
 }
 

@@ -153,13 +153,13 @@ async fn note_reuse(
     now: i64,
 ) -> Result<bool, PageError> {
     let link = app.vault.keyed_hash(
-        "link-reused",
+        crate::vault::Purpose::LinkReused,
         format!("{}\0{}", d.message_id, d.link_generation).as_bytes(),
     );
     let mut tx = app.db.begin().await?;
     let allowed = limits::hit(
         &mut tx,
-        &ip_key(app, "reused-per-ip", ip),
+        &ip_key(app, crate::vault::Purpose::ReusedPerIp, ip),
         now,
         3600,
         REUSED_VISITS_PER_IP_HOUR,
@@ -205,12 +205,14 @@ async fn render(
 }
 
 fn code_hash(app: &App, id: MessageId, code: &str) -> Vec<u8> {
-    app.vault
-        .keyed_hash("pickup-code", format!("{id}\0{}", code.trim()).as_bytes())
+    app.vault.keyed_hash(
+        crate::vault::Purpose::PickupCode,
+        format!("{id}\0{}", code.trim()).as_bytes(),
+    )
 }
 
 /// A per-address limit's key: IPv6 clients count by their /64.
-fn ip_key(app: &App, what: &str, ip: std::net::IpAddr) -> Vec<u8> {
+fn ip_key(app: &App, what: crate::vault::Purpose, ip: std::net::IpAddr) -> Vec<u8> {
     app.vault.keyed_hash(what, rate_key(ip).as_bytes())
 }
 
@@ -231,13 +233,14 @@ pub async fn send_code(
         return Ok(notice(&app, Notice::Unknown, None).await);
     }
     let mut tx = app.db.begin().await?;
-    let message_key = app
-        .vault
-        .keyed_hash("codes-per-message", d.message_id.to_string().as_bytes());
+    let message_key = app.vault.keyed_hash(
+        crate::vault::Purpose::CodesPerMessage,
+        d.message_id.to_string().as_bytes(),
+    );
     let per_message = limits::hit(&mut tx, &message_key, now, 24 * 3600, CODES_PER_DAY).await?;
     let per_ip = limits::hit(
         &mut tx,
-        &ip_key(&app, "codes-per-ip", ip),
+        &ip_key(&app, crate::vault::Purpose::CodesPerIp, ip),
         now,
         3600,
         CODES_PER_IP_HOUR,
@@ -322,7 +325,7 @@ pub async fn verify(
         let mut tx = app.db.begin().await?;
         let allowed = limits::hit(
             &mut tx,
-            &ip_key(&app, "verify-per-ip", ip),
+            &ip_key(&app, crate::vault::Purpose::VerifyPerIp, ip),
             now,
             3600,
             VERIFY_PER_IP_HOUR,

@@ -301,9 +301,10 @@ pub async fn send(
             if let Some(code) = generated {
                 use secrecy::ExposeSecret;
                 // Sessions are stored in the database: seal the code there.
-                let sealed = app
-                    .vault
-                    .seal_secret(GENERATED_CODE_KEY, code.expose_secret().as_bytes())?;
+                let sealed = app.vault.seal_secret(
+                    crate::vault::Purpose::GeneratedAccessCode,
+                    code.expose_secret().as_bytes(),
+                )?;
                 staff
                     .session
                     .insert(GENERATED_CODE_KEY, (id.to_string(), hex::encode(sealed)))

@@ -276,7 +276,7 @@ pub async fn message(
                 hex::decode(sealed).map_err(|_| PageError::Internal("bad sealed code".into()))?;
             let code = app
                 .vault
-                .open_secret(super::compose::GENERATED_CODE_KEY, &sealed)?;
+                .open_secret(crate::vault::Purpose::GeneratedAccessCode, &sealed)?;
             Some(String::from_utf8_lossy(&code).into_owned())
         }
         _ => None,

@@ -41,9 +41,6 @@ use crate::web::{Nav, PageError, PageResult};
 pub const SETUP_VALID_SECS: i64 = 3600;
 /// Long enough to cover a weekend between the invite and the first sign-in.
 pub const INVITE_VALID_SECS: i64 = 72 * 3600;
-/// Domain separation for the keyed hash of link tokens.
-const HASH_PURPOSE: &str = "staff-link";
-
 pub fn routes() -> Router<App> {
     Router::new()
         .route("/setup/{token}", get(setup_page).post(setup))
@@ -113,7 +110,8 @@ impl LinkToken {
     }
 
     fn hash(&self, app: &App) -> Vec<u8> {
-        app.vault.keyed_hash(HASH_PURPOSE, &self.0)
+        app.vault
+            .keyed_hash(crate::vault::Purpose::StaffLink, &self.0)
     }
 }
 

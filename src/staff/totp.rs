@@ -34,8 +34,6 @@ const STEP_SECS: i64 = 30;
 const DIGITS: usize = 6;
 const SEED_BYTES: usize = 20;
 pub const RECOVERY_CODES: usize = 10;
-const SEED_PURPOSE: &str = "staff-totp-seed";
-const RECOVERY_PURPOSE: &str = "staff-recovery-code";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TotpError {
@@ -135,7 +133,9 @@ impl Totp {
             base64::engine::general_purpose::STANDARD.encode(svg)
         );
         Ok(Enrolment {
-            sealed_seed: self.vault.seal_secret(SEED_PURPOSE, &seed[..])?,
+            sealed_seed: self
+                .vault
+                .seal_secret(crate::vault::Purpose::StaffTotpSeed, &seed[..])?,
             secret_base32: SecretString::from(secret_base32.as_str()),
             qr_data_uri,
         })
@@ -151,7 +151,9 @@ impl Totp {
         code: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<Option<NewCodes>, TotpError> {
-        let seed = self.vault.open_secret(SEED_PURPOSE, sealed_seed)?;
+        let seed = self
+            .vault
+            .open_secret(crate::vault::Purpose::StaffTotpSeed, sealed_seed)?;
         let Some(step) = matching_step(&seed, code, self.clock.now(), None)? else {
             return Ok(None);
         };
@@ -330,7 +332,9 @@ impl Totp {
             return Ok(false);
         };
         let last: Option<i64> = row.try_get(1)?;
-        let seed = self.vault.open_secret(SEED_PURPOSE, &sealed)?;
+        let seed = self
+            .vault
+            .open_secret(crate::vault::Purpose::StaffTotpSeed, &sealed)?;
         let Some(step) = matching_step(&seed, code, self.clock.now(), last)? else {
             return Ok(false);
         };
@@ -442,7 +446,7 @@ impl Totp {
             .map(|c| c.to_ascii_lowercase())
             .collect();
         self.vault.keyed_hash(
-            RECOVERY_PURPOSE,
+            crate::vault::Purpose::StaffRecoveryCode,
             format!("{staff}\0{normalised}").as_bytes(),
         )
     }

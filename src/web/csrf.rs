@@ -30,9 +30,6 @@ const KEY: &str = "csrf";
 /// Forms are small; uploads use multipart and their own limits.
 const FORM_LIMIT: usize = 64 * 1024;
 
-/// Purpose label of the anonymous token's keyed hash.
-const ANONYMOUS_PURPOSE: &str = "csrf-anonymous";
-
 tokio::task_local! {
     /// The anonymous form token of the request being handled, set by
     /// [`anonymous_tokens`] around the page handlers.
@@ -137,7 +134,10 @@ pub async fn anonymous_tokens(State(app): State<App>, req: Request, next: Next) 
     };
     let used = Arc::new(AtomicBool::new(false));
     let scope = AnonymousToken {
-        token: hex::encode(app.vault.keyed_hash(ANONYMOUS_PURPOSE, nonce.as_bytes())),
+        token: hex::encode(
+            app.vault
+                .keyed_hash(crate::vault::Purpose::CsrfAnonymous, nonce.as_bytes()),
+        ),
         used: Arc::clone(&used),
     };
     let mut response = ANONYMOUS.scope(scope, next.run(req)).await;
