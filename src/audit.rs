@@ -13,9 +13,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use hmac::digest::KeyInit;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 
 use crate::clock::SharedClock;
 use crate::store::audit as store;
@@ -400,10 +398,7 @@ impl AuditLog {
 
     /// HMAC over an unambiguous encoding of the event and its predecessor.
     fn chain(&self, e: &StoredEvent, prev: &[u8]) -> [u8; 32] {
-        let key =
-            hmac::digest::generic_array::GenericArray::from_slice(&self.vault.audit_key()[..]);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new(key);
-        mac.update(b"sealpost-audit-v1\0");
+        let mut mac = self.vault.audit_mac();
         mac.update(&e.id.to_be_bytes());
         mac.update(&e.at.to_be_bytes());
         for field in [

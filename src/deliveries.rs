@@ -13,7 +13,7 @@ use crate::ids::StaffId;
 use crate::settings::Method;
 use crate::store::deliveries::{self as rows, DeliveryRow, StatusFilter};
 use crate::store::{Db, Tx, outbox, pickup_codes};
-use crate::vault::{MessageId, Vault, VaultError};
+use crate::vault::{MessageId, Purpose, Vault, VaultError};
 
 /// Where a message stands, as the sender sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,7 +209,6 @@ pub struct ListQuery {
     pub limit: i64,
 }
 
-const RECIPIENT_PURPOSE: &str = "delivery-recipient";
 
 #[derive(Clone)]
 pub struct Deliveries {
@@ -468,7 +467,7 @@ impl Deliveries {
 
     /// The stored form of a link token.
     pub fn link_hash(&self, token: &str) -> Vec<u8> {
-        self.vault.keyed_hash("pickup-link", token.as_bytes())
+        self.vault.keyed_hash(Purpose::PickupLink, token.as_bytes())
     }
 
     /// The delivery a link token belongs to, if any.
@@ -497,7 +496,7 @@ impl Deliveries {
     ) -> Result<(), DeliveryError> {
         let sealed = self
             .vault
-            .seal_secret(RECIPIENT_PURPOSE, address.as_bytes())?;
+            .seal_secret(Purpose::DeliveryRecipient, address.as_bytes())?;
         rows::set_sealed_recipient(tx, &id.to_string(), &sealed).await?;
         Ok(())
     }
@@ -508,7 +507,7 @@ impl Deliveries {
             .sealed_recipient
             .as_deref()
             .ok_or(DeliveryError::NotFound)?;
-        let plain = self.vault.open_secret(RECIPIENT_PURPOSE, sealed)?;
+        let plain = self.vault.open_secret(Purpose::DeliveryRecipient, sealed)?;
         Ok(SecretString::from(
             String::from_utf8_lossy(&plain).into_owned(),
         ))

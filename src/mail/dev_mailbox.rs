@@ -7,9 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::MailError;
 use crate::store::{self, Db, Tx};
-use crate::vault::Vault;
+use crate::vault::{Purpose, Vault};
 
-const PURPOSE: &str = "dev-mailbox";
 
 /// One kept email (sealed as a whole in the `content` column).
 #[derive(Clone, Serialize, Deserialize)]
@@ -37,7 +36,7 @@ pub(super) async fn store(
     let plain = zeroize::Zeroizing::new(
         serde_json::to_vec(mail).map_err(|e| MailError::Build(e.to_string()))?,
     );
-    let sealed = vault.seal_secret(PURPOSE, &plain)?;
+    let sealed = vault.seal_secret(Purpose::DevMailbox, &plain)?;
     store::dev_mailbox::insert(tx, outbox_id, now, &sealed).await?;
     Ok(())
 }
@@ -54,7 +53,7 @@ pub async fn get(db: &Db, vault: &Vault, id: i64) -> Result<Option<Kept>, MailEr
 }
 
 fn open(vault: &Vault, row: store::dev_mailbox::DevMailRow) -> Result<Kept, MailError> {
-    let plain = vault.open_secret(PURPOSE, &row.content)?;
+    let plain = vault.open_secret(Purpose::DevMailbox, &row.content)?;
     let mail = serde_json::from_slice(&plain).map_err(|e| MailError::Build(e.to_string()))?;
     Ok(Kept {
         id: row.id,

@@ -20,9 +20,6 @@ use crate::settings::SettingsStore;
 use crate::store::{Db, Tx, outbox};
 use crate::vault::{MessageId, Vault};
 
-/// Purpose (associated data) of the sealed outbox payload.
-pub(super) const PAYLOAD_PURPOSE: &str = "outbox";
-
 /// Queues mail and (see `worker`) sends it. Cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
@@ -124,7 +121,10 @@ impl Outbox {
             serde_json::to_vec(&PayloadRef { to, mail })
                 .map_err(|e| MailError::Build(e.to_string()))?,
         );
-        let sealed = self.inner.vault.seal_secret(PAYLOAD_PURPOSE, &plain)?;
+        let sealed = self
+            .inner
+            .vault
+            .seal_secret(crate::vault::Purpose::OutboxPayload, &plain)?;
         let now = self.inner.clock.now();
         // Fixed now, so a retry (even after a crash mid-send) carries the
         // same Message-ID and receivers can tell it is one email.

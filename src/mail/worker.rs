@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::MailError;
 use super::dev_mailbox::{self, DevMail};
-use super::outbox::{Outbox, PAYLOAD_PURPOSE, Payload};
+use super::outbox::{Outbox, Payload};
 use super::render::{self, Context};
 use super::transport::SendError;
 use crate::audit::{Action, Actor, Event};
@@ -316,7 +316,7 @@ impl Outbox {
         let plain = self
             .inner
             .vault
-            .open_secret(PAYLOAD_PURPOSE, sealed)
+            .open_secret(crate::vault::Purpose::OutboxPayload, sealed)
             .map_err(|_| permanent("payload"))?;
         let payload: Payload = serde_json::from_slice(&plain).map_err(|_| permanent("payload"))?;
         let rendered = render::render(ctx, &payload.mail).map_err(|_| permanent("render"))?;

@@ -19,7 +19,7 @@ use crate::mail::{Alert, Mail};
 use crate::settings::Method;
 use crate::store::{self, Tx, pickup_codes, rate_limits};
 use crate::text::{normalise_access_code, normalise_fact};
-use crate::vault::MessageId;
+use crate::vault::{MessageId, Purpose};
 use crate::web::PageError;
 
 /// An email code lives 10 minutes and survives 5 wrong guesses.
@@ -161,13 +161,13 @@ async fn note_reuse(
     now: i64,
 ) -> Result<bool, PageError> {
     let link = app.vault.keyed_hash(
-        "link-reused",
+        Purpose::LinkReused,
         format!("{}\0{}", d.message_id, d.link_generation).as_bytes(),
     );
     let mut tx = app.db.begin().await?;
     let allowed = rate_limits::hit(
         &mut tx,
-        &ip_key(app, "reused-per-ip", ip),
+        &ip_key(app, Purpose::ReusedPerIp, ip),
         now,
         3600,
         REUSED_VISITS_PER_IP_HOUR,
@@ -186,11 +186,11 @@ async fn note_reuse(
 
 fn code_hash(app: &App, id: MessageId, code: &str) -> Vec<u8> {
     app.vault
-        .keyed_hash("pickup-code", format!("{id}\0{}", code.trim()).as_bytes())
+        .keyed_hash(Purpose::PickupCode, format!("{id}\0{}", code.trim()).as_bytes())
 }
 
 /// A per-address limit's key: IPv6 clients count by their /64.
-fn ip_key(app: &App, what: &str, ip: std::net::IpAddr) -> Vec<u8> {
+fn ip_key(app: &App, what: Purpose, ip: std::net::IpAddr) -> Vec<u8> {
     app.vault.keyed_hash(what, rate_key(ip).as_bytes())
 }
 
@@ -212,12 +212,12 @@ pub async fn request_code(
     let mut tx = app.db.begin().await?;
     let message_key = app
         .vault
-        .keyed_hash("codes-per-message", d.message_id.to_string().as_bytes());
+        .keyed_hash(Purpose::CodesPerMessage, d.message_id.to_string().as_bytes());
     let per_message =
         rate_limits::hit(&mut tx, &message_key, now, 24 * 3600, CODES_PER_DAY).await?;
     let per_ip = rate_limits::hit(
         &mut tx,
-        &ip_key(app, "codes-per-ip", ip),
+        &ip_key(app, Purpose::CodesPerIp, ip),
         now,
         3600,
         CODES_PER_IP_HOUR,
@@ -277,7 +277,7 @@ pub async fn verify(
         let mut tx = app.db.begin().await?;
         let allowed = rate_limits::hit(
             &mut tx,
-            &ip_key(app, "verify-per-ip", ip),
+            &ip_key(app, Purpose::VerifyPerIp, ip),
             now,
             3600,
             VERIFY_PER_IP_HOUR,

@@ -20,7 +20,7 @@ use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Settings};
-use crate::vault::{Draft, MessageId, PartKind, PartMeta};
+use crate::vault::{Draft, MessageId, PartKind, PartMeta, Purpose};
 use crate::web::csrf;
 use crate::web::{Nav, PageError, PageResult};
 
@@ -183,7 +183,7 @@ async fn remember_generated_code(
 ) -> Result<(), PageError> {
     let sealed = app
         .vault
-        .seal_secret(GENERATED_CODE_KEY, code.expose_secret().as_bytes())?;
+        .seal_secret(Purpose::GeneratedAccessCode, code.expose_secret().as_bytes())?;
     staff
         .session
         .insert(GENERATED_CODE_KEY, (id.to_string(), hex::encode(sealed)))

@@ -329,7 +329,7 @@ async fn take_generated_code(
             let sealed = hex::decode(sealed).map_err(|_| PageError::bug("bad sealed code"))?;
             let code = app
                 .vault
-                .open_secret(super::compose::GENERATED_CODE_KEY, &sealed)?;
+                .open_secret(crate::vault::Purpose::GeneratedAccessCode, &sealed)?;
             Ok(Some(String::from_utf8_lossy(&code).into_owned()))
         }
         _ => Ok(None),

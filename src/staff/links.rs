@@ -24,15 +24,13 @@ use crate::clock::SharedClock;
 use crate::mail::{Mail, Outbox};
 use crate::store::Db;
 use crate::store::staff_links::{self, LinkPurpose};
-use crate::vault::Vault;
+use crate::vault::{Purpose, Vault};
 
 /// The first admin must be created soon after start-up: a link printed to
 /// a console should not stay useful for long.
 pub const SETUP_VALID_SECS: i64 = 3600;
 /// Long enough to cover a weekend between the invite and the first sign-in.
 pub const INVITE_VALID_SECS: i64 = 72 * 3600;
-/// Domain separation for the keyed hash of link tokens.
-const HASH_PURPOSE: &str = "staff-link";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -126,7 +124,7 @@ impl StaffLinks {
     }
 
     fn hash(&self, token: &LinkToken) -> Vec<u8> {
-        self.vault.keyed_hash(HASH_PURPOSE, &token.0)
+        self.vault.keyed_hash(Purpose::StaffLink, &token.0)
     }
 
     fn url(&self, kind: &str, token: &LinkToken) -> SecretString {

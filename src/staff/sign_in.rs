@@ -137,19 +137,24 @@ impl SignIn {
         let net = crate::client_net::rate_key(ip);
         [
             Throttle {
-                key: self
-                    .vault
-                    .keyed_hash("sign-in-account-ip", format!("{typed}\0{net}").as_bytes()),
+                key: self.vault.keyed_hash(
+                    crate::vault::Purpose::SignInAccountIp,
+                    format!("{typed}\0{net}").as_bytes(),
+                ),
                 free: PAIR_FREE_FAILURES,
                 cap: ACCOUNT_BACKOFF_CAP_SECS,
             },
             Throttle {
-                key: self.vault.keyed_hash("sign-in-ip", net.as_bytes()),
+                key: self
+                    .vault
+                    .keyed_hash(crate::vault::Purpose::SignInIp, net.as_bytes()),
                 free: IP_FREE_FAILURES,
                 cap: IP_BACKOFF_CAP_SECS,
             },
             Throttle {
-                key: self.vault.keyed_hash("sign-in-account", typed.as_bytes()),
+                key: self
+                    .vault
+                    .keyed_hash(crate::vault::Purpose::SignInAccount, typed.as_bytes()),
                 free: ACCOUNT_FREE_FAILURES,
                 cap: ACCOUNT_BACKOFF_CAP_SECS,
             },
@@ -179,8 +184,10 @@ impl SignIn {
 
     fn device_mac(&self, email: &str, nonce: &str) -> Vec<u8> {
         let typed = email.trim().to_lowercase();
-        self.vault
-            .keyed_hash("sign-in-device", format!("{typed}\0{nonce}").as_bytes())
+        self.vault.keyed_hash(
+            crate::vault::Purpose::SignInDevice,
+            format!("{typed}\0{nonce}").as_bytes(),
+        )
     }
 
     /// Whether `token` is a device cookie issued for `email`.

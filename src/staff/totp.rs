@@ -24,7 +24,7 @@ use crate::staff::StaffId;
 use crate::staff::sign_in::{FAILURE_MEMORY_SECS, backoff_secs};
 use crate::store::totp as store;
 use crate::store::{Db, Tx};
-use crate::vault::{Vault, VaultError};
+use crate::vault::{Purpose, Vault, VaultError};
 
 /// Codes (or recovery codes) checked per account before back-off starts.
 pub const FREE_ATTEMPTS: i64 = 5;
@@ -34,8 +34,6 @@ const STEP_SECS: i64 = 30;
 const DIGITS: usize = 6;
 const SEED_BYTES: usize = 20;
 pub const RECOVERY_CODES: usize = 10;
-const SEED_PURPOSE: &str = "staff-totp-seed";
-const RECOVERY_PURPOSE: &str = "staff-recovery-code";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TotpError {
@@ -135,7 +133,7 @@ impl Totp {
             base64::engine::general_purpose::STANDARD.encode(svg)
         );
         Ok(Enrolment {
-            sealed_seed: self.vault.seal_secret(SEED_PURPOSE, &seed[..])?,
+            sealed_seed: self.vault.seal_secret(Purpose::StaffTotpSeed, &seed[..])?,
             secret_base32: SecretString::from(secret_base32.as_str()),
             qr_data_uri,
         })
@@ -151,7 +149,7 @@ impl Totp {
         code: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<Option<NewCodes>, TotpError> {
-        let seed = self.vault.open_secret(SEED_PURPOSE, sealed_seed)?;
+        let seed = self.vault.open_secret(Purpose::StaffTotpSeed, sealed_seed)?;
         let Some(step) = matching_step(&seed, code, self.clock.now(), None)? else {
             return Ok(None);
         };
@@ -291,7 +289,7 @@ impl Totp {
         let Some(sealed) = row.totp_secret else {
             return Ok(false);
         };
-        let seed = self.vault.open_secret(SEED_PURPOSE, &sealed)?;
+        let seed = self.vault.open_secret(Purpose::StaffTotpSeed, &sealed)?;
         let Some(step) = matching_step(&seed, code, self.clock.now(), row.totp_last_step)? else {
             return Ok(false);
         };
@@ -363,7 +361,7 @@ impl Totp {
             .map(|c| c.to_ascii_lowercase())
             .collect();
         self.vault.keyed_hash(
-            RECOVERY_PURPOSE,
+            Purpose::StaffRecoveryCode,
             format!("{staff}\0{normalised}").as_bytes(),
         )
     }

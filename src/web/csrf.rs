@@ -24,15 +24,13 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
 use crate::config::Config;
-use crate::vault::Vault;
+use crate::vault::{Purpose, Vault};
 use crate::web::PageError;
 
 const KEY: &str = "csrf";
 /// Forms are small; uploads use multipart and their own limits.
 const FORM_LIMIT: usize = 64 * 1024;
 
-/// Purpose label of the anonymous token's keyed hash.
-const ANONYMOUS_PURPOSE: &str = "csrf-anonymous";
 
 tokio::task_local! {
     /// The anonymous form token of the request being handled, set by
@@ -142,7 +140,7 @@ pub async fn anonymous_tokens(
     };
     let used = Arc::new(AtomicBool::new(false));
     let scope = AnonymousToken {
-        token: hex::encode(vault.keyed_hash(ANONYMOUS_PURPOSE, nonce.as_bytes())),
+        token: hex::encode(vault.keyed_hash(Purpose::CsrfAnonymous, nonce.as_bytes())),
         used: Arc::clone(&used),
     };
     let mut response = ANONYMOUS.scope(scope, next.run(req)).await;

@@ -404,7 +404,8 @@ fn invitation_link_works_once_and_the_colleague_signs_in() {
         assert_eq!(stored.len(), 1);
         assert_eq!(
             stored[0],
-            app.vault.keyed_hash("staff-link", &base64_decode(&token),)
+            app.vault
+                .keyed_hash(sealpost::vault::Purpose::StaffLink, &base64_decode(&token),)
         );
         let db = env.database_bytes(&app).await;
         assert!(

@@ -12,10 +12,10 @@ use std::collections::BTreeSet;
 
 use age::x25519;
 use sealpost::app::App;
-use sealpost::staff::Role;
 use sealpost::store::Backend;
 use sealpost::text::normalise_access_code;
-use sealpost::vault::{Keyring, MessageId, VaultError};
+use sealpost::staff::Role;
+use sealpost::vault::{Keyring, MessageId, Purpose, VaultError};
 use secrecy::SecretString;
 
 use crate::browser::{Browser, create_staff, dev_mail, input_value, link_in, portal};
@@ -25,26 +25,26 @@ use crate::pickup_mail::six_digits;
 const START: i64 = 1_800_000_000;
 
 /// Purposes (associated data) of `Vault::seal_secret` used in the code.
-const SEALED_PURPOSES: [&str; 5] = [
-    "delivery-recipient",
-    "outbox",
-    "dev-mailbox",
-    "generated_access_code",
-    "staff-totp-seed",
+const SEALED_PURPOSES: [Purpose; 5] = [
+    Purpose::DeliveryRecipient,
+    Purpose::OutboxPayload,
+    Purpose::DevMailbox,
+    Purpose::GeneratedAccessCode,
+    Purpose::StaffTotpSeed,
 ];
 
 /// Purposes of `Vault::keyed_hash` used in the code.
-const KEYED_PURPOSES: [&str; 10] = [
-    "recipient-address",
-    "pickup-link",
-    "pickup-code",
-    "codes-per-message",
-    "codes-per-ip",
-    "verify-per-ip",
-    "sign-in-account",
-    "sign-in-ip",
-    "staff-link",
-    "staff-recovery-code",
+const KEYED_PURPOSES: [Purpose; 10] = [
+    Purpose::RecipientAddress,
+    Purpose::PickupLink,
+    Purpose::PickupCode,
+    Purpose::CodesPerMessage,
+    Purpose::CodesPerIp,
+    Purpose::VerifyPerIp,
+    Purpose::SignInAccount,
+    Purpose::SignInIp,
+    Purpose::StaffLink,
+    Purpose::StaffRecoveryCode,
 ];
 
 /// Customer data of one message, each value unique to it.
@@ -573,12 +573,12 @@ fn a_shredded_message_leaves_nothing_that_opens() {
             ("blind index", app.vault.recipient_index(&c.address)),
             (
                 "link hash",
-                app.vault.keyed_hash("pickup-link", token.as_bytes()),
+                app.vault.keyed_hash(Purpose::PickupLink, token.as_bytes()),
             ),
             (
                 "code hash",
                 app.vault.keyed_hash(
-                    "pickup-code",
+                    Purpose::PickupCode,
                     format!("{}\0{}", control.id, control.code).as_bytes(),
                 ),
             ),

@@ -1,0 +1,240 @@
+//! Sealing a new message: a [`Draft`] streams each part into an encrypted
+//! blob, and [`Vault::commit`] makes the whole message visible at once.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use age::x25519;
+use secrecy::ExposeSecret;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::blobs::{self, BlobKey};
+use super::{
+    IO_BUF, MessageId, MessageMeta, PartInfo, PartKind, PartMeta, Vault, VaultError, envelope,
+    pipeline, to_i64,
+};
+use crate::db::Tx;
+
+struct SealedPart {
+    info: PartInfo,
+    blob: BlobKey,
+    sealed_meta: Vec<u8>,
+}
+
+impl Vault {
+    /// Starts a message: a fresh identity, nothing stored yet.
+    pub fn begin_message(&self) -> Draft {
+        Draft {
+            vault: self.clone(),
+            id: MessageId::new(),
+            identity: x25519::Identity::generate(),
+            parts: Vec::new(),
+            limit: None,
+            plain_total: 0,
+        }
+    }
+
+    /// Makes a draft visible: wraps its identity to the newest master key and
+    /// inserts the message, key and part rows in the caller's transaction.
+    /// The message exists once (and only if) that transaction commits; if it
+    /// rolls back, the blobs are orphans for [`Vault::sweep`].
+    pub async fn commit(
+        &self,
+        tx: &mut Tx,
+        mut draft: Draft,
+        meta: &MessageMeta,
+    ) -> Result<MessageId, VaultError> {
+        let ring = self.current_keyring(tx).await?;
+        let master = ring.newest();
+        let identity_text = draft.identity.to_string();
+        let wrapped = envelope::seal_small(
+            &[&master.recipient],
+            identity_text.expose_secret().as_bytes(),
+        )?;
+        let recipient = draft.identity.to_public();
+        let meta_json = Zeroizing::new(serde_json::to_vec(meta).map_err(io::Error::other)?);
+        let sealed_meta = envelope::seal_small(&[&recipient], &meta_json)?;
+        let index = meta
+            .recipient_address
+            .as_deref()
+            .map(|a| self.recipient_index(a));
+        let escrow = self
+            .inner
+            .escrow
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let id = draft.id.to_string();
+        sqlx::query(
+            "INSERT INTO messages (id, recipient, escrow_recipients, recipient_index, sealed_meta, part_count, plain_size, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(recipient.to_string())
+        .bind(escrow)
+        .bind(index)
+        .bind(sealed_meta)
+        .bind(i64::try_from(draft.parts.len()).unwrap_or(i64::MAX))
+        .bind(to_i64(draft.plain_total))
+        .bind(self.inner.clock.now())
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO message_keys (message_id, master_key_id, wrapped_identity) VALUES ($1, $2, $3)",
+        )
+        .bind(&id)
+        .bind(master.id.as_str())
+        .bind(wrapped)
+        .execute(&mut **tx)
+        .await?;
+        for part in &draft.parts {
+            sqlx::query(
+                "INSERT INTO message_parts (id, message_id, position, kind, blob_key, plain_size, cipher_size, sealed_meta)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(&id)
+            .bind(i64::from(part.info.position))
+            .bind(part.info.kind.as_str())
+            .bind(part.blob.as_str())
+            .bind(to_i64(part.info.plain_size))
+            .bind(to_i64(part.info.cipher_size))
+            .bind(&part.sealed_meta)
+            .execute(&mut **tx)
+            .await?;
+        }
+        // From here the rows own the blobs; the draft must not delete them.
+        draft.parts.clear();
+        Ok(draft.id)
+    }
+}
+
+/// A message being sealed. Parts are durable blobs as soon as
+/// [`Draft::seal_part`] returns, but invisible until [`Vault::commit`].
+/// Dropping an uncommitted draft deletes its blobs.
+pub struct Draft {
+    vault: Vault,
+    id: MessageId,
+    identity: x25519::Identity,
+    parts: Vec<SealedPart>,
+    limit: Option<u64>,
+    plain_total: u64,
+}
+
+impl fmt::Debug for Draft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Draft")
+            .field("id", &self.id)
+            .field("parts", &self.parts.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Draft {
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The message's public key.
+    pub fn recipient(&self) -> x25519::Recipient {
+        self.identity.to_public()
+    }
+
+    /// Caps the plaintext of all parts together; exceeding it fails the
+    /// part being sealed with [`VaultError::TooLarge`] and keeps nothing of it.
+    pub fn set_size_limit(&mut self, limit: u64) {
+        self.limit = Some(limit);
+    }
+
+    /// Encrypts `input` into a new blob, streaming in constant memory:
+    /// temp file → fsync → rename → fsync folder. Blocking I/O.
+    pub fn seal_part(
+        &mut self,
+        kind: PartKind,
+        meta: &PartMeta,
+        mut input: impl Read,
+    ) -> Result<PartInfo, VaultError> {
+        let recipient = self.identity.to_public();
+        let mut recipients: Vec<&dyn age::Recipient> = vec![&recipient];
+        recipients.extend(
+            self.vault
+                .inner
+                .escrow
+                .iter()
+                .map(|r| r as &dyn age::Recipient),
+        );
+
+        let blob = self.vault.inner.blobs.create()?;
+        let counted = CountingWriter {
+            inner: blob,
+            count: 0,
+        };
+        let mut writer =
+            envelope::encrypt_to(&recipients, pipeline::PipelinedWriter::new(counted)?)?;
+        let mut buf = Zeroizing::new(vec![0u8; IO_BUF]);
+        let mut plain_size: u64 = 0;
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(VaultError::Input(e)),
+            };
+            plain_size += n as u64;
+            if let Some(limit) = self.limit
+                && self.plain_total + plain_size > limit
+            {
+                return Err(VaultError::TooLarge { limit });
+            }
+            Write::write_all(&mut writer, &buf[..n])?;
+        }
+        let counted = writer.finish()?.finish()?;
+        let cipher_size = counted.count;
+        let key = counted.inner.commit()?;
+
+        let meta_json = Zeroizing::new(serde_json::to_vec(meta).map_err(io::Error::other)?);
+        let sealed_meta = envelope::seal_small(&[&recipient], &meta_json)?;
+        let info = PartInfo {
+            position: u32::try_from(self.parts.len()).unwrap_or(u32::MAX),
+            kind,
+            plain_size,
+            cipher_size,
+        };
+        self.plain_total += plain_size;
+        self.parts.push(SealedPart {
+            info: info.clone(),
+            blob: key,
+            sealed_meta,
+        });
+        Ok(info)
+    }
+}
+
+impl Drop for Draft {
+    fn drop(&mut self) {
+        for part in self.parts.drain(..) {
+            if let Err(e) = self.vault.inner.blobs.delete(&part.blob) {
+                tracing::warn!(blob = part.blob.as_str(), error = %e, "could not delete a discarded draft's blob; the sweeper will");
+            }
+        }
+    }
+}
+
+struct CountingWriter {
+    inner: Box<dyn blobs::BlobWriter>,
+    count: u64,
+}
+
+impl Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.count += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,113 @@
+//! What the vault knows about a message and its parts: ids and kinds in
+//! the clear, customer metadata only ever encrypted.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::blobs::BlobKey;
+
+/// A message id (random UUID; reveals nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MessageId(Uuid);
+
+impl MessageId {
+    pub fn new() -> Self {
+        MessageId(Uuid::new_v4())
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for MessageId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(MessageId)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartKind {
+    Body,
+    Attachment,
+}
+
+impl PartKind {
+    pub(super) fn as_str(self) -> &'static str {
+        match self {
+            PartKind::Body => "body",
+            PartKind::Attachment => "attachment",
+        }
+    }
+
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "body" => Some(PartKind::Body),
+            "attachment" => Some(PartKind::Attachment),
+            _ => None,
+        }
+    }
+}
+
+/// Customer data about a message. Only ever stored encrypted.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MessageMeta {
+    pub recipient_address: Option<String>,
+    pub recipient_phone: Option<String>,
+    pub title: Option<String>,
+    pub reference: Option<String>,
+}
+
+/// Customer data about one part. Only ever stored encrypted.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PartMeta {
+    pub file_name: Option<String>,
+    pub content_type: Option<String>,
+}
+
+macro_rules! redacted_debug {
+    ($($t:ty),*) => {$(
+        impl fmt::Debug for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($t), " { *** }"))
+            }
+        }
+    )*};
+}
+redacted_debug!(MessageMeta, PartMeta);
+
+/// A stored part as listed from the database (no plaintext).
+#[derive(Clone, Debug)]
+pub struct StoredPart {
+    pub id: String,
+    pub position: u32,
+    pub kind: PartKind,
+    pub blob: BlobKey,
+    pub plain_size: u64,
+    pub cipher_size: u64,
+    pub(super) sealed_meta: Vec<u8>,
+}
+
+/// What [`Draft::seal_part`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartInfo {
+    pub position: u32,
+    pub kind: PartKind,
+    pub plain_size: u64,
+    pub cipher_size: u64,
+}
