@@ -2,7 +2,6 @@
 //! crate), so the store, services and pages can name a message or a staff
 //! member without depending on each other.
 
-
 use std::fmt;
 use std::str::FromStr;
 

@@ -2,10 +2,8 @@
 //! the clear, customer metadata only ever encrypted.
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::blobs::BlobKey;
 
