@@ -6,6 +6,9 @@
 
 pub mod audit;
 mod db;
+pub mod job_leases;
+pub mod keys;
+pub mod messages;
 pub mod deliveries;
 pub mod dev_mailbox;
 pub mod outbox;

@@ -50,7 +50,7 @@ use age::x25519;
 use zeroize::Zeroizing;
 
 use crate::clock::SharedClock;
-use crate::store::{Db, Tx};
+use crate::store::{Db, Tx, keys, messages};
 pub use blobs::{BlobKey, BlobStore, LocalBlobStore};
 pub use draft::Draft;
 pub use error::VaultError;
@@ -109,9 +109,7 @@ impl Vault {
         settings: VaultSettings,
         clock: SharedClock,
     ) -> Result<Vault, VaultError> {
-        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM master_keys")
-            .fetch_one(db.pool())
-            .await?;
+        let known = keys::count(&db).await?;
         let path = &settings.master_key_file;
         let keyring = match Keyring::load(path) {
             Ok(k) => k,
@@ -171,10 +169,7 @@ impl Vault {
     /// new material goes to the newest key while a rotation runs.
     async fn current_keyring(&self, tx: &mut Tx) -> Result<Arc<Keyring>, VaultError> {
         let ring = self.keyring();
-        let active: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM master_keys WHERE retired_at IS NULL")
-                .fetch_all(&mut **tx)
-                .await?;
+        let active = keys::active(tx).await?;
         let unknown = active
             .into_iter()
             .any(|id| ring.get(&MasterKeyId::from_db(id)).is_none());
@@ -217,12 +212,8 @@ impl Vault {
 
     /// Messages (newest first) sent to `address`, found by blind index.
     pub async fn find_by_recipient(&self, address: &str) -> Result<Vec<MessageId>, VaultError> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM messages WHERE recipient_index = $1 ORDER BY created_at DESC, id",
-        )
-        .bind(self.recipient_index(address))
-        .fetch_all(self.db().pool())
-        .await?;
+        let index = self.recipient_index(address);
+        let rows = messages::by_recipient_index(self.db(), &index).await?;
         rows.iter()
             .map(|s| MessageId::from_str(s).map_err(|_| VaultError::Corrupt))
             .collect()
@@ -244,14 +235,7 @@ fn to_i64(n: u64) -> i64 {
 
 async fn register_keys(db: &Db, keyring: &Keyring, now: i64) -> Result<(), VaultError> {
     for key in keyring.keys() {
-        sqlx::query(
-            "INSERT INTO master_keys (id, recipient, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(key.id.as_str())
-        .bind(key.recipient.to_string())
-        .bind(now)
-        .execute(db.pool())
-        .await?;
+        keys::register(db, key.id.as_str(), &key.recipient.to_string(), now).await?;
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use super::{
     IO_BUF, MessageId, MessageMeta, PartInfo, PartKind, PartMeta, Vault, VaultError, envelope,
     pipeline, to_i64,
 };
-use crate::db::Tx;
+use crate::store::{Tx, messages};
 
 struct SealedPart {
     info: PartInfo,
@@ -67,43 +67,32 @@ impl Vault {
             .collect::<Vec<_>>()
             .join(",");
         let id = draft.id.to_string();
-        sqlx::query(
-            "INSERT INTO messages (id, recipient, escrow_recipients, recipient_index, sealed_meta, part_count, plain_size, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        messages::insert(
+            tx,
+            &messages::NewMessage {
+                id: &id,
+                recipient: &recipient.to_string(),
+                escrow_recipients: &escrow,
+                recipient_index: index.as_deref(),
+                sealed_meta: &sealed_meta,
+                part_count: i64::try_from(draft.parts.len()).unwrap_or(i64::MAX),
+                plain_size: to_i64(draft.plain_total),
+                created_at: self.inner.clock.now(),
+            },
         )
-        .bind(&id)
-        .bind(recipient.to_string())
-        .bind(escrow)
-        .bind(index)
-        .bind(sealed_meta)
-        .bind(i64::try_from(draft.parts.len()).unwrap_or(i64::MAX))
-        .bind(to_i64(draft.plain_total))
-        .bind(self.inner.clock.now())
-        .execute(&mut **tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO message_keys (message_id, master_key_id, wrapped_identity) VALUES ($1, $2, $3)",
-        )
-        .bind(&id)
-        .bind(master.id.as_str())
-        .bind(wrapped)
-        .execute(&mut **tx)
-        .await?;
+        messages::insert_key(tx, &id, master.id.as_str(), &wrapped).await?;
         for part in &draft.parts {
-            sqlx::query(
-                "INSERT INTO message_parts (id, message_id, position, kind, blob_key, plain_size, cipher_size, sealed_meta)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(Uuid::new_v4().to_string())
-            .bind(&id)
-            .bind(i64::from(part.info.position))
-            .bind(part.info.kind.as_str())
-            .bind(part.blob.as_str())
-            .bind(to_i64(part.info.plain_size))
-            .bind(to_i64(part.info.cipher_size))
-            .bind(&part.sealed_meta)
-            .execute(&mut **tx)
-            .await?;
+            let row = messages::PartRow {
+                id: Uuid::new_v4().to_string(),
+                position: i64::from(part.info.position),
+                kind: part.info.kind.as_str().to_owned(),
+                blob_key: part.blob.as_str().to_owned(),
+                plain_size: to_i64(part.info.plain_size),
+                cipher_size: to_i64(part.info.cipher_size),
+                sealed_meta: part.sealed_meta.clone(),
+            };
+            messages::insert_part(tx, &id, &row).await?;
         }
         // From here the rows own the blobs; the draft must not delete them.
         draft.parts.clear();

@@ -65,12 +65,10 @@ const METADATA_FILE: &str = "metadata.age";
 impl Vault {
     /// Writes the export into `dir`, which must not exist yet or be empty.
     pub async fn export(&self, id: MessageId, dir: &Path) -> Result<ExportReport, VaultError> {
-        let row: Option<(String, i64)> =
-            sqlx::query_as("SELECT escrow_recipients, created_at FROM messages WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(self.db().pool())
-                .await?;
-        let (escrow, created_at) = row.ok_or(VaultError::NotFound)?;
+        let row = crate::store::messages::escrow(self.db(), &id.to_string())
+            .await?
+            .ok_or(VaultError::NotFound)?;
+        let (escrow, created_at) = (row.escrow_recipients, row.created_at);
         let escrow: Vec<x25519::Recipient> = escrow
             .split(',')
             .filter(|s| !s.is_empty())

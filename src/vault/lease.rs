@@ -7,7 +7,7 @@ use std::time::Duration;
 use rand::RngExt;
 
 use crate::clock::SharedClock;
-use crate::store::Db;
+use crate::store::{Db, job_leases};
 
 /// How long a lease lasts without renewal.
 const TTL_SECONDS: i64 = 60;
@@ -48,41 +48,17 @@ impl JobLease {
     /// Takes the lease if it is free, expired or already ours.
     async fn try_take(&self) -> Result<bool, sqlx::Error> {
         let now = self.clock.now();
-        let taken = sqlx::query(
-            "INSERT INTO job_leases (name, holder, expires_at) VALUES ($1, $2, $3)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
-             WHERE job_leases.expires_at < $4 OR job_leases.holder = excluded.holder",
-        )
-        .bind(self.name)
-        .bind(&self.holder)
-        .bind(now + TTL_SECONDS)
-        .bind(now)
-        .execute(self.db.pool())
-        .await?
-        .rows_affected();
-        Ok(taken == 1)
+        job_leases::take(&self.db, self.name, &self.holder, now + TTL_SECONDS, now).await
     }
 
     /// Extends the lease; false if it was lost (expired and taken over), in
     /// which case the caller must stop.
     pub(crate) async fn renew(&self) -> Result<bool, sqlx::Error> {
-        let renewed =
-            sqlx::query("UPDATE job_leases SET expires_at = $1 WHERE name = $2 AND holder = $3")
-                .bind(self.clock.now() + TTL_SECONDS)
-                .bind(self.name)
-                .bind(&self.holder)
-                .execute(self.db.pool())
-                .await?
-                .rows_affected();
-        Ok(renewed == 1)
+        let until = self.clock.now() + TTL_SECONDS;
+        job_leases::renew(&self.db, self.name, &self.holder, until).await
     }
 
     pub(crate) async fn release(self) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM job_leases WHERE name = $1 AND holder = $2")
-            .bind(self.name)
-            .bind(&self.holder)
-            .execute(self.db.pool())
-            .await?;
-        Ok(())
+        job_leases::release(&self.db, self.name, &self.holder).await
     }
 }

@@ -6,11 +6,12 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::str::FromStr;
 
 use age::x25519;
-use sqlx::Row;
 use zeroize::Zeroizing;
 
 use super::blobs::BlobKey;
 use super::keyring::MasterKeyId;
+use crate::store::messages;
+
 use super::{
     IO_BUF, MessageId, MessageMeta, PartKind, PartMeta, StoredPart, Vault, VaultError, envelope,
     pipeline,
@@ -20,10 +21,7 @@ impl Vault {
     /// The public half of a message's identity: anything encrypted to it
     /// (e.g. with the `age` CLI) opens through [`MessageKey::open`].
     pub async fn recipient_of(&self, id: MessageId) -> Result<x25519::Recipient, VaultError> {
-        let r: Option<String> = sqlx::query_scalar("SELECT recipient FROM messages WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(self.db().pool())
-            .await?;
+        let r = messages::recipient(self.db(), &id.to_string()).await?;
         let r = r.ok_or(VaultError::NotFound)?;
         x25519::Recipient::from_str(&r).map_err(|_| VaultError::Corrupt)
     }
@@ -31,21 +29,15 @@ impl Vault {
     /// Unwraps a message's identity. Call only once the caller is entitled to
     /// the plaintext (e.g. after the customer's verification).
     pub async fn unlock(&self, id: MessageId) -> Result<MessageKey, VaultError> {
-        let row = sqlx::query(
-            "SELECT m.shredded_at, k.master_key_id, k.wrapped_identity, m.sealed_meta
-             FROM messages m LEFT JOIN message_keys k ON k.message_id = m.id WHERE m.id = $1",
-        )
-        .bind(id.to_string())
-        .fetch_optional(self.db().pool())
-        .await?
-        .ok_or(VaultError::NotFound)?;
-        let shredded: Option<i64> = row.try_get(0)?;
-        let master_key_id: Option<String> = row.try_get(1)?;
-        let wrapped: Option<Vec<u8>> = row.try_get(2)?;
-        let sealed_meta: Option<Vec<u8>> = row.try_get(3)?;
-        let (Some(master_key_id), Some(wrapped), Some(sealed_meta), None) =
-            (master_key_id, wrapped, sealed_meta, shredded)
-        else {
+        let row = messages::key(self.db(), &id.to_string())
+            .await?
+            .ok_or(VaultError::NotFound)?;
+        let (Some(master_key_id), Some(wrapped), Some(sealed_meta), None) = (
+            row.master_key_id,
+            row.wrapped_identity,
+            row.sealed_meta,
+            row.shredded_at,
+        ) else {
             return Err(VaultError::Shredded);
         };
         let text = self.unwrap(&MasterKeyId::from_db(master_key_id), &wrapped)?;
@@ -60,25 +52,17 @@ impl Vault {
 
     /// The message's parts in order (no decryption).
     pub async fn parts(&self, id: MessageId) -> Result<Vec<StoredPart>, VaultError> {
-        let rows = sqlx::query(
-            "SELECT id, position, kind, blob_key, plain_size, cipher_size, sealed_meta
-             FROM message_parts WHERE message_id = $1 ORDER BY position",
-        )
-        .bind(id.to_string())
-        .fetch_all(self.db().pool())
-        .await?;
-        rows.iter()
+        let rows = messages::parts(self.db(), &id.to_string()).await?;
+        rows.into_iter()
             .map(|row| {
-                let kind: String = row.try_get(2)?;
-                let blob: String = row.try_get(3)?;
                 Ok(StoredPart {
-                    id: row.try_get(0)?,
-                    position: u32::try_from(row.try_get::<i64, _>(1)?).unwrap_or(u32::MAX),
-                    kind: PartKind::parse(&kind).ok_or(VaultError::Corrupt)?,
-                    blob: BlobKey::parse(&blob).ok_or(VaultError::Corrupt)?,
-                    plain_size: u64::try_from(row.try_get::<i64, _>(4)?).unwrap_or(0),
-                    cipher_size: u64::try_from(row.try_get::<i64, _>(5)?).unwrap_or(0),
-                    sealed_meta: row.try_get(6)?,
+                    position: u32::try_from(row.position).unwrap_or(u32::MAX),
+                    kind: PartKind::parse(&row.kind).ok_or(VaultError::Corrupt)?,
+                    blob: BlobKey::parse(&row.blob_key).ok_or(VaultError::Corrupt)?,
+                    plain_size: u64::try_from(row.plain_size).unwrap_or(0),
+                    cipher_size: u64::try_from(row.cipher_size).unwrap_or(0),
+                    sealed_meta: row.sealed_meta,
+                    id: row.id,
                 })
             })
             .collect()

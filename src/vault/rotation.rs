@@ -4,11 +4,10 @@
 //! row's current master key, so rotation is idempotent, resumable after a
 //! crash, and safe while instances serve (or run the same rotation).
 
-use sqlx::Row;
-
 use super::keyring::{Keyring, MasterKeyId};
 use super::lease::JobLease;
 use super::{Vault, VaultError, envelope, register_keys};
+use crate::store::keys;
 
 /// The lease rotation and retirement hold (see [`JobLease`]).
 const ROTATION_LEASE: &str = "master-key-rotation";
@@ -41,62 +40,43 @@ pub struct RotateReport {
     pub rewrapped: u64,
 }
 
+/// Whether [`Vault::count_wrapped`] counts what a key wraps, or what every
+/// other key wraps.
 #[derive(Clone, Copy)]
 enum Wrapped {
     By,
     NotBy,
 }
 
-/// The two tables holding wrapped material, with their key column.
-const WRAPPED: [(&str, &str, &str); 2] = [
-    ("message_keys", "message_id", "wrapped_identity"),
-    ("vault_secrets", "name", "wrapped"),
-];
-
 impl Vault {
     pub async fn key_status(&self) -> Result<Vec<KeyStatus>, VaultError> {
         let ring = Keyring::load(self.keyring().path())?;
-        let rows = sqlx::query(
-            "SELECT k.id, k.recipient, k.created_at, k.retired_at,
-                    (SELECT COUNT(*) FROM message_keys m WHERE m.master_key_id = k.id),
-                    (SELECT COUNT(*) FROM vault_secrets s WHERE s.master_key_id = k.id)
-             FROM master_keys k ORDER BY k.created_at, k.id",
-        )
-        .fetch_all(self.db().pool())
-        .await?;
-        rows.iter()
+        let rows = keys::usage(self.db()).await?;
+        Ok(rows
+            .into_iter()
             .map(|row| {
-                let id = MasterKeyId::from_db(row.try_get(0)?);
-                Ok(KeyStatus {
+                let id = MasterKeyId::from_db(row.id);
+                KeyStatus {
                     in_key_file: ring.get(&id).is_some(),
                     newest: ring.newest().id == id,
                     id,
-                    recipient: row.try_get(1)?,
-                    created_at: row.try_get(2)?,
-                    retired_at: row.try_get(3)?,
-                    messages: row.try_get(4)?,
-                    secrets: row.try_get(5)?,
-                })
+                    recipient: row.recipient,
+                    created_at: row.created_at,
+                    retired_at: row.retired_at,
+                    messages: row.messages,
+                    secrets: row.secrets,
+                }
             })
-            .collect()
+            .collect())
     }
 
     /// Number of wrapped items on key `id` (`Wrapped::By`) or on any
     /// other key (`Wrapped::NotBy`).
     async fn count_wrapped(&self, which: Wrapped, id: &MasterKeyId) -> Result<i64, VaultError> {
-        let op = match which {
-            Wrapped::By => "=",
-            Wrapped::NotBy => "<>",
-        };
+        let by = matches!(which, Wrapped::By);
         let mut total = 0;
-        for (table, _, _) in WRAPPED {
-            let n: i64 = sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM {table} WHERE master_key_id {op} $1"
-            ))
-            .bind(id.as_str())
-            .fetch_one(self.db().pool())
-            .await?;
-            total += n;
+        for table in keys::Wrapped::ALL {
+            total += keys::count_wrapped(self.db(), table, id.as_str(), by).await?;
         }
         Ok(total)
     }
@@ -157,15 +137,9 @@ impl Vault {
             .get(target)
             .ok_or_else(|| VaultError::MasterKeyMissing(target.clone()))?;
         let mut done = 0u64;
-        for (table, id_col, wrapped_col) in WRAPPED {
+        for table in keys::Wrapped::ALL {
             loop {
-                let rows = sqlx::query(&format!(
-                    "SELECT {id_col}, master_key_id, {wrapped_col} FROM {table}
-                     WHERE master_key_id <> $1 ORDER BY {id_col} LIMIT {BATCH}"
-                ))
-                .bind(target.as_str())
-                .fetch_all(self.db().pool())
-                .await?;
+                let rows = keys::not_wrapped_by(self.db(), table, target.as_str(), BATCH).await?;
                 if rows.is_empty() {
                     break;
                 }
@@ -176,23 +150,20 @@ impl Vault {
                 }
                 let mut tx = self.db().begin().await?;
                 for row in &rows {
-                    let id: String = row.try_get(0)?;
-                    let old = MasterKeyId::from_db(row.try_get(1)?);
-                    let wrapped: Vec<u8> = row.try_get(2)?;
-                    let plain = self.unwrap_with(&ring, &old, &wrapped)?;
+                    let old = MasterKeyId::from_db(row.master_key_id.clone());
+                    let plain = self.unwrap_with(&ring, &old, &row.wrapped)?;
                     let rewrapped = envelope::seal_small(&[&new_key.recipient], &plain)?;
                     // Compare-and-set: a concurrent rotation or shred wins harmlessly.
-                    let updated = sqlx::query(&format!(
-                        "UPDATE {table} SET master_key_id = $1, {wrapped_col} = $2
-                         WHERE {id_col} = $3 AND master_key_id = $4"
-                    ))
-                    .bind(target.as_str())
-                    .bind(rewrapped)
-                    .bind(&id)
-                    .bind(old.as_str())
-                    .execute(&mut *tx)
+                    let updated = keys::rewrap(
+                        &mut tx,
+                        table,
+                        &row.id,
+                        old.as_str(),
+                        target.as_str(),
+                        &rewrapped,
+                    )
                     .await?;
-                    done += updated.rows_affected();
+                    done += u64::from(updated);
                 }
                 tx.commit().await?;
             }
@@ -214,11 +185,7 @@ impl Vault {
 
     async fn retire_holding(&self, id: &MasterKeyId) -> Result<(), VaultError> {
         let mut ring = Keyring::load(self.keyring().path())?;
-        let known: Option<String> = sqlx::query_scalar("SELECT id FROM master_keys WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(self.db().pool())
-            .await?;
-        if known.is_none() {
+        if !keys::exists(self.db(), id.as_str()).await? {
             return Err(VaultError::KeyManagement(format!(
                 "no master key with id {id}"
             )));
@@ -235,11 +202,7 @@ impl Vault {
             )));
         }
         ring.remove_key(id)?;
-        sqlx::query("UPDATE master_keys SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL")
-            .bind(self.inner.clock.now())
-            .bind(id.as_str())
-            .execute(self.db().pool())
-            .await?;
+        keys::retire(self.db(), id.as_str(), self.inner.clock.now()).await?;
         self.set_keyring(ring);
         Ok(())
     }

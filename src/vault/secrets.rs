@@ -9,13 +9,12 @@ use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use rand::RngExt;
 use sha2::Sha256;
-use sqlx::Row;
 use zeroize::Zeroizing;
 
 use super::keyring::{Keyring, MasterKeyId};
 use super::purpose::{Derivation, Purpose, ROOT_SECRET};
 use super::{Vault, VaultError, envelope};
-use crate::db::Db;
+use crate::store::{Db, keys};
 
 /// A sealed secret starts with its random XChaCha20 nonce.
 const NONCE_LEN: usize = 24;
@@ -165,30 +164,19 @@ async fn ensure_secret(
     keyring: &Keyring,
     name: &str,
 ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
-    let fetch = || {
-        sqlx::query("SELECT master_key_id, wrapped FROM vault_secrets WHERE name = $1")
-            .bind(name)
-            .fetch_optional(db.pool())
-    };
-    let row = match fetch().await? {
+    let row = match keys::secret(db, name).await? {
         Some(row) => row,
         None => {
             let fresh = Zeroizing::new(rand::rng().random::<[u8; 32]>());
             let master = keyring.newest();
             let wrapped = envelope::seal_small(&[&master.recipient], &fresh[..])?;
-            sqlx::query(
-                "INSERT INTO vault_secrets (name, master_key_id, wrapped) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
-            )
-            .bind(name)
-            .bind(master.id.as_str())
-            .bind(wrapped)
-            .execute(db.pool())
-            .await?;
-            fetch().await?.ok_or(VaultError::NotFound)?
+            keys::insert_secret(db, name, master.id.as_str(), &wrapped).await?;
+            // Another instance may have won the insert: read what is stored.
+            keys::secret(db, name).await?.ok_or(VaultError::NotFound)?
         }
     };
-    let master_key_id = MasterKeyId::from_db(row.try_get(0)?);
-    let wrapped: Vec<u8> = row.try_get(1)?;
+    let master_key_id = MasterKeyId::from_db(row.master_key_id);
+    let wrapped = row.wrapped;
     let key = keyring
         .get(&master_key_id)
         .ok_or(VaultError::MasterKeyMissing(master_key_id))?;

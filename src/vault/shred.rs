@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::blobs::BlobKey;
 use super::{MessageId, Vault, VaultError};
-use crate::db::Tx;
+use crate::store::{Tx, messages};
 
 impl Vault {
     /// Shreds a message: the wrapped identity and encrypted metadata go in
@@ -37,37 +37,13 @@ impl Vault {
         tx: &mut Tx,
         id: MessageId,
     ) -> Result<Option<Shredded>, VaultError> {
-        let exists: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT shredded_at FROM messages WHERE id = $1")
-                .bind(id.to_string())
-                .fetch_optional(&mut **tx)
-                .await?;
-        match exists {
+        let key = id.to_string();
+        match messages::shredded_at(tx, &key).await? {
             None => return Err(VaultError::NotFound),
             Some(Some(_)) => return Ok(None),
             Some(None) => {}
         }
-        let blobs: Vec<String> =
-            sqlx::query_scalar("SELECT blob_key FROM message_parts WHERE message_id = $1")
-                .bind(id.to_string())
-                .fetch_all(&mut **tx)
-                .await?;
-        sqlx::query("DELETE FROM message_keys WHERE message_id = $1")
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("DELETE FROM message_parts WHERE message_id = $1")
-            .bind(id.to_string())
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query(
-            "UPDATE messages SET shredded_at = $1, sealed_meta = NULL, recipient_index = NULL
-             WHERE id = $2 AND shredded_at IS NULL",
-        )
-        .bind(self.inner.clock.now())
-        .bind(id.to_string())
-        .execute(&mut **tx)
-        .await?;
+        let blobs = messages::shred(tx, &key, self.inner.clock.now()).await?;
         Ok(Some(Shredded { blobs }))
     }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use super::blobs::{BlobKey, StoredEntry};
 use super::{Vault, VaultError};
-use crate::store::placeholders;
 
 /// Blob keys checked against the database per query.
 const CHUNK: usize = 200;
@@ -45,15 +44,8 @@ impl Vault {
         }
         let mut orphans = Vec::new();
         for chunk in candidates.chunks(CHUNK) {
-            let sql = format!(
-                "SELECT blob_key FROM message_parts WHERE blob_key IN ({})",
-                placeholders(1, chunk.len())
-            );
-            let mut query = sqlx::query_scalar::<_, String>(&sql);
-            for key in chunk {
-                query = query.bind(key.as_str());
-            }
-            let referenced: Vec<String> = query.fetch_all(self.db().pool()).await?;
+            let keys: Vec<&str> = chunk.iter().map(|k| k.as_str()).collect();
+            let referenced = crate::store::messages::referenced_blobs(self.db(), &keys).await?;
             for key in chunk {
                 if referenced.iter().any(|r| r == key.as_str()) {
                     report.kept_blobs += 1;
