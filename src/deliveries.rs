@@ -209,7 +209,6 @@ pub struct ListQuery {
     pub limit: i64,
 }
 
-
 #[derive(Clone)]
 pub struct Deliveries {
     db: Db,

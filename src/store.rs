@@ -6,11 +6,11 @@
 
 pub mod audit;
 mod db;
+pub mod deliveries;
+pub mod dev_mailbox;
 pub mod job_leases;
 pub mod keys;
 pub mod messages;
-pub mod deliveries;
-pub mod dev_mailbox;
 pub mod outbox;
 pub mod pickup_codes;
 pub mod rate_limits;

@@ -9,7 +9,6 @@ use super::MailError;
 use crate::store::{self, Db, Tx};
 use crate::vault::{Purpose, Vault};
 
-
 /// One kept email (sealed as a whole in the `content` column).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct DevMail {

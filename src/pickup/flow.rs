@@ -185,8 +185,10 @@ async fn note_reuse(
 }
 
 fn code_hash(app: &App, id: MessageId, code: &str) -> Vec<u8> {
-    app.vault
-        .keyed_hash(Purpose::PickupCode, format!("{id}\0{}", code.trim()).as_bytes())
+    app.vault.keyed_hash(
+        Purpose::PickupCode,
+        format!("{id}\0{}", code.trim()).as_bytes(),
+    )
 }
 
 /// A per-address limit's key: IPv6 clients count by their /64.
@@ -210,9 +212,10 @@ pub async fn request_code(
     }
     let now = app.clock.now();
     let mut tx = app.db.begin().await?;
-    let message_key = app
-        .vault
-        .keyed_hash(Purpose::CodesPerMessage, d.message_id.to_string().as_bytes());
+    let message_key = app.vault.keyed_hash(
+        Purpose::CodesPerMessage,
+        d.message_id.to_string().as_bytes(),
+    );
     let per_message =
         rate_limits::hit(&mut tx, &message_key, now, 24 * 3600, CODES_PER_DAY).await?;
     let per_ip = rate_limits::hit(

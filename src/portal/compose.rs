@@ -181,9 +181,10 @@ async fn remember_generated_code(
     id: MessageId,
     code: &SecretString,
 ) -> Result<(), PageError> {
-    let sealed = app
-        .vault
-        .seal_secret(Purpose::GeneratedAccessCode, code.expose_secret().as_bytes())?;
+    let sealed = app.vault.seal_secret(
+        Purpose::GeneratedAccessCode,
+        code.expose_secret().as_bytes(),
+    )?;
     staff
         .session
         .insert(GENERATED_CODE_KEY, (id.to_string(), hex::encode(sealed)))

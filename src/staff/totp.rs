@@ -149,7 +149,9 @@ impl Totp {
         code: &str,
         ip: Option<std::net::IpAddr>,
     ) -> Result<Option<NewCodes>, TotpError> {
-        let seed = self.vault.open_secret(Purpose::StaffTotpSeed, sealed_seed)?;
+        let seed = self
+            .vault
+            .open_secret(Purpose::StaffTotpSeed, sealed_seed)?;
         let Some(step) = matching_step(&seed, code, self.clock.now(), None)? else {
             return Ok(None);
         };

@@ -5,7 +5,13 @@ use super::Db;
 
 /// Takes the lease `name` for `holder` until `expires_at`, if it is free,
 /// expired, or already `holder`'s. True if taken.
-pub async fn take(db: &Db, name: &str, holder: &str, expires_at: i64, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn take(
+    db: &Db,
+    name: &str,
+    holder: &str,
+    expires_at: i64,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let taken = sqlx::query(
         "INSERT INTO job_leases (name, holder, expires_at) VALUES ($1, $2, $3)
          ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
@@ -21,13 +27,19 @@ pub async fn take(db: &Db, name: &str, holder: &str, expires_at: i64, now: i64) 
 }
 
 /// Extends `holder`'s lease; false if it was lost.
-pub async fn renew(db: &Db, name: &str, holder: &str, expires_at: i64) -> Result<bool, sqlx::Error> {
-    let renewed = sqlx::query("UPDATE job_leases SET expires_at = $1 WHERE name = $2 AND holder = $3")
-        .bind(expires_at)
-        .bind(name)
-        .bind(holder)
-        .execute(db.pool())
-        .await?;
+pub async fn renew(
+    db: &Db,
+    name: &str,
+    holder: &str,
+    expires_at: i64,
+) -> Result<bool, sqlx::Error> {
+    let renewed =
+        sqlx::query("UPDATE job_leases SET expires_at = $1 WHERE name = $2 AND holder = $3")
+            .bind(expires_at)
+            .bind(name)
+            .bind(holder)
+            .execute(db.pool())
+            .await?;
     Ok(renewed.rows_affected() == 1)
 }
 

@@ -124,7 +124,12 @@ impl Wrapped {
 
 /// How many rows of `table` are wrapped by `id` (`by: true`) or by any
 /// other key (`by: false`).
-pub async fn count_wrapped(db: &Db, table: Wrapped, id: &str, by: bool) -> Result<i64, sqlx::Error> {
+pub async fn count_wrapped(
+    db: &Db,
+    table: Wrapped,
+    id: &str,
+    by: bool,
+) -> Result<i64, sqlx::Error> {
     let (name, _, _) = table.columns();
     let op = if by { "=" } else { "<>" };
     sqlx::query_scalar(&format!(

@@ -145,7 +145,10 @@ pub async fn escrow(db: &Db, message_id: &str) -> Result<Option<EscrowRow>, sqlx
 }
 
 /// `None`: no such message; `Some(None)`: not shredded.
-pub async fn shredded_at(tx: &mut Tx, message_id: &str) -> Result<Option<Option<i64>>, sqlx::Error> {
+pub async fn shredded_at(
+    tx: &mut Tx,
+    message_id: &str,
+) -> Result<Option<Option<i64>>, sqlx::Error> {
     sqlx::query_scalar("SELECT shredded_at FROM messages WHERE id = $1")
         .bind(message_id)
         .fetch_optional(&mut **tx)

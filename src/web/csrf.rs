@@ -31,7 +31,6 @@ const KEY: &str = "csrf";
 /// Forms are small; uploads use multipart and their own limits.
 const FORM_LIMIT: usize = 64 * 1024;
 
-
 tokio::task_local! {
     /// The anonymous form token of the request being handled, set by
     /// [`anonymous_tokens`] around the page handlers.

@@ -12,9 +12,9 @@ use std::collections::BTreeSet;
 
 use age::x25519;
 use sealpost::app::App;
+use sealpost::staff::Role;
 use sealpost::store::Backend;
 use sealpost::text::normalise_access_code;
-use sealpost::staff::Role;
 use sealpost::vault::{Keyring, MessageId, Purpose, VaultError};
 use secrecy::SecretString;
 
