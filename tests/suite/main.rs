@@ -29,6 +29,7 @@ mod portal_messages;
 mod proxies;
 mod roundtrip;
 mod s3;
+mod schema_parity;
 mod shred;
 mod sign_in;
 mod slowloris;
