@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod anonymous_sessions;
+mod architecture;
 mod at_rest;
 mod audit;
 mod browser_e2e;
