@@ -6,9 +6,10 @@ use sealpost::app::App;
 use sealpost::staff::Role;
 use sealpost::store::NativePool;
 
-use crate::browser::{Browser, PASSWORD, create_staff, input_value, portal};
-use crate::common::TestEnv;
-use crate::pickup::{START, compose, fresh_link};
+use crate::support::START;
+use crate::support::compose::{compose, fresh_link};
+use crate::support::env::TestEnv;
+use crate::support::http::{Browser, PASSWORD, create_staff, input_value, portal};
 
 const AGENT: &str = "agent@example.com";
 
@@ -43,9 +44,8 @@ async fn anonymous_gets(base: &str, path: &str, n: usize) -> Vec<u16> {
     futures_util::future::join_all(gets).await
 }
 
-#[test]
-fn anonymous_gets_store_no_session() {
-    crate::common::runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_gets_store_no_session() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, AGENT, Role::Agent).await;
@@ -83,12 +83,10 @@ fn anonymous_gets_store_no_session() {
             );
             assert_eq!(session_rows(&app).await, before, "{path} stored a session");
         }
-    });
 }
 
-#[test]
-fn sign_in_works_with_the_session_less_token_and_only_with_its_cookie() {
-    crate::common::runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_works_with_the_session_less_token_and_only_with_its_cookie() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, AGENT, Role::Agent).await;
@@ -179,5 +177,4 @@ fn sign_in_works_with_the_session_less_token_and_only_with_its_cookie() {
         let out = a.post("/sign-out", &[("csrf", &compose_token)]).await;
         assert_eq!(out.status, 303, "{}", out.body);
         assert_eq!(session_rows(&app).await, 0);
-    });
 }

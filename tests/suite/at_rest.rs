@@ -1,11 +1,15 @@
 //! No plaintext at rest: customer data planted as canaries must not appear
 //! anywhere in the database or blob store, raw or as base64/hex.
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use sealpost::vault::MessageMeta;
 
-use crate::common::{TestEnv, files_below, read_all, runtime, send};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::support::canaries::{assert_no_canaries, encodings};
+use crate::support::env::{TestEnv, runtime};
+use crate::support::files::files_below;
+use crate::support::vault::{read_all, send};
 
 const BODY: &str = "CANARY-BODY-7f3a91 the account number is 12345678";
 const FILE_NAME: &str = "CANARY-FILE-c2e8d4-tax-return.pdf";
@@ -14,51 +18,9 @@ const PHONE: &str = "+44 7700 CANARY-PHONE-9d2c";
 const TITLE: &str = "CANARY-TITLE-44aa10 mortgage papers";
 const FILE_CONTENT: &str = "CANARY-ATTACHMENT-CONTENT-0e6f2b";
 
-/// Every form a canary could take in stored bytes: raw, hex (both cases),
-/// and base64 (standard and URL-safe) at each of the three alignments.
-fn encodings(canary: &str) -> Vec<Vec<u8>> {
-    let raw = canary.as_bytes();
-    let mut forms = vec![
-        raw.to_vec(),
-        hex::encode(raw).into_bytes(),
-        hex::encode_upper(raw).into_bytes(),
-    ];
-    for engine in [&STANDARD, &URL_SAFE] {
-        for offset in 0..3 {
-            let mut padded = vec![0u8; offset];
-            padded.extend_from_slice(raw);
-            let enc = engine.encode(&padded);
-            // Drop the characters that depend on the neighbouring bytes.
-            let skip = if offset == 0 {
-                0
-            } else {
-                (offset * 8).div_ceil(6)
-            };
-            let core = &enc.as_bytes()[skip..enc.len().saturating_sub(4)];
-            forms.push(core.to_vec());
-        }
-    }
-    forms
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-pub fn assert_no_canaries(what: &str, data: &[u8], canaries: &[&str]) {
-    for canary in canaries {
-        for form in encodings(canary) {
-            assert!(
-                !contains(data, &form),
-                "{what} contains canary {canary:?} as {:?}",
-                String::from_utf8_lossy(&form)
-            );
-        }
-    }
-}
-
 #[test]
 fn nothing_readable_in_database_or_blobs() {
+    // A runtime of its own, not #[tokio::test]: the vault's synchronous reads run between async steps, off any runtime thread.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());

@@ -4,7 +4,8 @@
 use sealpost::audit::{Action, Actor, Event, Verification};
 use sealpost::vault::MessageId;
 
-use crate::common::{TestEnv, runtime};
+use crate::support::db::disable_guards;
+use crate::support::env::{TestEnv, runtime};
 
 fn event(i: u32) -> Event {
     let e = Event::new(
@@ -32,28 +33,9 @@ fn event(i: u32) -> Event {
     e.detail(serde_json::json!({ "n": i }))
 }
 
-/// Drops the append-only triggers, as someone with raw database access could.
-pub async fn disable_guards(app: &sealpost::app::App) {
-    let statements: &[&str] = match app.db.backend() {
-        sealpost::store::Backend::Sqlite => &[
-            "DROP TRIGGER audit_log_no_update",
-            "DROP TRIGGER audit_log_no_delete",
-        ],
-        sealpost::store::Backend::Postgres => &[
-            "DROP TRIGGER audit_log_no_update ON audit_log",
-            "DROP TRIGGER audit_log_no_delete ON audit_log",
-        ],
-    };
-    for s in statements {
-        sqlx::query(s)
-            .execute(app.db.pool())
-            .await
-            .expect("drop trigger");
-    }
-}
-
 #[test]
 fn chain_verifies_and_tampering_is_found_at_the_right_row() {
+    // A runtime of its own, not #[tokio::test]: steps run one at a time from this thread (some spawn onto the runtime and join).
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());
@@ -171,7 +153,7 @@ fn concurrent_appends_from_two_instances_keep_one_chain() {
         rt.block_on(one.audit.verify()).expect("verify"),
         Verification::Intact { events: 60 }
     );
-    let now = crate::common::now();
+    let now = crate::support::env::now();
     let events = rt
         .block_on(two.audit.events_between(now - 60, now + 60))
         .expect("range");
@@ -187,7 +169,7 @@ fn command_line_key_operations_are_audited() {
     assert!(env.sealpost(&["keys", "rotate"]).status.success());
     assert!(env.sealpost(&["sweep"]).status.success());
     let app = rt.block_on(env.app());
-    let now = crate::common::now();
+    let now = crate::support::env::now();
     let events = rt
         .block_on(app.audit.events_between(0, now + 60))
         .expect("events");

@@ -1,9 +1,10 @@
 //! The command line as an operator uses it.
 
-use crate::common::{TestEnv, runtime};
+use crate::support::env::{TestEnv, runtime};
 
 #[test]
 fn migrate_is_idempotent_and_config_redacts_secrets() {
+    // A runtime of its own, not #[tokio::test]: the `sealpost` binary runs and is waited for from this thread, between async steps.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     for _ in 0..2 {

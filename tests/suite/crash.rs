@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use sealpost::vault::{MessageMeta, PartKind, PartMeta};
 
-use crate::common::{TestEnv, bytes, files_below, read_all, runtime};
+use crate::support::env::{TestEnv, runtime};
+use crate::support::files::{bytes, files_below};
+use crate::support::vault::read_all;
 
 const CHILD_ENV: &str = "SEALPOST_TEST_CRASH_AT";
 const DATA_ENV: &str = "SEALPOST_TEST_CRASH_ENV";
@@ -71,6 +73,7 @@ fn child(stage: &str) {
         .expect("known stage");
     let vars: Vec<(String, String)> =
         serde_json::from_str(&std::env::var(DATA_ENV).expect("env")).expect("env json");
+    // A runtime of its own, not #[tokio::test]: the test re-runs itself as a child process that is killed mid-write.
     let rt = runtime();
     let app = rt
         .block_on(sealpost::app::App::open(

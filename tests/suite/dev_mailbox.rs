@@ -7,8 +7,8 @@ use sealpost::app::App;
 use sealpost::config::Config;
 use sealpost::staff::Role;
 
-use crate::browser::{Browser, create_staff, serve};
-use crate::common::{TestEnv, runtime};
+use crate::support::env::TestEnv;
+use crate::support::http::{Browser, create_staff, serve};
 
 const AGENT: &str = "agent@example.com";
 
@@ -25,89 +25,87 @@ async fn get_with_host(base: &str, path: &str, host: &str) -> u16 {
     b.get(path).await.status
 }
 
-#[test]
-fn a_forged_host_cannot_read_the_dev_mailbox() {
-    runtime().block_on(async {
-        let env = TestEnv::new().await;
-        let app = app_with_public_url(&env, "http://portal.example.test:8080").await;
-        assert!(app.outbox.is_dev_mailbox());
-        create_staff(&app, AGENT, Role::Agent).await;
-        let base = serve(app.clone()).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_host_cannot_read_the_dev_mailbox() {
+    let env = TestEnv::new().await;
+    let app = app_with_public_url(&env, "http://portal.example.test:8080").await;
+    assert!(app.outbox.is_dev_mailbox());
+    create_staff(&app, AGENT, Role::Agent).await;
+    let base = serve(app.clone()).await;
 
-        // One mail in the box: the pickup link of a composed message.
-        let mut staff = Browser::signed_in(&base, AGENT).await;
-        let token = staff.csrf("/compose").await;
-        let form = reqwest::multipart::Form::new()
-            .text("csrf", token)
-            .text("recipient", "customer@example.org")
-            .text("body", "Hello")
-            .text("expiry_hours", "48")
-            .text("method", "email_code")
-            .text("retention", "keep");
-        let r = staff.post_multipart("/compose", form).await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        assert_eq!(app.outbox.run_once().await.unwrap(), 1);
-        let list = Browser::new(&base).get("/dev/mailbox").await;
-        assert_eq!(list.status, 200);
-        let start = list.body.find("/dev/mailbox/").expect("a mail is listed");
-        let one: String = list.body[start..]
-            .chars()
-            .take_while(|c| *c != '"')
-            .collect();
+    // One mail in the box: the pickup link of a composed message.
+    let mut staff = Browser::signed_in(&base, AGENT).await;
+    let token = staff.csrf("/compose").await;
+    let form = reqwest::multipart::Form::new()
+        .text("csrf", token)
+        .text("recipient", "customer@example.org")
+        .text("body", "Hello")
+        .text("expiry_hours", "48")
+        .text("method", "email_code")
+        .text("retention", "keep");
+    let r = staff.post_multipart("/compose", form).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(app.outbox.run_once().await.unwrap(), 1);
+    let list = Browser::new(&base).get("/dev/mailbox").await;
+    assert_eq!(list.status, 200);
+    let start = list.body.find("/dev/mailbox/").expect("a mail is listed");
+    let one: String = list.body[start..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect();
 
-        let port = base.rsplit(':').next().unwrap();
-        for host in [
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            "localhost".to_owned(),
-            "127.0.0.2:9".to_owned(),
-            "[::1]:8080".to_owned(),
-            "portal.example.test".to_owned(),
-            "PORTAL.example.test:80".to_owned(),
-        ] {
-            assert_eq!(
-                get_with_host(&base, "/dev/mailbox", &host).await,
-                200,
-                "{host}"
-            );
-            assert_eq!(get_with_host(&base, &one, &host).await, 200, "{host}");
-        }
-        for host in [
-            "attacker.example".to_owned(),
-            format!("attacker.example:{port}"),
-            "localhost.attacker.example".to_owned(),
-            "127.0.0.1.nip.io".to_owned(),
-            "portal.example.test.attacker.example".to_owned(),
-            "192.168.1.10".to_owned(),
-        ] {
-            assert_eq!(
-                get_with_host(&base, "/dev/mailbox", &host).await,
-                404,
-                "{host}"
-            );
-            assert_eq!(get_with_host(&base, &one, &host).await, 404, "{host}");
-        }
+    let port = base.rsplit(':').next().unwrap();
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        "localhost".to_owned(),
+        "127.0.0.2:9".to_owned(),
+        "[::1]:8080".to_owned(),
+        "portal.example.test".to_owned(),
+        "PORTAL.example.test:80".to_owned(),
+    ] {
+        assert_eq!(
+            get_with_host(&base, "/dev/mailbox", &host).await,
+            200,
+            "{host}"
+        );
+        assert_eq!(get_with_host(&base, &one, &host).await, 200, "{host}");
+    }
+    for host in [
+        "attacker.example".to_owned(),
+        format!("attacker.example:{port}"),
+        "localhost.attacker.example".to_owned(),
+        "127.0.0.1.nip.io".to_owned(),
+        "portal.example.test.attacker.example".to_owned(),
+        "192.168.1.10".to_owned(),
+    ] {
+        assert_eq!(
+            get_with_host(&base, "/dev/mailbox", &host).await,
+            404,
+            "{host}"
+        );
+        assert_eq!(get_with_host(&base, &one, &host).await, 404, "{host}");
+    }
 
-        // A burst of rebinding requests in parallel: every one is a 404,
-        // while the local user keeps reading.
-        let mut tasks = Vec::new();
-        for i in 0..50 {
-            let base = base.clone();
-            let one = one.clone();
-            tasks.push(tokio::spawn(async move {
-                if i % 5 == 0 {
-                    (true, get_with_host(&base, &one, "localhost").await)
-                } else {
-                    (
-                        false,
-                        get_with_host(&base, &one, "rebind.attacker.example").await,
-                    )
-                }
-            }));
-        }
-        for t in tasks {
-            let (local, status) = t.await.unwrap();
-            assert_eq!(status, if local { 200 } else { 404 });
-        }
-    });
+    // A burst of rebinding requests in parallel: every one is a 404,
+    // while the local user keeps reading.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let base = base.clone();
+        let one = one.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 5 == 0 {
+                (true, get_with_host(&base, &one, "localhost").await)
+            } else {
+                (
+                    false,
+                    get_with_host(&base, &one, "rebind.attacker.example").await,
+                )
+            }
+        }));
+    }
+    for t in tasks {
+        let (local, status) = t.await.unwrap();
+        assert_eq!(status, if local { 200 } else { 404 });
+    }
 }

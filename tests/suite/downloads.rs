@@ -10,9 +10,11 @@ use sealpost::deliveries::Status;
 use sealpost::staff::Role;
 use sealpost::vault::MessageId;
 
-use crate::browser::{Browser, create_staff, portal};
-use crate::common::{TestEnv, blob_path, bytes};
-use crate::pickup::{START, compose, fresh_link};
+use crate::support::START;
+use crate::support::compose::{compose, fresh_link};
+use crate::support::env::TestEnv;
+use crate::support::files::{blob_path, bytes};
+use crate::support::http::{Browser, create_staff, portal};
 
 const AGENT: &str = "agent@example.com";
 const CODE: &str = "Download-Code-42";
@@ -180,80 +182,78 @@ async fn hoarder_get(http: &reqwest::Client, url: &str, cookie: &str) -> u16 {
     status
 }
 
-#[test]
-fn head_is_not_a_download() {
-    crate::common::runtime().block_on(async {
-        let env = TestEnv::new().await;
-        let (app, _clock, base) = portal(&env, START).await;
-        create_staff(&app, AGENT, Role::Agent).await;
-        let mut staff = Browser::signed_in(&base, AGENT).await;
-        let file = bytes(200_000, 23);
-        let id = compose(&mut staff, &["access_code"], CODE, "", "shred", &file).await;
-        let customer = verified(&app, &base, id).await;
-        let before = app.deliveries.get(id).await.unwrap();
-        assert_eq!(before.stored_status, Status::Verified);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_is_not_a_download() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let mut staff = Browser::signed_in(&base, AGENT).await;
+    let file = bytes(200_000, 23);
+    let id = compose(&mut staff, &["access_code"], CODE, "", "shred", &file).await;
+    let customer = verified(&app, &base, id).await;
+    let before = app.deliveries.get(id).await.unwrap();
+    assert_eq!(before.stored_status, Status::Verified);
 
-        // Damage the blob: a HEAD that decrypted would notice; it must not.
-        let part = &app.vault.parts(id).await.unwrap()[1];
-        let path = blob_path(&env, part.blob.as_str());
-        let intact = std::fs::read(&path).unwrap();
-        let mut raw = intact.clone();
-        let middle = raw.len() / 2;
-        raw[middle] ^= 1;
-        std::fs::write(&path, &raw).unwrap();
+    // Damage the blob: a HEAD that decrypted would notice; it must not.
+    let part = &app.vault.parts(id).await.unwrap()[1];
+    let path = blob_path(&env, part.blob.as_str());
+    let intact = std::fs::read(&path).unwrap();
+    let mut raw = intact.clone();
+    let middle = raw.len() / 2;
+    raw[middle] ^= 1;
+    std::fs::write(&path, &raw).unwrap();
 
-        let http = reqwest::Client::new();
-        for _ in 0..10 {
-            let r = http
-                .head(format!("{base}/pickup/{id}/files/1"))
-                .header(reqwest::header::COOKIE, cookie_header(&customer))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200);
-            let h = |name: &str| {
-                r.headers()
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned)
-            };
-            assert_eq!(h("content-length"), Some(file.len().to_string()));
-            assert_eq!(h("content-type").as_deref(), Some("application/pdf"));
-            assert!(h("content-disposition").unwrap().starts_with("attachment;"));
-            assert!(h("content-security-policy").unwrap().contains("sandbox"));
-            assert!(r.bytes().await.unwrap().is_empty());
-        }
-        let after = app.deliveries.get(id).await.unwrap();
-        assert_eq!(after.stored_status, Status::Verified, "no status change");
-        assert_eq!(
-            after.shred_at, before.shred_at,
-            "no shred-after-pickup change"
-        );
-        assert_eq!(after.shredded_at, None);
-        assert_eq!(downloaded_events(&app, id).await, 0, "no download recorded");
-        // HEAD holds no download slot either: with the blob intact again,
-        // four GETs at once still fit and the first one counts.
-        std::fs::write(&path, &intact).unwrap();
-        let downloads = futures_util::future::join_all((0..4).map(|_| async {
-            let r = http
-                .get(format!("{base}/pickup/{id}/files/1"))
-                .header(reqwest::header::COOKIE, cookie_header(&customer))
-                .send()
-                .await
-                .unwrap();
-            (r.status().as_u16(), r.bytes().await.unwrap())
-        }))
-        .await;
-        for (status, body) in downloads {
-            assert_eq!(status, 200);
-            assert!(body == file);
-        }
-        assert_eq!(downloaded_events(&app, id).await, 4);
-        assert_eq!(
-            app.deliveries.get(id).await.unwrap().stored_status,
-            Status::Downloaded
-        );
-    });
+    let http = reqwest::Client::new();
+    for _ in 0..10 {
+        let r = http
+            .head(format!("{base}/pickup/{id}/files/1"))
+            .header(reqwest::header::COOKIE, cookie_header(&customer))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let h = |name: &str| {
+            r.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(h("content-length"), Some(file.len().to_string()));
+        assert_eq!(h("content-type").as_deref(), Some("application/pdf"));
+        assert!(h("content-disposition").unwrap().starts_with("attachment;"));
+        assert!(h("content-security-policy").unwrap().contains("sandbox"));
+        assert!(r.bytes().await.unwrap().is_empty());
+    }
+    let after = app.deliveries.get(id).await.unwrap();
+    assert_eq!(after.stored_status, Status::Verified, "no status change");
+    assert_eq!(
+        after.shred_at, before.shred_at,
+        "no shred-after-pickup change"
+    );
+    assert_eq!(after.shredded_at, None);
+    assert_eq!(downloaded_events(&app, id).await, 0, "no download recorded");
+    // HEAD holds no download slot either: with the blob intact again,
+    // four GETs at once still fit and the first one counts.
+    std::fs::write(&path, &intact).unwrap();
+    let downloads = futures_util::future::join_all((0..4).map(|_| async {
+        let r = http
+            .get(format!("{base}/pickup/{id}/files/1"))
+            .header(reqwest::header::COOKIE, cookie_header(&customer))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap())
+    }))
+    .await;
+    for (status, body) in downloads {
+        assert_eq!(status, 200);
+        assert!(body == file);
+    }
+    assert_eq!(downloaded_events(&app, id).await, 4);
+    assert_eq!(
+        app.deliveries.get(id).await.unwrap().stored_status,
+        Status::Downloaded
+    );
 }
 
 /// Reads a download to its end: `None` if the connection was reset before
@@ -288,100 +288,96 @@ fn payload_start(raw: &[u8]) -> usize {
     end + 16
 }
 
-#[test]
-fn tampered_or_truncated_blobs_abort_the_download() {
-    crate::common::runtime().block_on(async {
-        let env = TestEnv::new().await;
-        let (app, _clock, base) = portal(&env, START).await;
-        create_staff(&app, AGENT, Role::Agent).await;
-        let mut staff = Browser::signed_in(&base, AGENT).await;
-        let file = bytes(1024 * 1024 + 5, 24);
-        const CHUNK: usize = 64 * 1024 + 16;
-        for damage in ["flip", "truncate"] {
-            let id = compose(&mut staff, &["access_code"], CODE, "", "keep", &file).await;
-            let customer = verified(&app, &base, id).await;
-            let part = &app.vault.parts(id).await.unwrap()[1];
-            let path = blob_path(&env, part.blob.as_str());
-            let intact = std::fs::read(&path).unwrap();
-            let mut raw = intact.clone();
-            let start = payload_start(&raw);
-            match damage {
-                "flip" => raw[start + 5 * CHUNK + 100] ^= 0x80,
-                // Cut at a chunk boundary: every chunk left authenticates,
-                // only the missing final chunk gives it away.
-                _ => raw.truncate(start + 8 * CHUNK),
-            }
-            std::fs::write(&path, &raw).unwrap();
-            let dl = format!("/pickup/{id}/files/1");
-            // More failed downloads than there are slots: each one must
-            // give its slot back.
-            for _ in 0..(2 * 4) {
-                let mut tries = 0;
-                let outcome = loop {
-                    match read_download(&customer, &dl).await {
-                        // The previous failure's slot is not back yet.
-                        Some((429, _, _)) if tries < 500 => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        other => break other,
-                    }
-                };
-                match outcome {
-                    // Cut off before even the head was sent.
-                    None => {}
-                    Some((200, got, true)) => {
-                        assert!(got < file.len(), "{damage}: {got} bytes");
-                    }
-                    Some(other) => panic!("{damage}: a damaged download ended as {other:?}"),
-                }
-            }
-            // Intact again: downloads work, so no slot was lost.
-            std::fs::write(&path, &intact).unwrap();
-            let mut whole = None;
-            for _ in 0..200 {
-                if let Some((200, got, false)) = read_download(&customer, &dl).await {
-                    whole = Some(got);
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert_eq!(whole, Some(file.len()), "{damage}: slots came back");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_or_truncated_blobs_abort_the_download() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let mut staff = Browser::signed_in(&base, AGENT).await;
+    let file = bytes(1024 * 1024 + 5, 24);
+    const CHUNK: usize = 64 * 1024 + 16;
+    for damage in ["flip", "truncate"] {
+        let id = compose(&mut staff, &["access_code"], CODE, "", "keep", &file).await;
+        let customer = verified(&app, &base, id).await;
+        let part = &app.vault.parts(id).await.unwrap()[1];
+        let path = blob_path(&env, part.blob.as_str());
+        let intact = std::fs::read(&path).unwrap();
+        let mut raw = intact.clone();
+        let start = payload_start(&raw);
+        match damage {
+            "flip" => raw[start + 5 * CHUNK + 100] ^= 0x80,
+            // Cut at a chunk boundary: every chunk left authenticates,
+            // only the missing final chunk gives it away.
+            _ => raw.truncate(start + 8 * CHUNK),
         }
-    });
+        std::fs::write(&path, &raw).unwrap();
+        let dl = format!("/pickup/{id}/files/1");
+        // More failed downloads than there are slots: each one must
+        // give its slot back.
+        for _ in 0..(2 * 4) {
+            let mut tries = 0;
+            let outcome = loop {
+                match read_download(&customer, &dl).await {
+                    // The previous failure's slot is not back yet.
+                    Some((429, _, _)) if tries < 500 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => break other,
+                }
+            };
+            match outcome {
+                // Cut off before even the head was sent.
+                None => {}
+                Some((200, got, true)) => {
+                    assert!(got < file.len(), "{damage}: {got} bytes");
+                }
+                Some(other) => panic!("{damage}: a damaged download ended as {other:?}"),
+            }
+        }
+        // Intact again: downloads work, so no slot was lost.
+        std::fs::write(&path, &intact).unwrap();
+        let mut whole = None;
+        for _ in 0..200 {
+            if let Some((200, got, false)) = read_download(&customer, &dl).await {
+                whole = Some(got);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(whole, Some(file.len()), "{damage}: slots came back");
+    }
 }
 
-#[test]
-fn a_new_link_ends_sessions_verified_through_the_old_one() {
-    crate::common::runtime().block_on(async {
-        let env = TestEnv::new().await;
-        let (app, _clock, base) = portal(&env, START).await;
-        create_staff(&app, AGENT, Role::Agent).await;
-        let mut staff = Browser::signed_in(&base, AGENT).await;
-        let file = bytes(10_000, 25);
-        let id = compose(&mut staff, &["access_code"], CODE, "", "keep", &file).await;
-        let mut old = verified(&app, &base, id).await;
-        assert_eq!(old.get(&format!("/pickup/{id}")).await.status, 200);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_link_ends_sessions_verified_through_the_old_one() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let mut staff = Browser::signed_in(&base, AGENT).await;
+    let file = bytes(10_000, 25);
+    let id = compose(&mut staff, &["access_code"], CODE, "", "keep", &file).await;
+    let mut old = verified(&app, &base, id).await;
+    assert_eq!(old.get(&format!("/pickup/{id}")).await.status, 200);
 
-        // "Send a new link": the old link and what it opened both end.
-        let _new_link = fresh_link(&app, id).await;
-        let page = old.get(&format!("/pickup/{id}")).await;
-        assert_eq!(page.status, 401);
-        assert!(page.body.contains("session has ended"), "{}", page.body);
-        assert!(!page.body.contains("Kontoauszug"), "nothing of the message");
-        let dl = old.get(&format!("/pickup/{id}/files/1")).await;
-        assert_eq!(dl.status, 401);
-        let done = old
-            .post(&format!("/pickup/{id}/done"), &[("csrf", "x")])
-            .await;
-        assert_ne!(done.status, 200);
+    // "Send a new link": the old link and what it opened both end.
+    let _new_link = fresh_link(&app, id).await;
+    let page = old.get(&format!("/pickup/{id}")).await;
+    assert_eq!(page.status, 401);
+    assert!(page.body.contains("session has ended"), "{}", page.body);
+    assert!(!page.body.contains("Kontoauszug"), "nothing of the message");
+    let dl = old.get(&format!("/pickup/{id}/files/1")).await;
+    assert_eq!(dl.status, 401);
+    let done = old
+        .post(&format!("/pickup/{id}/done"), &[("csrf", "x")])
+        .await;
+    assert_ne!(done.status, 200);
 
-        // Verifying through the new link works as usual.
-        let mut fresh = verified(&app, &base, id).await;
-        assert_eq!(fresh.get(&format!("/pickup/{id}")).await.status, 200);
-        let got = fresh.download(&format!("/pickup/{id}/files/1")).await;
-        assert!(got == file);
-        // The old session stays ended.
-        assert_eq!(old.get(&format!("/pickup/{id}")).await.status, 401);
-    });
+    // Verifying through the new link works as usual.
+    let mut fresh = verified(&app, &base, id).await;
+    assert_eq!(fresh.get(&format!("/pickup/{id}")).await.status, 200);
+    let got = fresh.download(&format!("/pickup/{id}/files/1")).await;
+    assert!(got == file);
+    // The old session stays ended.
+    assert_eq!(old.get(&format!("/pickup/{id}")).await.status, 401);
 }

@@ -9,7 +9,9 @@ use age::x25519;
 use sealpost::vault::MessageMeta;
 use secrecy::ExposeSecret;
 
-use crate::common::{TestEnv, age_cli, blob_path, bytes, read_file, runtime, send, write_file};
+use crate::support::env::{TestEnv, runtime};
+use crate::support::files::{age_cli, blob_path, bytes, read_file, write_file};
+use crate::support::vault::send;
 
 struct Escrow {
     identity_file: std::path::PathBuf,
@@ -56,6 +58,7 @@ fn age_decrypt(identity: &std::path::Path, file: &std::path::Path) -> Vec<u8> {
 
 #[test]
 fn vault_blobs_decrypt_with_the_age_cli_and_escrow_identity() {
+    // A runtime of its own, not #[tokio::test]: the `age` CLI and the vault's synchronous reads run from this thread.
     let rt = runtime();
     let (_keys, escrow, env) = escrowed_env(&rt);
     let app = rt.block_on(env.app());
@@ -174,7 +177,7 @@ fn export_decrypts_with_the_age_cli() {
         "{metadata}"
     );
     // Only ids, sizes and hashes are in the clear.
-    crate::at_rest::assert_no_canaries(
+    crate::support::canaries::assert_no_canaries(
         "manifest",
         &read_file(&out_dir.join("manifest.json")),
         &[

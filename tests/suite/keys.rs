@@ -2,14 +2,16 @@
 //! the key file; rotation and retirement keep everything readable with only
 //! the newest key; shredding destroys content for good.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 
 use age::x25519;
 use sealpost::app::App;
 use sealpost::vault::{Keyring, MessageId, MessageMeta, VaultError};
 
-use crate::common::{TestEnv, blob_path, bytes, files_below, read_all, read_file, runtime, send};
+use crate::support::env::{TestEnv, runtime};
+use crate::support::files::{blob_path, bytes, files_below, read_file};
+use crate::support::vault::opens_with;
+use crate::support::vault::{read_all, send};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -19,22 +21,9 @@ fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// True if `identity` can decrypt `ciphertext` (the age crate, no vault involved).
-pub fn opens_with(identity: &x25519::Identity, ciphertext: &[u8]) -> bool {
-    let Ok(d) = age::Decryptor::new_buffered(ciphertext) else {
-        return false;
-    };
-    match d.decrypt(std::iter::once(identity as &dyn age::Identity)) {
-        Ok(mut r) => {
-            let mut v = Vec::new();
-            r.read_to_end(&mut v).is_ok()
-        }
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn database_and_blobs_are_useless_without_the_master_key() {
+    // A runtime of its own, not #[tokio::test]: the `sealpost` binary and the vault's synchronous reads run from this thread.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());
@@ -62,7 +51,7 @@ fn database_and_blobs_are_useless_without_the_master_key() {
         "{}\n",
         secrecy::ExposeSecret::expose_secret(&thief.to_string())
     );
-    crate::common::write_file(&env.key_file(), thief_file.as_bytes());
+    crate::support::files::write_file(&env.key_file(), thief_file.as_bytes());
     std::fs::set_permissions(env.key_file(), std::fs::Permissions::from_mode(0o600))
         .expect("chmod");
     let err = rt
@@ -92,7 +81,7 @@ fn database_and_blobs_are_useless_without_the_master_key() {
     assert!(!env.key_file().exists(), "no new key generated");
 
     // With the real key back, everything opens again.
-    crate::common::write_file(&env.key_file(), master.as_bytes());
+    crate::support::files::write_file(&env.key_file(), master.as_bytes());
     std::fs::set_permissions(env.key_file(), std::fs::Permissions::from_mode(0o600))
         .expect("chmod");
     let app = rt.block_on(env.app());

@@ -18,11 +18,11 @@ use sealpost::store::Backend;
 use sealpost::vault::{MessageId, MessageMeta, PartKind, PartMeta};
 use sqlx::Row;
 
-use crate::browser::{Browser, create_staff, serve};
-use crate::common::{TestEnv, runtime};
-use crate::smtp::{Reply, SmtpServer, header, parts};
+use crate::support::START;
+use crate::support::env::TestEnv;
+use crate::support::http::{Browser, create_staff, serve};
+use crate::support::smtp::{Reply, SmtpServer, header, parts};
 
-const START: i64 = 1_800_000_000;
 const ORG: &str = "Harbour Savings Bank";
 const SUPPORT: &str = "Call 0800 555 0101, weekdays 8 to 18";
 const RECIPIENT: &str = "pickup.customer@example.org";
@@ -175,9 +175,8 @@ fn assert_no_canaries(raw: &[u8]) {
     }
 }
 
-#[test]
-fn every_kind_is_sent_with_its_contents_and_no_customer_data() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_is_sent_with_its_contents_and_no_customer_data() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         let clock = ManualClock::new(START);
@@ -294,16 +293,14 @@ fn every_kind_is_sent_with_its_contents_and_no_customer_data() {
         ] {
             assert!(!stored.contains(secret), "database holds {secret:?}");
         }
-    });
 }
 
 /// A worker round about several messages must not hold the audit append
 /// lock while it waits for a message a customer's transaction has locked:
 /// that transaction appends its own audit event next, and PostgreSQL would
 /// fail one of the two as a deadlock (seen under load in bench/scale.sh).
-#[test]
-fn a_worker_round_waits_for_a_busy_message_without_holding_the_audit_lock() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_round_waits_for_a_busy_message_without_holding_the_audit_lock() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         let clock = ManualClock::new(START);
@@ -368,18 +365,15 @@ fn a_worker_round_waits_for_a_busy_message_without_holding_the_audit_lock() {
         assert_eq!(status(&app, first).await, Status::Emailed);
         assert_eq!(status(&app, busy).await, Status::Emailed);
         assert_eq!(smtp.attempts().len(), 2);
-        let sent: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'mail.sent'")
+    let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = 'mail.sent'")
                 .fetch_one(app.db.pool())
                 .await
                 .unwrap();
         assert_eq!(sent, 2);
-    });
 }
 
-#[test]
-fn temporary_failure_backs_off_and_retries_with_the_same_message_id() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_failure_backs_off_and_retries_with_the_same_message_id() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         let clock = ManualClock::new(START);
@@ -428,12 +422,10 @@ fn temporary_failure_backs_off_and_retries_with_the_same_message_id() {
                 Some(row.mail_message_id.as_str())
             );
         }
-    });
 }
 
-#[test]
-fn outage_then_recovery_delivers_every_email_exactly_once() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_then_recovery_delivers_every_email_exactly_once() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         smtp.set_reply(Reply::Down);
@@ -475,12 +467,10 @@ fn outage_then_recovery_delivers_every_email_exactly_once() {
         for m in &messages {
             assert_eq!(status(&app, *m).await, Status::Emailed);
         }
-    });
 }
 
-#[test]
-fn temporary_failures_give_up_after_a_day() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_failures_give_up_after_a_day() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         smtp.set_reply(Reply::Temporary);
@@ -510,12 +500,10 @@ fn temporary_failures_give_up_after_a_day() {
         // 1, 2, 4 … 32 minutes, then hourly, then the final try at 24 h.
         assert!((25..=35).contains(&row.attempts), "{}", row.attempts);
         assert_eq!(status(&app, message).await, Status::DeliveryFailed);
-    });
 }
 
-#[test]
-fn permanent_failure_fails_at_once() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_failure_fails_at_once() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         smtp.set_reply(Reply::Permanent);
@@ -546,12 +534,10 @@ fn permanent_failure_fails_at_once() {
         clock.advance(7 * 24 * 3600);
         assert_eq!(app.outbox.run_once().await.unwrap(), 0);
         assert_eq!(smtp.attempts().len(), 1);
-    });
 }
 
-#[test]
-fn two_workers_send_each_row_exactly_once() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_send_each_row_exactly_once() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         let clock = ManualClock::new(START);
@@ -598,12 +584,10 @@ fn two_workers_send_each_row_exactly_once() {
             .await
             .unwrap();
         assert_eq!(unsent, 0);
-    });
 }
 
-#[test]
-fn an_expired_lease_is_claimed_again() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_claimed_again() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         let clock = ManualClock::new(START);
@@ -624,12 +608,10 @@ fn an_expired_lease_is_claimed_again() {
         assert!(row.sent_at.is_some());
         assert_eq!(row.attempts, 2);
         assert_eq!(smtp.accepted().len(), 1);
-    });
 }
 
-#[test]
-fn invalid_recipient_is_refused_when_queued() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_recipient_is_refused_when_queued() {
         let env = TestEnv::new().await;
         let clock = ManualClock::new(START);
         let app = mail_app(&env, &clock, None).await;
@@ -658,12 +640,10 @@ fn invalid_recipient_is_refused_when_queued() {
             !shown.contains("invite/y") && !shown.contains("123456"),
             "{shown}"
         );
-    });
 }
 
-#[test]
-fn dev_mailbox_keeps_mail_for_loopback_clients_only() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mailbox_keeps_mail_for_loopback_clients_only() {
         let env = TestEnv::new().await;
         let clock = ManualClock::new(START);
         let app = mail_app(&env, &clock, None).await;
@@ -704,12 +684,10 @@ fn dev_mailbox_keeps_mail_for_loopback_clients_only() {
         // The mail is kept sealed: nothing readable in the database.
         let stored = env.database_bytes(&app).await;
         assert!(!String::from_utf8_lossy(&stored).contains("PickupSecretToken5"));
-    });
 }
 
-#[test]
-fn dev_mailbox_is_off_when_smtp_is_configured() {
-    runtime().block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_mailbox_is_off_when_smtp_is_configured() {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
         let clock = ManualClock::new(START);
@@ -719,5 +697,4 @@ fn dev_mailbox_is_off_when_smtp_is_configured() {
         let mut b = Browser::new(&base);
         assert_eq!(b.get("/dev/mailbox").await.status, 404);
         assert_eq!(b.get("/dev/mailbox/1").await.status, 404);
-    });
 }

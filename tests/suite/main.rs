@@ -4,13 +4,11 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod anonymous_sessions;
+mod architecture;
 mod at_rest;
 mod audit;
-mod browser;
 mod browser_e2e;
 mod cli;
-mod cluster;
-mod common;
 mod compose_limits;
 mod config;
 mod crash;
@@ -32,10 +30,10 @@ mod portal_messages;
 mod proxies;
 mod roundtrip;
 mod s3;
+mod schema_parity;
 mod shred;
 mod sign_in;
 mod slowloris;
-mod smtp;
 mod staff;
+mod support;
 mod verify_burst;
-mod webdriver;

@@ -5,54 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use sealpost::vault::MessageId;
-
-use crate::browser::Browser;
-use crate::cluster::{
-    AGENT, CUSTOMER, Instance, link_path, mail_texts, message_ids, observer, prepare, six_digits,
-    wait_for_mail,
-};
-use crate::common::{TestEnv, runtime};
-use crate::smtp::{Reply, SmtpServer};
-
-const BODY: &str = "Two-instance canary body";
-
-/// Composes a message for CUSTOMER; returns its id. Failures are returned,
-/// not panicked on: during an outage a request may fail, and the client is
-/// then told so (fault.rs counts those).
-pub async fn compose(
-    staff: &mut Browser,
-    methods: &[&str],
-    access_code: &str,
-    file: &[u8],
-) -> Result<MessageId, String> {
-    let page = staff.try_get("/compose").await?;
-    if page.status != 200 {
-        return Err(format!("compose page: {}", page.status));
-    }
-    let token = crate::browser::input_value(&page.body, "csrf").ok_or("no csrf token")?;
-    let mut form = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", CUSTOMER)
-        .text("body", BODY)
-        .text("expiry_hours", "48");
-    for m in methods {
-        form = form.text("method", m.to_string());
-    }
-    form = form
-        .text("access_code", access_code.to_owned())
-        .text("known_fact", "")
-        .text("retention", "keep")
-        .part(
-            "attachments",
-            reqwest::multipart::Part::bytes(file.to_vec()).file_name("statement.pdf"),
-        );
-    let r = staff.try_post_multipart("/compose", form).await?;
-    if r.status != 303 {
-        return Err(format!("compose: {} {}", r.status, r.body));
-    }
-    crate::browser::composed_id(&r).ok_or_else(|| "compose: no message id".to_owned())
-}
+use crate::support::cluster::{AGENT, BODY, CUSTOMER, Instance, compose, observer, prepare};
+use crate::support::compose::fresh_link;
+use crate::support::env::{TestEnv, runtime};
+use crate::support::http::Browser;
+use crate::support::mail::{link_path, mail_texts, message_ids, six_digits, wait_for_mail};
+use crate::support::smtp::{Reply, SmtpServer};
 
 /// The settings every instance of a test shares: SMTP, and the S3 bucket
 /// when the suite runs on PostgreSQL (the scale-out pairing).
@@ -64,7 +22,7 @@ fn shared_settings(smtp: &SmtpServer, s3: &Option<S3>) -> Vec<(String, String)> 
     vars
 }
 
-type S3 = crate::s3::ClusterBucket;
+type S3 = crate::support::moto::ClusterBucket;
 
 fn browser_like(base: &str, other: &Browser) -> Browser {
     let mut b = Browser::new(base);
@@ -74,7 +32,8 @@ fn browser_like(base: &str, other: &Browser) -> Browser {
 
 #[test]
 fn sessions_pickup_and_attempt_counters_hold_across_instances() {
-    let s3 = crate::s3::bucket_when_on_postgres();
+    let s3 = crate::support::moto::bucket_when_on_postgres();
+    // A runtime of its own, not #[tokio::test]: the moto bucket is made before, outside any runtime (it drives its own).
     runtime().block_on(async {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
@@ -88,7 +47,7 @@ fn sessions_pickup_and_attempt_counters_hold_across_instances() {
         let mut staff_two = browser_like(&two.base, &staff_one);
         let sent = staff_two.get("/sent").await;
         assert_eq!(sent.status, 200, "{}", sent.body);
-        let file = crate::common::bytes(300_000, 7);
+        let file = crate::support::files::bytes(300_000, 7);
         let id = compose(&mut staff_two, &["email_code"], "", &file)
             .await
             .expect("compose on two");
@@ -179,7 +138,7 @@ fn sessions_pickup_and_attempt_counters_hold_across_instances() {
 fn count_to(smtp: &SmtpServer) -> usize {
     smtp.accepted()
         .iter()
-        .filter(|raw| crate::smtp::header(raw, "To").is_some_and(|t| t.contains(CUSTOMER)))
+        .filter(|raw| crate::support::smtp::header(raw, "To").is_some_and(|t| t.contains(CUSTOMER)))
         .count()
 }
 
@@ -194,7 +153,7 @@ fn code_mail(smtp: &SmtpServer) -> String {
 
 #[test]
 fn each_notification_is_sent_once_and_a_killed_instance_loses_nothing() {
-    let s3 = crate::s3::bucket_when_on_postgres();
+    let s3 = crate::support::moto::bucket_when_on_postgres();
     runtime().block_on(async {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();
@@ -287,24 +246,6 @@ fn each_notification_is_sent_once_and_a_killed_instance_loses_nothing() {
     });
 }
 
-/// A new link for `id`, as "send a new link" makes one; returns its path.
-async fn fresh_link(app: &sealpost::app::App, id: MessageId) -> String {
-    let mut tx = app.db.begin().await.expect("tx");
-    let url = app
-        .deliveries
-        .resend(
-            &mut tx,
-            sealpost::audit::Actor::Cli,
-            id,
-            None,
-            &app.config.public_url,
-        )
-        .await
-        .expect("resend");
-    tx.commit().await.expect("commit");
-    link_path(secrecy::ExposeSecret::expose_secret(&url))
-}
-
 fn distinct(ids: &[String]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
     for id in ids {
@@ -315,7 +256,7 @@ fn distinct(ids: &[String]) -> BTreeMap<String, usize> {
 
 #[test]
 fn expiry_and_key_rotation_are_safe_on_both_instances() {
-    let s3 = crate::s3::bucket_when_on_postgres();
+    let s3 = crate::support::moto::bucket_when_on_postgres();
     runtime().block_on(async {
         let env = TestEnv::new().await;
         let smtp = SmtpServer::start();

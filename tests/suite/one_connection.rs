@@ -15,11 +15,13 @@ use sealpost::staff::Role;
 use sealpost::store::NativePool;
 use sealpost::vault::MessageId;
 
-use crate::browser::{Browser, Resp, create_staff, dev_mail, input_value, link_in, serve};
-use crate::common::{TestEnv, bytes, runtime};
-use crate::pickup_mail::six_digits;
+use crate::support::START;
+use crate::support::compose::Compose;
+use crate::support::env::TestEnv;
+use crate::support::files::bytes;
+use crate::support::http::{Browser, Resp, create_staff, dev_mail, input_value, link_in, serve};
+use crate::support::mail::six_digits;
 
-const START: i64 = 1_800_000_000;
 const ADMIN: &str = "admin@example.com";
 const CUSTOMER: &str = "customer@example.org";
 
@@ -49,27 +51,14 @@ fn ok(step: &str, r: &Resp, expected: u16) {
 }
 
 async fn compose(staff: &mut Browser, methods: &[&str], file: &[u8]) -> MessageId {
-    let token = staff.csrf("/compose").await;
-    let mut form = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", CUSTOMER)
-        .text("title", "One connection")
-        .text("body", "Your statement is attached.")
-        .text("expiry_hours", "48");
-    for m in methods {
-        form = form.text("method", m.to_string());
-    }
-    form = form
-        .text("access_code", "One-Conn-77")
-        .text("known_fact", "")
-        .text("retention", "shred")
-        .part(
-            "attachments",
-            reqwest::multipart::Part::bytes(file.to_vec()).file_name("statement.pdf"),
-        );
-    let r = staff.post_multipart("/compose", form).await;
-    ok("compose", &r, 303);
-    crate::browser::composed_id(&r).expect("message id")
+    Compose::to(CUSTOMER)
+        .title("One connection")
+        .methods(methods)
+        .access_code("One-Conn-77")
+        .retention("shred")
+        .attach("statement.pdf", file)
+        .send(staff)
+        .await
 }
 
 /// Posts a staff action form found on the message page.
@@ -92,10 +81,8 @@ fn codes(mails: &[String]) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn every_main_flow_works_with_one_connection_per_pool() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_main_flow_works_with_one_connection_per_pool() {
         let env = TestEnv::new().await;
         let (app, clock, base) = one_connection_app(&env).await;
         create_staff(&app, ADMIN, Role::Admin).await;
@@ -214,8 +201,7 @@ fn every_main_flow_works_with_one_connection_per_pool() {
             &customer.get(&format!("/pickup/{id}")).await,
             200,
         );
-        let token =
-            input_value(&customer.get(&format!("/pickup/{id}")).await.body, "csrf").unwrap();
+    let token = input_value(&customer.get(&format!("/pickup/{id}")).await.body, "csrf").unwrap();
         ok(
             "done",
             &customer
@@ -252,5 +238,4 @@ fn every_main_flow_works_with_one_connection_per_pool() {
             &staff.post("/sign-out", &[("csrf", &token)]).await,
             303,
         );
-    });
 }

@@ -3,135 +3,131 @@
 //! shred after pickup and expiry.
 
 use sealpost::app::App;
-use sealpost::audit::Actor;
 use sealpost::staff::Role;
-use sealpost::vault::{MessageId, VaultError};
-use secrecy::ExposeSecret;
+use sealpost::vault::VaultError;
 
-use crate::browser::{Browser, create_staff, element_text, portal};
-use crate::common::{TestEnv, bytes, runtime};
+use crate::support::START;
+use crate::support::compose::{BODY, compose, fresh_link};
+use crate::support::env::TestEnv;
+use crate::support::files::bytes;
+use crate::support::http::{Browser, create_staff, element_text, portal};
 
-pub(crate) const START: i64 = 1_800_000_000;
-const BODY: &str = "Dear customer,\nyour <b>statement</b> is attached.\n& more";
-const FILE: &str = "Kontoauszug März \"2026\".pdf";
-
-/// Composes through the portal; returns the message id.
-pub(crate) async fn compose(
-    staff: &mut Browser,
-    methods: &[&str],
-    access_code: &str,
-    fact: &str,
-    retention: &str,
-    attachment: &[u8],
-) -> MessageId {
-    let token = staff.csrf("/compose").await;
-    let mut form = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", "customer@example.org")
-        .text("body", BODY)
-        .text("expiry_hours", "48");
-    for m in methods {
-        form = form.text("method", m.to_string());
-    }
-    form = form
-        .text("access_code", access_code.to_owned())
-        .text("known_fact", fact.to_owned())
-        .text("retention", retention.to_owned())
-        .part(
-            "attachments",
-            reqwest::multipart::Part::bytes(attachment.to_vec())
-                .file_name(FILE)
-                .mime_str("application/pdf")
-                .unwrap(),
-        );
-    let r = staff.post_multipart("/compose", form).await;
-    assert_eq!(r.status, 303, "{}", r.body);
-    crate::browser::composed_id(&r).expect("message id")
-}
-
-/// A new link for `id` (what "send a new link" does), as a path.
-pub(crate) async fn fresh_link(app: &App, id: MessageId) -> String {
-    let mut tx = app.db.begin().await.unwrap();
-    let url = app
-        .deliveries
-        .resend(&mut tx, Actor::Cli, id, None, &app.config.public_url)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let url = url.expose_secret().to_owned();
-    let path = &url[url.find("/p/").unwrap()..];
-    path.to_owned()
-}
-
-pub(crate) async fn setup(env: &TestEnv) -> (App, sealpost::clock::ManualClock, String, Browser) {
+async fn setup(env: &TestEnv) -> (App, sealpost::clock::ManualClock, String, Browser) {
     let (app, clock, base) = portal(env, START).await;
     create_staff(&app, "agent@example.com", Role::Agent).await;
     let staff = Browser::signed_in(&base, "agent@example.com").await;
     (app, clock, base, staff)
 }
 
-#[test]
-fn access_code_pickup_end_to_end() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_code_pickup_end_to_end() {
         let env = TestEnv::new().await;
         let (app, _clock, base, mut staff) = setup(&env).await;
         let file = bytes(300_000, 11);
-        let id = compose(&mut staff, &["access_code"], "Sesame-4711", "", "keep", &file).await;
+    let id = compose(
+        &mut staff,
+        &["access_code"],
+        "Sesame-4711",
+        "",
+        "keep",
+        &file,
+    )
+    .await;
         let link = fresh_link(&app, id).await;
 
         let mut customer = Browser::new(&base);
         let landing = customer.get(&link).await;
         assert_eq!(landing.status, 200);
         assert!(landing.body.contains("name=\"access_code\""));
-        assert!(!landing.body.contains("statement"), "nothing of the message before verification");
+    assert!(
+        !landing.body.contains("statement"),
+        "nothing of the message before verification"
+    );
         for h in ["referrer-policy", "cache-control", "x-robots-tag"] {
             assert!(landing.header(h).is_some(), "{h}");
         }
-        assert_eq!(app.deliveries.get(id).await.unwrap().stored_status, sealpost::deliveries::Status::LinkVisited);
+    assert_eq!(
+        app.deliveries.get(id).await.unwrap().stored_status,
+        sealpost::deliveries::Status::LinkVisited
+    );
 
         let before = customer.cookies.get("sealpost").cloned();
-        let r = customer.post(&format!("{link}/verify"), &[("access_code", "Sesame-4711")]).await;
+    let r = customer
+        .post(&format!("{link}/verify"), &[("access_code", "Sesame-4711")])
+        .await;
         assert_eq!(r.status, 303, "{}", r.body);
         assert_eq!(r.location(), Some(format!("/pickup/{id}").as_str()));
-        assert_ne!(customer.cookies.get("sealpost").cloned(), before, "session id cycled");
+    assert_ne!(
+        customer.cookies.get("sealpost").cloned(),
+        before,
+        "session id cycled"
+    );
 
         let page = customer.get(&format!("/pickup/{id}")).await;
         assert_eq!(page.status, 200);
         // The body is escaped, line breaks kept by the stylesheet.
-        assert!(page.body.contains("your &#60;b&#62;statement&#60;/b&#62; is attached.") || page.body.contains("your &lt;b&gt;statement&lt;/b&gt; is attached."), "{}", page.body);
+    assert!(
+        page.body
+            .contains("your &#60;b&#62;statement&#60;/b&#62; is attached.")
+            || page
+                .body
+                .contains("your &lt;b&gt;statement&lt;/b&gt; is attached."),
+        "{}",
+        page.body
+    );
         assert!(page.body.contains("Kontoauszug"));
 
         let dl = customer.get(&format!("/pickup/{id}/files/1")).await;
         assert_eq!(dl.status, 200);
         assert_eq!(dl.header("content-type"), Some("application/pdf"));
         assert_eq!(dl.header("x-content-type-options"), Some("nosniff"));
-        assert!(dl.header("content-security-policy").unwrap().contains("sandbox"));
+    assert!(
+        dl.header("content-security-policy")
+            .unwrap()
+            .contains("sandbox")
+    );
         assert_eq!(
             dl.header("content-disposition"),
-            Some("attachment; filename=\"Kontoauszug M_rz _2026_.pdf\"; filename*=UTF-8''Kontoauszug%20M%C3%A4rz%20%222026%22.pdf")
+        Some(
+            "attachment; filename=\"Kontoauszug M_rz _2026_.pdf\"; filename*=UTF-8''Kontoauszug%20M%C3%A4rz%20%222026%22.pdf"
+        )
         );
         // Body text came back as a string; compare the raw bytes instead.
         let raw = customer.download(&format!("/pickup/{id}/files/1")).await;
         assert_eq!(raw, file);
-        assert_eq!(app.deliveries.get(id).await.unwrap().stored_status, sealpost::deliveries::Status::Downloaded);
+    assert_eq!(
+        app.deliveries.get(id).await.unwrap().stored_status,
+        sealpost::deliveries::Status::Downloaded
+    );
 
         // The link is spent: another visit is told when it was opened.
         let mut other = Browser::new(&base);
         let again = other.get(&link).await;
         assert_eq!(again.status, 410);
         assert!(again.body.contains("already been used"), "{}", again.body);
-        let r = other.post(&format!("{link}/verify"), &[("access_code", "Sesame-4711")]).await;
+    let r = other
+        .post(&format!("{link}/verify"), &[("access_code", "Sesame-4711")])
+        .await;
         assert_eq!(r.status, 410);
         // The verified session keeps working; another browser has nothing.
         assert_eq!(customer.get(&format!("/pickup/{id}")).await.status, 200);
         assert_eq!(other.get(&format!("/pickup/{id}")).await.status, 401);
-        assert_eq!(other.get(&format!("/pickup/{id}/files/1")).await.status, 401);
+    assert_eq!(
+        other.get(&format!("/pickup/{id}/files/1")).await.status,
+        401
+    );
 
         // The sender's timeline shows the customer's progress.
         let timeline = staff.get(&format!("/messages/{id}")).await.body;
-        for what in ["pickup.link_visited", "pickup.verified", "pickup.downloaded", "pickup.link_reused"] {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM audit_log WHERE action = $1 AND message_id = $2")
+    for what in [
+        "pickup.link_visited",
+        "pickup.verified",
+        "pickup.downloaded",
+        "pickup.link_reused",
+    ] {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = $1 AND message_id = $2",
+        )
                 .bind(what)
                 .bind(id.to_string())
                 .fetch_one(app.db.pool())
@@ -140,13 +136,10 @@ fn access_code_pickup_end_to_end() {
             assert!(n >= 1, "{what}");
         }
         assert!(timeline.contains("Downloaded"), "{timeline}");
-    });
 }
 
-#[test]
-fn known_fact_and_two_factor_combinations() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn known_fact_and_two_factor_combinations() {
         let env = TestEnv::new().await;
         let (app, _clock, base, mut staff) = setup(&env).await;
         let id = compose(&mut staff, &["known_fact"], "", "12-34", "keep", b"x").await;
@@ -192,13 +185,10 @@ fn known_fact_and_two_factor_combinations() {
             .await;
         assert_eq!(r.status, 303);
         assert_eq!(app.deliveries.get(id).await.unwrap().failures, 2);
-    });
 }
 
-#[test]
-fn scanners_cannot_consume_links_or_see_content() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scanners_cannot_consume_links_or_see_content() {
         let env = TestEnv::new().await;
         let (app, _clock, base, mut staff) = setup(&env).await;
         let id = compose(
@@ -253,13 +243,10 @@ fn scanners_cannot_consume_links_or_see_content() {
                 .await
                 .unwrap();
         assert!(agent.contains("automated"), "{agent}");
-    });
 }
 
-#[test]
-fn lockout_after_ten_failures_brute_force_fails_and_unlock_works() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lockout_after_ten_failures_brute_force_fails_and_unlock_works() {
         let env = TestEnv::new().await;
         let (app, _clock, base, mut staff) = setup(&env).await;
         // A weak 4-digit known fact: exactly what brute force would target.
@@ -297,7 +284,7 @@ fn lockout_after_ten_failures_brute_force_fails_and_unlock_works() {
         );
 
         // Only the sender (or an admin) can unlock; then the customer gets in.
-        let token = crate::browser::input_value(&page.body, "csrf").unwrap();
+    let token = crate::support::http::input_value(&page.body, "csrf").unwrap();
         assert_eq!(
             staff
                 .post(&format!("/messages/{id}/unlock"), &[("csrf", &token)])
@@ -310,13 +297,10 @@ fn lockout_after_ten_failures_brute_force_fails_and_unlock_works() {
             .post(&format!("{link}/verify"), &[("known_fact", "4321")])
             .await;
         assert_eq!(r.status, 303, "{}", r.body);
-    });
 }
 
-#[test]
-fn shred_after_pickup_and_expiry() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shred_after_pickup_and_expiry() {
         let env = TestEnv::new().await;
         let (app, clock, base, mut staff) = setup(&env).await;
         let once = compose(
@@ -356,7 +340,7 @@ fn shred_after_pickup_and_expiry() {
         assert_eq!(c.get(&format!("/pickup/{once}")).await.status, 200);
         // "I'm done" shreds at once.
         let page = c.get(&format!("/pickup/{once}")).await;
-        let token = crate::browser::input_value(&page.body, "csrf").unwrap();
+    let token = crate::support::http::input_value(&page.body, "csrf").unwrap();
         let r = c
             .post(&format!("/pickup/{once}/done"), &[("csrf", &token)])
             .await;
@@ -393,13 +377,10 @@ fn shred_after_pickup_and_expiry() {
             .await;
         assert_eq!(r.status, 404);
         assert!(r.body.contains("not valid"));
-    });
 }
 
-#[test]
-fn resend_kills_the_old_link() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_kills_the_old_link() {
         let env = TestEnv::new().await;
         let (app, _clock, base, mut staff) = setup(&env).await;
         let id = compose(
@@ -425,13 +406,10 @@ fn resend_kills_the_old_link() {
             404
         );
         assert_eq!(c.get(&new).await.status, 200);
-    });
 }
 
-#[test]
-fn debug_request_logs_hold_no_link_secret_code_or_content() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_request_logs_hold_no_link_secret_code_or_content() {
         let env = TestEnv::new().await;
         let app = env.app().await;
         create_staff(&app, "agent@example.com", Role::Agent).await;
@@ -519,5 +497,4 @@ fn debug_request_logs_hold_no_link_secret_code_or_content() {
         ] {
             assert!(!log.contains(secret), "log contains {secret:?}");
         }
-    });
 }

@@ -11,11 +11,14 @@ use sealpost::deliveries::Status;
 use sealpost::staff::Role;
 use sealpost::vault::MessageId;
 
-use crate::browser::{Browser, create_staff, serve};
-use crate::common::{TestEnv, bytes, runtime};
-use crate::smtp::{SmtpServer, header, parts};
+use crate::support::START;
+use crate::support::compose::Compose;
+use crate::support::env::TestEnv;
+use crate::support::files::bytes;
+use crate::support::http::{Browser, create_staff, serve};
+use crate::support::mail::{link_path, six_digits};
+use crate::support::smtp::{SmtpServer, header, parts};
 
-const START: i64 = 1_800_000_000;
 const CUSTOMER: &str = "canary.customer.hydra@example.org";
 const BODY: &str = "Canary-Body-Centauri: your new PIN letter";
 const TITLE: &str = "Canary-Title-Phoenix";
@@ -62,28 +65,17 @@ impl Loop {
         fact: &str,
         file: &[u8],
     ) -> MessageId {
-        let token = self.staff.csrf("/compose").await;
-        let mut form = reqwest::multipart::Form::new()
-            .text("csrf", token)
-            .text("recipient", CUSTOMER)
-            .text("phone", PHONE)
-            .text("title", TITLE)
-            .text("body", BODY)
-            .text("expiry_hours", "72");
-        for m in methods {
-            form = form.text("method", m.to_string());
-        }
-        form = form
-            .text("access_code", access.to_owned())
-            .text("known_fact", fact.to_owned())
-            .text("retention", "keep")
-            .part(
-                "attachments",
-                reqwest::multipart::Part::bytes(file.to_vec()).file_name(FILE),
-            );
-        let r = self.staff.post_multipart("/compose", form).await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        crate::browser::composed_id(&r).expect("message id")
+        Compose::to(CUSTOMER)
+            .phone(PHONE)
+            .title(TITLE)
+            .body(BODY)
+            .expiry_hours("72")
+            .methods(methods)
+            .access_code(access)
+            .known_fact(fact)
+            .attach(FILE, file)
+            .send(&mut self.staff)
+            .await
     }
 
     /// Runs the outbox and returns the decoded text of the emails accepted
@@ -101,27 +93,11 @@ impl Loop {
     }
 }
 
-pub fn link_path(text: &str) -> String {
-    let i = text.find("/p/").expect("a pickup link");
-    text[i..]
-        .split(|c: char| c.is_whitespace())
-        .next()
-        .unwrap()
-        .to_owned()
-}
-
-pub fn six_digits(text: &str) -> String {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a 6-digit code")
-        .to_owned()
-}
-
 fn assert_no_canaries_in_mail(smtp: &SmtpServer) {
     let all = smtp.attempts();
     assert!(!all.is_empty());
     for (raw, _) in &all {
-        crate::at_rest::assert_no_canaries("an email", raw, &CANARIES);
+        crate::support::canaries::assert_no_canaries("an email", raw, &CANARIES);
         let (text, html) = parts(raw);
         assert!(
             !text.contains(CUSTOMER) && !html.contains(CUSTOMER),
@@ -130,222 +106,213 @@ fn assert_no_canaries_in_mail(smtp: &SmtpServer) {
     }
 }
 
-#[test]
-fn each_verification_method_end_to_end_over_smtp() {
-    let rt = runtime();
-    rt.block_on(async {
-        let env = TestEnv::new().await;
-        let mut l = start(&env).await;
-        let mut seen = 0;
-        // The agent wants to hear about first pickups.
-        let page = l.staff.get("/account").await;
-        let token = crate::browser::input_value(&page.body, "csrf").unwrap();
-        l.staff
-            .post(
-                "/account/alerts",
-                &[("csrf", &token), ("pickup_alerts", "on")],
-            )
-            .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_verification_method_end_to_end_over_smtp() {
+    let env = TestEnv::new().await;
+    let mut l = start(&env).await;
+    let mut seen = 0;
+    // The agent wants to hear about first pickups.
+    let page = l.staff.get("/account").await;
+    let token = crate::support::http::input_value(&page.body, "csrf").unwrap();
+    l.staff
+        .post(
+            "/account/alerts",
+            &[("csrf", &token), ("pickup_alerts", "on")],
+        )
+        .await;
 
-        let cases: [(&[&str], &str, &str); 4] = [
-            (&["email_code"], "", ""),
-            (&["access_code"], "Phone-Code-1357", ""),
-            (&["known_fact"], "", "5566"),
-            (&["email_code", "access_code"], "Phone-Code-2468", ""),
-        ];
-        for (n, (methods, access, fact)) in cases.into_iter().enumerate() {
-            let file = bytes(200_000 + n, n as u64);
-            let id = l.compose(methods, access, fact, &file).await;
-            assert_eq!(
-                l.app.deliveries.get(id).await.unwrap().stored_status,
-                Status::Queued
+    let cases: [(&[&str], &str, &str); 4] = [
+        (&["email_code"], "", ""),
+        (&["access_code"], "Phone-Code-1357", ""),
+        (&["known_fact"], "", "5566"),
+        (&["email_code", "access_code"], "Phone-Code-2468", ""),
+    ];
+    for (n, (methods, access, fact)) in cases.into_iter().enumerate() {
+        let file = bytes(200_000 + n, n as u64);
+        let id = l.compose(methods, access, fact, &file).await;
+        assert_eq!(
+            l.app.deliveries.get(id).await.unwrap().stored_status,
+            Status::Queued
+        );
+        let mails = l.new_mail(&mut seen, CUSTOMER).await;
+        assert_eq!(mails.len(), 1, "one pickup email");
+        assert_eq!(
+            l.app.deliveries.get(id).await.unwrap().stored_status,
+            Status::Emailed
+        );
+        let link = link_path(&mails[0]);
+
+        let mut c = Browser::new(&l.base);
+        assert_eq!(c.get(&link).await.status, 200);
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        if methods.contains(&"email_code") {
+            let r = c.post(&format!("{link}/code"), &[]).await;
+            assert_eq!(r.status, 303);
+            let page = c.get(r.location().unwrap()).await;
+            assert!(
+                page.body.contains("c•••@example.org"),
+                "masked address shown"
             );
             let mails = l.new_mail(&mut seen, CUSTOMER).await;
-            assert_eq!(mails.len(), 1, "one pickup email");
-            assert_eq!(
-                l.app.deliveries.get(id).await.unwrap().stored_status,
-                Status::Emailed
-            );
-            let link = link_path(&mails[0]);
-
-            let mut c = Browser::new(&l.base);
-            assert_eq!(c.get(&link).await.status, 200);
-            let mut fields: Vec<(&str, String)> = Vec::new();
-            if methods.contains(&"email_code") {
-                let r = c.post(&format!("{link}/code"), &[]).await;
-                assert_eq!(r.status, 303);
-                let page = c.get(r.location().unwrap()).await;
-                assert!(
-                    page.body.contains("c•••@example.org"),
-                    "masked address shown"
-                );
-                let mails = l.new_mail(&mut seen, CUSTOMER).await;
-                assert_eq!(mails.len(), 1, "one code email");
-                fields.push(("code", six_digits(&mails[0])));
-            }
-            if !access.is_empty() {
-                fields.push(("access_code", access.to_owned()));
-            }
-            if !fact.is_empty() {
-                fields.push(("known_fact", fact.to_owned()));
-            }
-            let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            let r = c.post(&format!("{link}/verify"), &form).await;
-            assert_eq!(r.status, 303, "{methods:?}: {}", r.body);
-            let page = c.get(&format!("/pickup/{id}")).await;
-            assert!(page.body.contains(BODY), "{methods:?}");
-            let dl = c.download(&format!("/pickup/{id}/files/1")).await;
-            assert_eq!(dl, file, "{methods:?}");
-
-            // The opted-in sender hears about it, without customer data.
-            let alerts = l.new_mail(&mut seen, "agent@example.com").await;
-            assert_eq!(alerts.len(), 1, "{methods:?}: first-pickup alert");
+            assert_eq!(mails.len(), 1, "one code email");
+            fields.push(("code", six_digits(&mails[0])));
         }
-        assert_no_canaries_in_mail(&l.smtp);
-        for raw in l.smtp.accepted() {
-            assert_eq!(
-                header(&raw, "Auto-Submitted").as_deref(),
-                Some("auto-generated")
-            );
+        if !access.is_empty() {
+            fields.push(("access_code", access.to_owned()));
         }
-    });
+        if !fact.is_empty() {
+            fields.push(("known_fact", fact.to_owned()));
+        }
+        let form: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = c.post(&format!("{link}/verify"), &form).await;
+        assert_eq!(r.status, 303, "{methods:?}: {}", r.body);
+        let page = c.get(&format!("/pickup/{id}")).await;
+        assert!(page.body.contains(BODY), "{methods:?}");
+        let dl = c.download(&format!("/pickup/{id}/files/1")).await;
+        assert_eq!(dl, file, "{methods:?}");
+
+        // The opted-in sender hears about it, without customer data.
+        let alerts = l.new_mail(&mut seen, "agent@example.com").await;
+        assert_eq!(alerts.len(), 1, "{methods:?}: first-pickup alert");
+    }
+    assert_no_canaries_in_mail(&l.smtp);
+    for raw in l.smtp.accepted() {
+        assert_eq!(
+            header(&raw, "Auto-Submitted").as_deref(),
+            Some("auto-generated")
+        );
+    }
 }
 
-#[test]
-fn code_limits_lockout_and_unlock() {
-    let rt = runtime();
-    rt.block_on(async {
-        let env = TestEnv::new().await;
-        let mut l = start(&env).await;
-        let mut seen = 0;
-        let id = l.compose(&["email_code"], "", "", b"limits").await;
-        let link = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        let mut c = Browser::new(&l.base);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn code_limits_lockout_and_unlock() {
+    let env = TestEnv::new().await;
+    let mut l = start(&env).await;
+    let mut seen = 0;
+    let id = l.compose(&["email_code"], "", "", b"limits").await;
+    let link = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    let mut c = Browser::new(&l.base);
 
-        // Code 1: five wrong guesses void it, even for the right code.
-        c.post(&format!("{link}/code"), &[]).await;
-        let code1 = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        let wrong = if code1 == "000000" {
-            "111111"
-        } else {
-            "000000"
-        };
-        for _ in 0..5 {
-            assert_eq!(
-                c.post(&format!("{link}/verify"), &[("code", wrong)])
-                    .await
-                    .status,
-                401
-            );
-        }
+    // Code 1: five wrong guesses void it, even for the right code.
+    c.post(&format!("{link}/code"), &[]).await;
+    let code1 = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    let wrong = if code1 == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    for _ in 0..5 {
         assert_eq!(
-            c.post(&format!("{link}/verify"), &[("code", &code1)])
-                .await
-                .status,
-            401,
-            "voided code"
-        );
-        // Code 2: a new code does not reset the failures (6 so far).
-        c.post(&format!("{link}/code"), &[]).await;
-        let code2 = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        let wrong = if code2 == "000000" {
-            "111111"
-        } else {
-            "000000"
-        };
-        assert_eq!(l.app.deliveries.get(id).await.unwrap().failures, 6);
-        for _ in 0..3 {
-            assert_eq!(
-                c.post(&format!("{link}/verify"), &[("code", wrong)])
-                    .await
-                    .status,
-                401
-            );
-        }
-        // The tenth failure locks the message; the right code is refused now.
-        let r = c.post(&format!("{link}/verify"), &[("code", wrong)]).await;
-        assert_eq!(r.status, 403);
-        assert_eq!(
-            c.post(&format!("{link}/verify"), &[("code", &code2)])
-                .await
-                .status,
-            403
-        );
-        assert_eq!(
-            c.post(&format!("{link}/code"), &[]).await.status,
-            403,
-            "no codes while locked"
-        );
-        // The sender is told by a PII-free email.
-        let alerts = l.new_mail(&mut seen, "agent@example.com").await;
-        assert_eq!(alerts.len(), 1, "lockout alert");
-        assert!(alerts[0].contains(&id.to_string()) || alerts[0].to_lowercase().contains("lock"));
-
-        // Unlock: a fresh code works.
-        let page = l.staff.get(&format!("/messages/{id}")).await;
-        let token = crate::browser::input_value(&page.body, "csrf").unwrap();
-        assert_eq!(
-            l.staff
-                .post(&format!("/messages/{id}/unlock"), &[("csrf", &token)])
-                .await
-                .status,
-            303
-        );
-        c.post(&format!("{link}/code"), &[]).await;
-        let code3 = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        let r = c.post(&format!("{link}/verify"), &[("code", &code3)]).await;
-        assert_eq!(r.status, 303, "{}", r.body);
-
-        // At most 5 codes per message a day (3 used above).
-        let id = l.compose(&["email_code"], "", "", b"daily").await;
-        let _ = id;
-        let link = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        for _ in 0..5 {
-            assert_eq!(c.post(&format!("{link}/code"), &[]).await.status, 303);
-        }
-        let r = c.post(&format!("{link}/code"), &[]).await;
-        assert_eq!(r.status, 429);
-        assert_eq!(l.new_mail(&mut seen, CUSTOMER).await.len(), 5);
-        // A day later codes flow again; an expired code (10 min) is refused.
-        l.clock.advance(24 * 3600 + 1);
-        assert_eq!(c.post(&format!("{link}/code"), &[]).await.status, 303);
-        let code = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        l.clock.advance(11 * 60);
-        assert_eq!(
-            c.post(&format!("{link}/verify"), &[("code", &code)])
+            c.post(&format!("{link}/verify"), &[("code", wrong)])
                 .await
                 .status,
             401
         );
-        assert_no_canaries_in_mail(&l.smtp);
-    });
-}
-
-#[test]
-fn resend_emails_a_new_link_and_the_old_one_dies() {
-    let rt = runtime();
-    rt.block_on(async {
-        let env = TestEnv::new().await;
-        let mut l = start(&env).await;
-        let mut seen = 0;
-        let id = l
-            .compose(&["access_code"], "Resend-Code-99", "", b"resend")
-            .await;
-        let old = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        let page = l.staff.get(&format!("/messages/{id}")).await;
-        let token = crate::browser::input_value(&page.body, "csrf").unwrap();
+    }
+    assert_eq!(
+        c.post(&format!("{link}/verify"), &[("code", &code1)])
+            .await
+            .status,
+        401,
+        "voided code"
+    );
+    // Code 2: a new code does not reset the failures (6 so far).
+    c.post(&format!("{link}/code"), &[]).await;
+    let code2 = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    let wrong = if code2 == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    assert_eq!(l.app.deliveries.get(id).await.unwrap().failures, 6);
+    for _ in 0..3 {
         assert_eq!(
-            l.staff
-                .post(&format!("/messages/{id}/resend"), &[("csrf", &token)])
+            c.post(&format!("{link}/verify"), &[("code", wrong)])
                 .await
                 .status,
-            303
+            401
         );
-        let new = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
-        assert_ne!(old, new);
-        let mut c = Browser::new(&l.base);
-        assert_eq!(c.get(&old).await.status, 404);
-        assert_eq!(c.get(&new).await.status, 200);
-        assert_no_canaries_in_mail(&l.smtp);
-    });
+    }
+    // The tenth failure locks the message; the right code is refused now.
+    let r = c.post(&format!("{link}/verify"), &[("code", wrong)]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(
+        c.post(&format!("{link}/verify"), &[("code", &code2)])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        c.post(&format!("{link}/code"), &[]).await.status,
+        403,
+        "no codes while locked"
+    );
+    // The sender is told by a PII-free email.
+    let alerts = l.new_mail(&mut seen, "agent@example.com").await;
+    assert_eq!(alerts.len(), 1, "lockout alert");
+    assert!(alerts[0].contains(&id.to_string()) || alerts[0].to_lowercase().contains("lock"));
+
+    // Unlock: a fresh code works.
+    let page = l.staff.get(&format!("/messages/{id}")).await;
+    let token = crate::support::http::input_value(&page.body, "csrf").unwrap();
+    assert_eq!(
+        l.staff
+            .post(&format!("/messages/{id}/unlock"), &[("csrf", &token)])
+            .await
+            .status,
+        303
+    );
+    c.post(&format!("{link}/code"), &[]).await;
+    let code3 = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    let r = c.post(&format!("{link}/verify"), &[("code", &code3)]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+
+    // At most 5 codes per message a day (3 used above).
+    let id = l.compose(&["email_code"], "", "", b"daily").await;
+    let _ = id;
+    let link = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    for _ in 0..5 {
+        assert_eq!(c.post(&format!("{link}/code"), &[]).await.status, 303);
+    }
+    let r = c.post(&format!("{link}/code"), &[]).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(l.new_mail(&mut seen, CUSTOMER).await.len(), 5);
+    // A day later codes flow again; an expired code (10 min) is refused.
+    l.clock.advance(24 * 3600 + 1);
+    assert_eq!(c.post(&format!("{link}/code"), &[]).await.status, 303);
+    let code = six_digits(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    l.clock.advance(11 * 60);
+    assert_eq!(
+        c.post(&format!("{link}/verify"), &[("code", &code)])
+            .await
+            .status,
+        401
+    );
+    assert_no_canaries_in_mail(&l.smtp);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_emails_a_new_link_and_the_old_one_dies() {
+    let env = TestEnv::new().await;
+    let mut l = start(&env).await;
+    let mut seen = 0;
+    let id = l
+        .compose(&["access_code"], "Resend-Code-99", "", b"resend")
+        .await;
+    let old = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    let page = l.staff.get(&format!("/messages/{id}")).await;
+    let token = crate::support::http::input_value(&page.body, "csrf").unwrap();
+    assert_eq!(
+        l.staff
+            .post(&format!("/messages/{id}/resend"), &[("csrf", &token)])
+            .await
+            .status,
+        303
+    );
+    let new = link_path(&l.new_mail(&mut seen, CUSTOMER).await[0]);
+    assert_ne!(old, new);
+    let mut c = Browser::new(&l.base);
+    assert_eq!(c.get(&old).await.status, 404);
+    assert_eq!(c.get(&new).await.status, 200);
+    assert_no_canaries_in_mail(&l.smtp);
 }

@@ -7,10 +7,12 @@ use sealpost::settings::{MAX_LOGO_BYTES, Method};
 use sealpost::staff::{Role, StaffId};
 use secrecy::ExposeSecret;
 
-use crate::browser::{Browser, PASSWORD, Resp, create_staff, element_text, input_value, portal};
-use crate::common::{TestEnv, runtime};
+use crate::support::START;
+use crate::support::env::TestEnv;
+use crate::support::http::{
+    Browser, PASSWORD, Resp, create_staff, element_text, input_value, portal,
+};
 
-const START: i64 = 1_800_000_000;
 /// START as a day, for export ranges and file names.
 const TODAY: &str = "2027-01-15";
 const NEW_PASSWORD: &str = "a quiet lighthouse at dawn";
@@ -69,9 +71,9 @@ async fn invite(app: &App, admin: &mut Browser, email: &str, role: &str) -> Stri
         "the admin never sees the link"
     );
     let to = email.trim().to_lowercase();
-    let mails = crate::browser::dev_mail(app, admin, &to).await;
+    let mails = crate::support::http::dev_mail(app, admin, &to).await;
     let last = mails.last().expect("an invitation email");
-    crate::browser::link_in(last, "/invite/").expect("invite link in the email")
+    crate::support::http::link_in(last, "/invite/").expect("invite link in the email")
 }
 
 async fn set_password(b: &mut Browser, path: &str, pw: &str, repeat: &str) -> Resp {
@@ -79,10 +81,8 @@ async fn set_password(b: &mut Browser, path: &str, pw: &str, repeat: &str) -> Re
         .await
 }
 
-#[test]
-fn agents_get_404_on_every_admin_page_and_action() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_get_404_on_every_admin_page_and_action() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         let admin_id = create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -160,13 +160,10 @@ fn agents_get_404_on_every_admin_page_and_action() {
         let r = anon.get("/admin/settings").await;
         assert_eq!(r.status, 303);
         assert!(r.location().unwrap().starts_with("/sign-in"));
-    });
 }
 
-#[test]
-fn admin_changes_settings_and_bad_values_are_refused() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_changes_settings_and_bad_values_are_refused() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -263,8 +260,7 @@ fn admin_changes_settings_and_bad_values_are_refused() {
                 .submit("/admin/settings", "/admin/settings", &fields)
                 .await;
             assert_eq!(r.status, 422, "{name}={value:?}");
-            let errors =
-                r.body[r.body.find("id=\"form-errors\"").expect("errors shown")..].to_owned();
+        let errors = r.body[r.body.find("id=\"form-errors\"").expect("errors shown")..].to_owned();
             assert!(
                 errors.to_lowercase().contains(message),
                 "{name}={value:?}: {errors}"
@@ -276,13 +272,10 @@ fn admin_changes_settings_and_bad_values_are_refused() {
         }
         assert_eq!(app.settings.load().await.unwrap(), s2, "nothing saved");
         assert_eq!(details(&app, "settings.changed").await.len(), 2);
-    });
 }
 
-#[test]
-fn logo_upload_png_is_served_and_svg_is_refused() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logo_upload_png_is_served_and_svg_is_refused() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -350,13 +343,10 @@ fn logo_upload_png_is_served_and_svg_is_refused() {
         assert_eq!(content_type, "image/png");
         assert_eq!(data, PNG);
         assert_eq!(details(&app, "settings.changed").await.len(), 1);
-    });
 }
 
-#[test]
-fn invitation_link_works_once_and_the_colleague_signs_in() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitation_link_works_once_and_the_colleague_signs_in() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -468,7 +458,6 @@ fn invitation_link_works_once_and_the_colleague_signs_in() {
         assert_eq!(accepted.len(), 1);
         assert_eq!(accepted[0].0, format!("staff:{new_id}"));
         assert!(admin.get("/admin/staff").await.body.contains(">active<"));
-    });
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {
@@ -478,10 +467,8 @@ fn base64_decode(s: &str) -> Vec<u8> {
         .unwrap()
 }
 
-#[test]
-fn expired_invitation_is_refused() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_invitation_is_refused() {
         let env = TestEnv::new().await;
         let (app, clock, base) = portal(&env, START).await;
         create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -519,13 +506,10 @@ fn expired_invitation_is_refused() {
                 .body
                 .contains("invitation expired")
         );
-    });
 }
 
-#[test]
-fn admin_disables_a_user_and_their_session_ends() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_disables_a_user_and_their_session_ends() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         let admin_id = create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -608,21 +592,17 @@ fn admin_disables_a_user_and_their_session_ends() {
         assert_eq!(disabled[0].1["staff_id"], agent_id.to_string());
         // The admin is still signed in.
         assert_eq!(admin.get("/admin").await.status, 200);
-    });
 }
 
-#[test]
-fn admin_resets_a_users_two_step_verification() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_resets_a_users_two_step_verification() {
         use sealpost::clock::Clock;
         let env = TestEnv::new().await;
         let (app, clock, base) = portal(&env, START).await;
         let admin_id = create_staff(&app, "admin@example.com", Role::Admin).await;
         let agent_id: StaffId = create_staff(&app, "agent@example.com", Role::Agent).await;
         let enrolment = app.totp.begin("Sealpost", "agent@example.com").unwrap();
-        let code =
-            sealpost::staff::totp::code_at(enrolment.secret_base32.expose_secret(), clock.now())
+    let code = sealpost::staff::totp::code_at(enrolment.secret_base32.expose_secret(), clock.now())
                 .unwrap();
         app.totp
             .confirm(agent_id, &enrolment.sealed_seed, &code, None)
@@ -672,13 +652,10 @@ fn admin_resets_a_users_two_step_verification() {
         let list = admin.get("/admin/staff").await;
         let row = &list.body[list.body.find(&format!("id=\"staff-{agent_id}\"")).unwrap()..];
         assert!(row[..row.find("</tr>").unwrap()].contains("<td>off</td>"));
-    });
 }
 
-#[test]
-fn audit_export_downloads_csv_and_json_and_is_audited() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_export_downloads_csv_and_json_and_is_audited() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, "admin@example.com", Role::Admin).await;
@@ -779,13 +756,10 @@ fn audit_export_downloads_csv_and_json_and_is_audited() {
             app.audit.verify().await.unwrap(),
             sealpost::audit::Verification::Intact { events: 5 }
         ));
-    });
 }
 
-#[test]
-fn setup_link_creates_the_first_admin_once() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_link_creates_the_first_admin_once() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         let first = app.links.issue_setup_link().await.unwrap().expect("a link");
@@ -867,13 +841,10 @@ fn setup_link_creates_the_first_admin_once() {
         // Once someone exists there is no setup link.
         assert!(app.links.issue_setup_link().await.unwrap().is_none());
         assert_eq!(count_actions(&app, "setup.link_issued").await, 2);
-    });
 }
 
-#[test]
-fn setup_link_expires_after_an_hour_and_needs_an_empty_installation() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setup_link_expires_after_an_hour_and_needs_an_empty_installation() {
         let env = TestEnv::new().await;
         let (app, clock, base) = portal(&env, START).await;
         let url = app.links.issue_setup_link().await.unwrap().unwrap();
@@ -904,5 +875,4 @@ fn setup_link_expires_after_an_hour_and_needs_an_empty_installation() {
         assert_eq!(b.get(&path).await.status, 200);
         create_staff(&app, "cli@example.com", Role::Admin).await;
         assert_eq!(b.get(&path).await.status, 404);
-    });
 }

@@ -4,7 +4,9 @@
 use proptest::prelude::*;
 use sealpost::vault::{MessageMeta, VaultError};
 
-use crate::common::{TestEnv, blob_path, bytes, read_all, read_file, runtime, send};
+use crate::support::env::{TestEnv, runtime};
+use crate::support::files::{blob_path, bytes, read_file};
+use crate::support::vault::{read_all, send};
 
 const CHUNK: usize = 64 * 1024;
 const TAG: usize = 16;
@@ -12,6 +14,7 @@ const NONCE: usize = 16;
 
 #[test]
 fn boundary_sizes_round_trip_and_damage_is_detected() {
+    // A runtime of its own, not #[tokio::test]: proptest and the vault's synchronous reads run from this thread.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());
@@ -119,6 +122,6 @@ fn size_limit_is_enforced_while_streaming_and_leaves_nothing() {
         .expect_err("over limit");
     assert!(matches!(err, VaultError::TooLarge { limit: 100_000 }));
     drop(draft);
-    let left = crate::common::files_below(&env.blob_dir());
+    let left = crate::support::files::files_below(&env.blob_dir());
     assert!(left.is_empty(), "abandoned draft left files: {left:?}");
 }

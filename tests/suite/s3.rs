@@ -4,281 +4,21 @@
 //! its own, created with a plain (unsigned) PUT, which moto accepts.
 
 use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rand::RngExt;
 use sealpost::app::App;
-use sealpost::config::{Config, SecretString};
-use sealpost::vault::{
-    BlobKey, BlobStore, MessageMeta, PartKind, PartMeta, S3BlobStore, S3Settings, VaultError,
-};
+use sealpost::config::Config;
+use sealpost::vault::{BlobStore, MessageMeta, PartKind, PartMeta, VaultError};
 
-use crate::at_rest::assert_no_canaries;
-use crate::browser::serve;
-use crate::common::{TestEnv, bytes, read_all, runtime, send};
+use crate::support::canaries::assert_no_canaries;
+use crate::support::env::{TestEnv, runtime};
+use crate::support::files::bytes;
+use crate::support::http::serve;
+use crate::support::moto::{Moto, PREFIX};
+use crate::support::vault::{read_all, send};
 
-const ENDPOINT_ENV: &str = "SEALPOST_TEST_S3_ENDPOINT";
 const MIB: usize = 1024 * 1024;
-/// The key prefix the tests configure (`s3://bucket/sealpost`).
-const PREFIX: &str = "sealpost";
-
-/// A moto server this test started (killed on drop), or an external one,
-/// with a plain HTTP client to look into it unsigned.
-pub struct Moto {
-    endpoint: String,
-    port: u16,
-    child: Option<Child>,
-    log: tempfile::TempDir,
-    http: reqwest::Client,
-    /// Drives `http` from the test's own (non-async) thread.
-    rt: tokio::runtime::Runtime,
-}
-
-impl Moto {
-    fn new(endpoint: String, port: u16) -> Moto {
-        sealpost::tls::install_crypto_provider();
-        Moto {
-            endpoint,
-            port,
-            child: None,
-            log: tempfile::tempdir().expect("temp dir"),
-            http: reqwest::Client::new(),
-            rt: tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime"),
-        }
-    }
-
-    /// The server from SEALPOST_TEST_S3_ENDPOINT, or a new one.
-    pub fn shared_or_start() -> Moto {
-        match std::env::var(ENDPOINT_ENV) {
-            Ok(endpoint) if !endpoint.is_empty() => {
-                Moto::new(endpoint.trim_end_matches('/').to_owned(), 0)
-            }
-            _ => Moto::start(),
-        }
-    }
-
-    /// A server of our own, which the test may stop and restart.
-    fn start() -> Moto {
-        let mut moto = Moto::new(String::new(), 0);
-        // Another process may take the port between choosing and binding.
-        for _ in 0..3 {
-            moto.port = free_port();
-            moto.endpoint = format!("http://127.0.0.1:{}", moto.port);
-            if moto.launch() {
-                return moto;
-            }
-        }
-        panic!(
-            "moto_server did not start; its log:\n{}",
-            std::fs::read_to_string(moto.log.path().join("moto.log")).unwrap_or_default()
-        );
-    }
-
-    /// Starts `moto_server` on `self.port`; true once it answers.
-    fn launch(&mut self) -> bool {
-        let log = std::fs::File::create(self.log.path().join("moto.log")).expect("moto log");
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
-                "moto_server is required for the S3 tests and is not installed: \
-                 pip install 'moto[server]==5.2.5' (.ci/run does), \
-                 or point SEALPOST_TEST_S3_ENDPOINT at an S3-compatible test server"
-            ),
-            Err(e) => panic!("cannot run moto_server: {e}"),
-        };
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(child) = &mut self.child
-                && child.try_wait().expect("moto status").is_some()
-            {
-                self.child = None;
-                return false;
-            }
-            if self
-                .try_request(reqwest::Method::GET, "/", Vec::new())
-                .is_ok()
-            {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("moto_server did not answer within 60 s");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts again on the same port (with an empty store: moto keeps
-    /// everything in memory).
-    fn restart(&mut self) {
-        assert!(self.launch(), "moto_server did not restart on its port");
-    }
-
-    fn try_request(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Vec<u8>,
-    ) -> reqwest::Result<(u16, Vec<u8>)> {
-        let url = format!("{}{path}", self.endpoint);
-        self.rt.block_on(async {
-            let resp = self.http.request(method, url).body(body).send().await?;
-            let status = resp.status().as_u16();
-            Ok((status, resp.bytes().await?.to_vec()))
-        })
-    }
-
-    /// An unsigned request, which moto accepts.
-    fn request(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-        self.try_request(method.clone(), path, body)
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-    }
-
-    fn xml(&self, path: &str) -> String {
-        let (status, body) = self.request(reqwest::Method::GET, path, Vec::new());
-        assert_eq!(status, 200, "GET {path}");
-        String::from_utf8(body).expect("utf-8")
-    }
-
-    pub fn new_bucket(&self) -> String {
-        let bucket = format!(
-            "sealpost-t-{}",
-            hex::encode(rand::rng().random::<[u8; 6]>())
-        );
-        self.create_bucket(&bucket);
-        bucket
-    }
-
-    fn create_bucket(&self, bucket: &str) {
-        let (status, _) = self.request(reqwest::Method::PUT, &format!("/{bucket}"), Vec::new());
-        assert_eq!(status, 200, "create bucket {bucket}");
-    }
-
-    /// The SEALPOST_* settings for a vault in `bucket`.
-    pub fn env_vars(&self, bucket: &str) -> Vec<(String, String)> {
-        [
-            ("SEALPOST_BLOB_URL", format!("s3://{bucket}/{PREFIX}")),
-            ("SEALPOST_S3_ENDPOINT", self.endpoint.clone()),
-            ("SEALPOST_S3_REGION", "us-east-1".to_owned()),
-            ("SEALPOST_S3_ACCESS_KEY_ID", "testing".to_owned()),
-            ("SEALPOST_S3_SECRET_ACCESS_KEY", "testing".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
-    }
-
-    fn store(&self, bucket: &str) -> S3BlobStore {
-        S3BlobStore::open(S3Settings {
-            bucket: bucket.to_owned(),
-            prefix: PREFIX.to_owned(),
-            endpoint: Some(self.endpoint.clone()),
-            region: "us-east-1".to_owned(),
-            credentials: Some(("testing".to_owned(), SecretString::from("testing"))),
-        })
-        .expect("open S3 store")
-    }
-
-    /// (key, ETag, size) of every object in the bucket, straight from the
-    /// server's listing.
-    fn objects(&self, bucket: &str) -> Vec<(String, String, u64)> {
-        let xml = self.xml(&format!("/{bucket}?list-type=2"));
-        assert!(xml.contains("ListBucketResult"), "{xml}");
-        assert!(!xml.contains("<IsTruncated>true"), "more than one page");
-        elements(&xml, "Contents")
-            .into_iter()
-            .map(|c| {
-                let key = elements(&c, "Key").concat();
-                let etag = elements(&c, "ETag").concat();
-                let size = elements(&c, "Size").concat().parse().expect("size");
-                (key, etag, size)
-            })
-            .collect()
-    }
-
-    pub fn keys(&self, bucket: &str) -> Vec<String> {
-        self.objects(bucket)
-            .into_iter()
-            .map(|(k, _, _)| k)
-            .collect()
-    }
-
-    /// Multipart uploads started but neither completed nor aborted.
-    fn open_uploads(&self, bucket: &str) -> usize {
-        let xml = self.xml(&format!("/{bucket}?uploads"));
-        assert!(xml.contains("ListMultipartUploadsResult"), "{xml}");
-        elements(&xml, "Upload").len()
-    }
-
-    /// An object's bytes exactly as stored. Read through the store's own
-    /// (signed) client: moto refuses anonymous reads of private objects.
-    fn raw(&self, bucket: &str, key: &str) -> Vec<u8> {
-        let name = key
-            .strip_prefix(&format!("{PREFIX}/blobs/"))
-            .and_then(|k| k.strip_suffix(".age"))
-            .and_then(BlobKey::parse)
-            .unwrap_or_else(|| panic!("not a blob: {key}"));
-        let mut data = Vec::new();
-        self.store(bucket)
-            .open(&name)
-            .expect("open object")
-            .read_to_end(&mut data)
-            .expect("read object");
-        data
-    }
-
-    fn put_raw(&self, bucket: &str, key: &str, data: &[u8]) {
-        let (status, _) = self.request(
-            reqwest::Method::PUT,
-            &format!("/{bucket}/{key}"),
-            data.to_vec(),
-        );
-        assert_eq!(status, 200, "PUT {key}");
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The contents of every `<tag>…</tag>` (not nested in itself).
-fn elements(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    let mut out = Vec::new();
-    let mut rest = xml;
-    while let Some(start) = rest.find(&open) {
-        let after = &rest[start + open.len()..];
-        let Some(end) = after.find(&close) else { break };
-        out.push(after[..end].to_owned());
-        rest = &after[end + close.len()..];
-    }
-    out
-}
 
 fn blob_keys(keys: &[String]) -> Vec<&str> {
     keys.iter()
@@ -301,6 +41,7 @@ async fn s3_app(env: &TestEnv, moto: &Moto, bucket: &str) -> App {
 fn large_message_round_trips_through_multipart_upload() {
     let moto = Moto::shared_or_start();
     let bucket = moto.new_bucket();
+    // A runtime of its own, not #[tokio::test]: the moto helper drives its own runtime, which cannot start inside another.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(s3_app(&env, &moto, &bucket));
@@ -682,23 +423,4 @@ fn a_100_mib_upload_keeps_memory_flat() {
         objects[0].1.trim_matches('"').ends_with("-13"),
         "{objects:?}"
     );
-}
-
-/// A moto server, a bucket on it and the settings that select it.
-pub type ClusterBucket = (Moto, String, Vec<(String, String)>);
-
-/// For the multi-instance tests: on PostgreSQL (the scale-out pairing) a
-/// bucket on a moto server and the settings that select it; on SQLite
-/// nothing (the instances share the local blob folder). Call outside any
-/// async runtime: the helper drives its own.
-pub fn bucket_when_on_postgres() -> Option<ClusterBucket> {
-    match std::env::var(crate::common::PG_ENV) {
-        Ok(url) if !url.is_empty() => {
-            let moto = Moto::shared_or_start();
-            let bucket = moto.new_bucket();
-            let vars = moto.env_vars(&bucket);
-            Some((moto, bucket, vars))
-        }
-        _ => None,
-    }
 }

@@ -18,11 +18,13 @@ use sealpost::text::normalise_access_code;
 use sealpost::vault::{Keyring, MessageId, Purpose, VaultError};
 use secrecy::SecretString;
 
-use crate::browser::{Browser, create_staff, dev_mail, input_value, link_in, portal};
-use crate::common::{TestEnv, files_below, runtime};
-use crate::pickup_mail::six_digits;
-
-const START: i64 = 1_800_000_000;
+use crate::support::START;
+use crate::support::canaries::contains;
+use crate::support::compose::Compose;
+use crate::support::env::TestEnv;
+use crate::support::files::files_below;
+use crate::support::http::{Browser, create_staff, dev_mail, input_value, link_in, portal};
+use crate::support::mail::six_digits;
 
 /// Purposes (associated data) of `Vault::seal_secret` used in the code.
 const SEALED_PURPOSES: [Purpose; 5] = [
@@ -105,30 +107,18 @@ async fn compose(
     expiry_hours: &str,
     retention: &str,
 ) -> MessageId {
-    let token = staff.csrf("/compose").await;
-    let form = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", c.address.clone())
-        .text("phone", c.phone.clone())
-        .text("title", c.title.clone())
-        .text("body", c.body.clone())
-        .text("expiry_hours", expiry_hours.to_owned())
-        .text("method", "email_code")
-        .text("method", "access_code")
-        .text("method", "known_fact")
-        .text("access_code", c.access_code.clone())
-        .text("known_fact", c.fact.clone())
-        .text("retention", retention.to_owned())
-        .part(
-            "attachments",
-            reqwest::multipart::Part::bytes(b"attachment bytes".to_vec())
-                .file_name(c.file.clone())
-                .mime_str("application/pdf")
-                .unwrap(),
-        );
-    let r = staff.post_multipart("/compose", form).await;
-    assert_eq!(r.status, 303, "{}", r.body);
-    crate::browser::composed_id(&r).expect("message id")
+    Compose::to(&c.address)
+        .phone(&c.phone)
+        .title(&c.title)
+        .body(&c.body)
+        .expiry_hours(expiry_hours)
+        .methods(&["email_code", "access_code", "known_fact"])
+        .access_code(&c.access_code)
+        .known_fact(&c.fact)
+        .retention(retention)
+        .attach_typed(&c.file, b"attachment bytes", "application/pdf")
+        .send(staff)
+        .await
 }
 
 /// Composes, delivers the pickup email (dev mailbox), opens the link and
@@ -325,10 +315,6 @@ async fn attack(env: &TestEnv, app: &App) -> Vec<(String, Vec<u8>)> {
     all
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// Where `needle` (raw, or hex of it) occurs.
 fn found_in<'a>(all: &'a [(String, Vec<u8>)], needle: &[u8]) -> Option<&'a str> {
     let hexed = hex::encode(needle).into_bytes();
@@ -380,10 +366,8 @@ async fn argon2_matches(app: &App, all: &[(String, Vec<u8>)], answer: &str) -> V
     out
 }
 
-#[test]
-fn a_shredded_message_leaves_nothing_that_opens() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shredded_message_leaves_nothing_that_opens() {
         let env = TestEnv::new().await;
         let (app, clock, base) = portal(&env, START).await;
         create_staff(&app, "agent@example.com", Role::Agent).await;
@@ -612,7 +596,7 @@ fn a_shredded_message_leaves_nothing_that_opens() {
                 }
             }
             for (label, v) in &all {
-                crate::at_rest::assert_no_canaries(label, v, &c.plain());
+            crate::support::canaries::assert_no_canaries(label, v, &c.plain());
             }
             for (name, hash) in keyed_hashes(&app, s) {
                 assert_eq!(found_in(&all, &hash), None, "{name} still matches");
@@ -630,16 +614,13 @@ fn a_shredded_message_leaves_nothing_that_opens() {
                 );
             }
         }
-    });
 }
 
 /// An outbox row's sent_at, failed_at, payload and last_error.
 type OutboxState = (Option<i64>, Option<i64>, Option<Vec<u8>>, Option<String>);
 
-#[test]
-fn mail_queued_for_a_shredded_message_is_never_sent() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queued_for_a_shredded_message_is_never_sent() {
         let env = TestEnv::new().await;
         let (app, clock, base) = portal(&env, START).await;
         create_staff(&app, "agent@example.com", Role::Agent).await;
@@ -672,13 +653,16 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
         assert_eq!(app.outbox.run_once().await.unwrap(), 0);
         assert_eq!(dev_mail(&app, &mut mailbox, &live_c.address).await.len(), 1);
         for c in [&revoked_c, &expired_c] {
-            assert!(dev_mail(&app, &mut mailbox, &c.address).await.is_empty(), "{}", c.address);
+        assert!(
+            dev_mail(&app, &mut mailbox, &c.address).await.is_empty(),
+            "{}",
+            c.address
+        );
         }
 
         // The cancelled rows say so, hold nothing, and no longer count as pending.
         for id in [revoked, expired] {
-            let rows: Vec<OutboxState> =
-                sqlx::query_as(
+        let rows: Vec<OutboxState> = sqlx::query_as(
                     "SELECT sent_at, failed_at, payload, last_error FROM outbox WHERE message_id = $1",
                 )
                 .bind(id.to_string())
@@ -719,13 +703,10 @@ fn mail_queued_for_a_shredded_message_is_never_sent() {
         for d in details {
             assert!(d.contains("\"cancelled_mail\":1"), "{d}");
         }
-    });
 }
 
-#[test]
-fn parallel_revokes_racing_the_mail_worker_shred_once_and_leave_nothing() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_revokes_racing_the_mail_worker_shred_once_and_leave_nothing() {
         let env = TestEnv::new().await;
         let (app, _clock, base) = portal(&env, START).await;
         create_staff(&app, "agent@example.com", Role::Agent).await;
@@ -794,10 +775,12 @@ fn parallel_revokes_racing_the_mail_worker_shred_once_and_leave_nothing() {
             .fetch_one(app.db.pool())
             .await
             .unwrap();
-            assert_eq!(copies, 0, "no dev-mailbox copy of a shredded message's email");
+        assert_eq!(
+            copies, 0,
+            "no dev-mailbox copy of a shredded message's email"
+        );
             let address = format!("canary.race{n}.addr@example.org");
             let found = app.vault.find_by_recipient(&address).await.unwrap();
             assert!(found.is_empty(), "{address}");
         }
-    });
 }

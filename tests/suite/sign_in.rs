@@ -12,10 +12,10 @@ use sealpost::clock::ManualClock;
 use sealpost::staff::{Role, SignInError, StaffEmail};
 use secrecy::SecretString;
 
-use crate::common::{TestEnv, runtime};
+use crate::support::START;
+use crate::support::env::{TestEnv, runtime};
 
 const PW: &str = "a long enough passphrase";
-const START: i64 = 1_900_000_000;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().expect("ip")
@@ -41,6 +41,7 @@ async fn staff(app: &App, email: &str) {
 
 #[test]
 fn wrong_unknown_and_disabled_get_the_same_answer() {
+    // A runtime of its own, not #[tokio::test]: argon2 hashing for the weaker-hash test and each step run from this thread.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let clock = ManualClock::new(START);
@@ -382,9 +383,9 @@ fn the_account_wide_limit_trips_once_and_emails_the_owner() {
 
     // The email: what happened and where to act; no address, IP or count.
     rt.block_on(async {
-        let base = crate::browser::serve(app.clone()).await;
-        let mut local = crate::browser::Browser::new(&base);
-        let mails = crate::browser::dev_mail(&app, &mut local, "ann@example.com").await;
+        let base = crate::support::http::serve(app.clone()).await;
+        let mut local = crate::support::http::Browser::new(&base);
+        let mails = crate::support::http::dev_mail(&app, &mut local, "ann@example.com").await;
         assert_eq!(mails.len(), 1);
         let mail = &mails[0];
         assert!(mail.contains("many failed sign-ins"), "{mail}");

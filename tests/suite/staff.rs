@@ -5,7 +5,7 @@ use sealpost::audit::Verification;
 use sealpost::staff::StaffEmail;
 use secrecy::SecretString;
 
-use crate::common::{TestEnv, runtime};
+use crate::support::env::{TestEnv, runtime};
 
 const PASSWORD: &str = "CANARY-PW correct horse battery";
 
@@ -44,6 +44,7 @@ fn run(env: &TestEnv, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn create_reset_disable_from_the_command_line() {
+    // A runtime of its own, not #[tokio::test]: the `sealpost` binary runs and is waited for from this thread, between async steps.
     let rt = runtime();
     let env = rt.block_on(TestEnv::new());
     let pw = password_file(&env, "pw", PASSWORD);
@@ -82,7 +83,7 @@ fn create_reset_disable_from_the_command_line() {
     );
     // The password is nowhere in the database.
     let db = rt.block_on(env.database_bytes(&app));
-    crate::at_rest::assert_no_canaries("database", &db, &["CANARY-PW correct horse"]);
+    crate::support::canaries::assert_no_canaries("database", &db, &["CANARY-PW correct horse"]);
 
     let new_pw = password_file(&env, "pw2", "another long passphrase here");
     let (ok, text) = run(
@@ -129,7 +130,7 @@ fn create_reset_disable_from_the_command_line() {
 
     // Every change is in the audit log, by id, and the chain holds.
     let events = rt
-        .block_on(app.audit.events_between(0, crate::common::now() + 60))
+        .block_on(app.audit.events_between(0, crate::support::env::now() + 60))
         .expect("events");
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(

@@ -8,19 +8,19 @@
 use std::sync::Arc;
 
 use sealpost::app::App;
-use sealpost::audit::Actor;
 use sealpost::clock::ManualClock;
 use sealpost::config::TrustedProxies;
 use sealpost::pickup::flow::{LOCK_AFTER, REUSED_VISITS_PER_IP_HOUR};
 use sealpost::staff::Role;
 use sealpost::vault::MessageId;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
-use crate::browser::{Browser, Resp, create_staff, dev_mail, serve};
-use crate::common::{TestEnv, runtime};
-use crate::pickup_mail::six_digits;
+use crate::support::START;
+use crate::support::compose::{Compose, fresh_link};
+use crate::support::env::TestEnv;
+use crate::support::http::{Browser, Resp, create_staff, dev_mail, serve};
+use crate::support::mail::six_digits;
 
-const START: i64 = 1_800_000_000;
 const AGENT: &str = "agent@example.com";
 
 struct Setup {
@@ -62,42 +62,15 @@ async fn compose(
     methods: &[&str],
     access_code: &str,
 ) -> (MessageId, Option<String>) {
-    let token = staff.csrf("/compose").await;
-    let mut form = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", to.to_owned())
-        .text("body", "Your statement is attached.")
-        .text("expiry_hours", "48");
-    for m in methods {
-        form = form.text("method", m.to_string());
-    }
-    form = form
-        .text("access_code", access_code.to_owned())
-        .text("known_fact", "")
-        .text("retention", "keep")
-        .part(
-            "attachments",
-            reqwest::multipart::Part::bytes(b"statement".to_vec()).file_name("statement.pdf"),
-        );
-    let r = staff.post_multipart("/compose", form).await;
-    assert_eq!(r.status, 303, "{}", r.body);
-    let id = crate::browser::composed_id(&r).expect("message id");
+    let id = Compose::to(to)
+        .methods(methods)
+        .access_code(access_code)
+        .attach("statement.pdf", b"statement")
+        .send(staff)
+        .await;
     let page = staff.get(&format!("/messages/{id}")).await;
-    let generated = crate::browser::element_text(&page.body, "generated-access-code");
+    let generated = crate::support::http::element_text(&page.body, "generated-access-code");
     (id, generated)
-}
-
-/// A new link for `id` (what "send a new link" does), as a path.
-async fn fresh_link(app: &App, id: MessageId) -> String {
-    let mut tx = app.db.begin().await.unwrap();
-    let url = app
-        .deliveries
-        .resend(&mut tx, Actor::Cli, id, None, &app.config.public_url)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    let url = url.expose_secret().to_owned();
-    url[url.find("/p/").unwrap()..].to_owned()
 }
 
 /// An HTTP client that connects from [`PROXY`]: each request names the
@@ -167,10 +140,8 @@ fn tally(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
 
-#[test]
-fn fifty_parallel_wrong_answers_lock_once_and_nobody_else_waits() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_parallel_wrong_answers_lock_once_and_nobody_else_waits() {
         let env = TestEnv::new().await;
         let mut s = setup(&env).await;
         // Email codes: checking one costs no argon2, so nothing is shed
@@ -309,13 +280,10 @@ fn fifty_parallel_wrong_answers_lock_once_and_nobody_else_waits() {
             1
         );
         assert_eq!(lockouts(&s.app).await, lockouts_before + 2);
-    });
 }
 
-#[test]
-fn wrong_answers_after_a_successful_verification_do_not_count() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_answers_after_a_successful_verification_do_not_count() {
         let env = TestEnv::new().await;
         let mut s = setup(&env).await;
         let (id, _) = compose(
@@ -392,13 +360,10 @@ fn wrong_answers_after_a_successful_verification_do_not_count() {
         assert!(d.locked_at.is_none(), "a picked-up message never locks");
         assert_eq!(audit_count(&s.app, "pickup.locked", id).await, 0);
         assert_eq!(customer.get(&format!("/pickup/{id}")).await.status, 200);
-    });
 }
 
-#[test]
-fn a_double_submitted_correct_answer_is_not_a_failure() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_submitted_correct_answer_is_not_a_failure() {
         let env = TestEnv::new().await;
         let mut s = setup(&env).await;
 
@@ -453,13 +418,10 @@ fn a_double_submitted_correct_answer_is_not_a_failure() {
             audit_count(&s.app, "pickup.verification_failed", id).await,
             0
         );
-    });
 }
 
-#[test]
-fn used_link_visits_are_noted_once_an_hour_and_limited_per_address() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn used_link_visits_are_noted_once_an_hour_and_limited_per_address() {
         let env = TestEnv::new().await;
         let mut s = setup(&env).await;
         let (id, _) = compose(
@@ -522,13 +484,10 @@ fn used_link_visits_are_noted_once_an_hour_and_limited_per_address() {
         s.clock.advance(3601);
         assert_eq!(send_as(http.get(&url), limited).await.0, 410);
         assert_eq!(audit_count(&s.app, "pickup.link_reused", id).await, 2);
-    });
 }
 
-#[test]
-fn access_codes_ignore_spaces_and_dashes() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_codes_ignore_spaces_and_dashes() {
         let env = TestEnv::new().await;
         let mut s = setup(&env).await;
         // A generated code ("2145-9905"), typed without the dash or with a space.
@@ -616,13 +575,10 @@ fn access_codes_ignore_spaces_and_dashes() {
                 assert_eq!(r.status, 303, "{stored:?} as {typed:?}: {}", r.body);
             }
         }
-    });
 }
 
-#[test]
-fn an_empty_or_unreadable_method_list_fails_closed() {
-    let rt = runtime();
-    rt.block_on(async {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_unreadable_method_list_fails_closed() {
         let env = TestEnv::new().await;
         let mut s = setup(&env).await;
         for stored in ["", "access_code,sms_code", "nonsense"] {
@@ -656,5 +612,4 @@ fn an_empty_or_unreadable_method_list_fails_closed() {
             assert_eq!(audit_count(&s.app, "pickup.verified", id).await, 0);
             assert_eq!(c.get(&format!("/pickup/{id}")).await.status, 401);
         }
-    });
 }

@@ -1,15 +1,13 @@
-//! Shared test harness: a fresh data folder, blob folder and database per
-//! test. The database is a SQLite file by default, or a new PostgreSQL
-//! database when SEALPOST_TEST_DATABASE_URL names a server to create it on.
+//! A fresh data folder, blob folder and database per test. The database is
+//! a SQLite file by default, or a new PostgreSQL database when
+//! SEALPOST_TEST_DATABASE_URL names a server to create it on.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use rand::{Rng, RngExt, SeedableRng};
+use rand::RngExt;
 use sealpost::app::App;
 use sealpost::config::Config;
-use sealpost::vault::{MessageId, MessageMeta, PartKind, PartMeta};
 use sqlx::Connection;
 use tempfile::TempDir;
 
@@ -19,7 +17,7 @@ pub struct TestEnv {
     pub dir: TempDir,
     pub database_url: String,
     pub escrow: Option<String>,
-    postgres: Option<(String, String)>,
+    postgres: Option<PgDatabase>,
 }
 
 impl TestEnv {
@@ -38,19 +36,8 @@ impl TestEnv {
         let dir = tempfile::tempdir().expect("temp dir");
         let (database_url, postgres) = match std::env::var(PG_ENV) {
             Ok(admin_url) if !admin_url.is_empty() => {
-                let name = format!(
-                    "sealpost_t_{}",
-                    hex::encode(rand::rng().random::<[u8; 6]>())
-                );
-                let mut conn = sqlx::PgConnection::connect(&admin_url)
-                    .await
-                    .expect("connect to the PostgreSQL test server");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                conn.close().await.ok();
-                (with_database(&admin_url, &name), Some((admin_url, name)))
+                let db = PgDatabase::create(&admin_url).await;
+                (db.url.clone(), Some(db))
             }
             _ => (
                 format!("sqlite://{}/data/sealpost.db", dir.path().display()),
@@ -166,6 +153,37 @@ impl TestEnv {
     }
 }
 
+/// A new, empty PostgreSQL database on the server at an admin URL, dropped
+/// (with any connections still open to it) when this value is.
+pub struct PgDatabase {
+    /// The URL of the new database.
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create(admin_url: &str) -> PgDatabase {
+        let name = format!(
+            "sealpost_t_{}",
+            hex::encode(rand::rng().random::<[u8; 6]>())
+        );
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("connect to the PostgreSQL test server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        PgDatabase {
+            url: with_database(admin_url, &name),
+            admin_url: admin_url.to_owned(),
+            name,
+        }
+    }
+}
+
 /// Replaces the database name in a PostgreSQL URL.
 fn with_database(url: &str, name: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -183,11 +201,10 @@ fn with_database(url: &str, name: &str) -> String {
     }
 }
 
-impl Drop for TestEnv {
+impl Drop for PgDatabase {
     fn drop(&mut self) {
-        let Some((admin_url, name)) = self.postgres.take() else {
-            return;
-        };
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
         // Drop runs inside or outside a runtime; a thread of its own works in both.
         let _ = std::thread::spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -208,6 +225,8 @@ impl Drop for TestEnv {
     }
 }
 
+/// A runtime like `#[tokio::test(flavor = "multi_thread", worker_threads = 2)]`,
+/// for tests that must also do blocking work outside it (see their comments).
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -216,109 +235,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-/// Deterministic pseudo-random bytes.
-pub fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut v = vec![0u8; len];
-    rng.fill_bytes(&mut v);
-    v
-}
-
-/// Seals and commits a message with a body and the given attachments.
-pub async fn send(
-    app: &App,
-    meta: &MessageMeta,
-    body: &[u8],
-    attachments: &[(&str, &[u8])],
-) -> MessageId {
-    let mut draft = app.vault.begin_message();
-    draft
-        .seal_part(PartKind::Body, &PartMeta::default(), body)
-        .expect("seal body");
-    for (name, data) in attachments {
-        let meta = PartMeta {
-            file_name: Some((*name).to_owned()),
-            content_type: Some("application/octet-stream".to_owned()),
-        };
-        draft
-            .seal_part(PartKind::Attachment, &meta, *data)
-            .expect("seal attachment");
-    }
-    let mut tx = app.db.begin().await.expect("begin");
-    let id = app
-        .vault
-        .commit(&mut tx, draft, meta)
-        .await
-        .expect("commit");
-    tx.commit().await.expect("commit tx");
-    id
-}
-
-/// Decrypts every part of a message, in order.
-pub async fn read_all(
-    app: &App,
-    id: MessageId,
-) -> Result<Vec<Vec<u8>>, sealpost::vault::VaultError> {
-    let key = app.vault.unlock(id).await?;
-    let mut out = Vec::new();
-    for part in app.vault.parts(id).await? {
-        let mut plain = Vec::new();
-        app.vault.open_part(&key, &part)?.copy_to(&mut plain)?;
-        out.push(plain);
-    }
-    Ok(out)
-}
-
-/// Path of a blob in the local store.
-pub fn blob_path(env: &TestEnv, key: &str) -> PathBuf {
-    env.blob_dir().join(&key[..2]).join(format!("{key}.age"))
-}
-
-/// Every file below `dir`, recursively.
-pub fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
+/// The wall clock's current time, as the app reads it.
 pub fn now() -> i64 {
     use sealpost::clock::Clock;
     sealpost::clock::SystemClock.now()
-}
-
-pub fn write_file(path: &Path, data: &[u8]) {
-    let mut f = std::fs::File::create(path).expect("create");
-    f.write_all(data).expect("write");
-}
-
-pub fn read_file(path: &Path) -> Vec<u8> {
-    let mut v = Vec::new();
-    std::fs::File::open(path)
-        .expect("open")
-        .read_to_end(&mut v)
-        .expect("read");
-    v
-}
-
-/// The `age` CLI, which the interop tests need (Debian package `age`).
-pub fn age_cli() -> Command {
-    let found = Command::new("age").arg("--version").output();
-    assert!(
-        found.is_ok_and(|o| o.status.success()),
-        "the `age` command is required for interop tests: apt-get install age (.ci/run does)"
-    );
-    Command::new("age")
 }

@@ -12,7 +12,7 @@ use sealpost::clock::ManualClock;
 use sealpost::staff::{Role, StaffEmail};
 use secrecy::SecretString;
 
-use crate::common::TestEnv;
+use crate::support::env::TestEnv;
 
 pub const PASSWORD: &str = "correct horse battery staple";
 

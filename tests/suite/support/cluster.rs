@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use sealpost::app::App;
 use sealpost::staff::Role;
+use sealpost::vault::MessageId;
 
-use crate::browser::create_staff;
-use crate::common::TestEnv;
-use crate::smtp::{SmtpServer, header, parts};
+use crate::support::compose::Compose;
+use crate::support::env::TestEnv;
+use crate::support::http::{Browser, create_staff};
 
 pub const AGENT: &str = "agent@example.com";
 pub const CUSTOMER: &str = "multi.customer@example.org";
+pub const BODY: &str = "Two-instance canary body";
 
 /// One `sealpost serve` child process.
 pub struct Instance {
@@ -146,48 +148,20 @@ pub async fn observer(env: &TestEnv, extra: &[(String, String)]) -> App {
     App::open(config).await.expect("open app")
 }
 
-/// Waits until `pred` holds for the emails the SMTP server accepted.
-pub async fn wait_for_mail(smtp: &SmtpServer, what: &str, pred: impl Fn(&[Vec<u8>]) -> bool) {
-    for _ in 0..600 {
-        if pred(&smtp.accepted()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Decoded text of accepted emails to `to` whose text contains `needle`.
-pub fn mail_texts(smtp: &SmtpServer, to: &str, needle: &str) -> Vec<String> {
-    smtp.accepted()
-        .iter()
-        .filter(|raw| header(raw, "To").is_some_and(|t| t.contains(to)))
-        .map(|raw| parts(raw).0)
-        .filter(|t| t.contains(needle))
-        .collect()
-}
-
-/// The pickup link path in an email's text.
-pub fn link_path(text: &str) -> String {
-    let i = text.find("/p/").expect("a pickup link");
-    text[i..]
-        .split(|c: char| c.is_whitespace())
-        .next()
-        .expect("link")
-        .to_owned()
-}
-
-pub fn six_digits(text: &str) -> String {
-    text.split(|c: char| !c.is_ascii_digit())
-        .find(|w| w.len() == 6)
-        .expect("a 6-digit code")
-        .to_owned()
-}
-
-/// Message-IDs of every accepted email, in arrival order.
-pub fn message_ids(smtp: &SmtpServer) -> Vec<String> {
-    smtp.accepted()
-        .iter()
-        .map(|raw| header(raw, "Message-ID").expect("Message-ID"))
-        .collect()
+/// Composes a message for CUSTOMER; returns its id. Failures are returned,
+/// not panicked on: during an outage a request may fail, and the client is
+/// then told so (fault.rs counts those).
+pub async fn compose(
+    staff: &mut Browser,
+    methods: &[&str],
+    access_code: &str,
+    file: &[u8],
+) -> Result<MessageId, String> {
+    Compose::to(CUSTOMER)
+        .body(BODY)
+        .methods(methods)
+        .access_code(access_code)
+        .attach("statement.pdf", file)
+        .try_send(staff)
+        .await
 }
