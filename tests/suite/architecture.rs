@@ -31,7 +31,48 @@ pub const FORBIDDEN: &[(&str, &str)] = &[
 ];
 
 /// The lower layers: none of them may import a module in [`TOP`].
-pub const BELOW: &[&str] = &["store", "vault", "mail", "config", "db", "clock", "audit"];
+pub const BELOW: &[&str] = &[
+    "store",
+    "vault",
+    "mail",
+    "config",
+    "clock",
+    "audit",
+    "text",
+    "ids",
+];
+
+/// The layers of `docs/architecture.md`, lowest first. A module may import
+/// only from lower layers: never upwards, and never sideways (two features,
+/// or two leaves, share through a lower layer).
+pub const LAYERS: &[&[&str]] = &[
+    &["text", "ids", "clock", "client_net", "private_fs", "tls", "config"],
+    &["store"],
+    &["vault"],
+    &["audit"],
+    &["settings", "metrics"],
+    &["deliveries"],
+    &["mail"],
+    &["staff"],
+    &["web"],
+    &["app"],
+    &["portal", "pickup"],
+    &["server"],
+    &["cli"],
+];
+
+/// Every (importer, imported) pair [`LAYERS`] rules out.
+pub fn layer_rules() -> Vec<(&'static str, &'static str)> {
+    let mut out = Vec::new();
+    for (i, layer) in LAYERS.iter().enumerate() {
+        for from in *layer {
+            let sideways = layer.iter().filter(|to| *to != from);
+            let upwards = LAYERS[i + 1..].iter().flat_map(|l| l.iter());
+            out.extend(sideways.chain(upwards).map(|to| (*from, *to)));
+        }
+    }
+    out
+}
 
 /// What wires the application together; only the root and each other use them.
 pub const TOP: &[&str] = &["app", "server", "cli"];
@@ -527,6 +568,28 @@ fn char_literal_end(chars: &[char], i: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_layers_forbid_upward_and_sideways_imports() {
+        let rules = super::layer_rules();
+        for forbidden in [
+            ("pickup", "portal"),
+            ("portal", "pickup"),
+            ("store", "web"),
+            ("store", "vault"),
+            ("mail", "app"),
+            ("text", "ids"),
+            ("config", "mail"),
+        ] {
+            assert!(rules.contains(&forbidden), "{forbidden:?}");
+        }
+        for allowed in [("portal", "app"), ("mail", "deliveries"), ("vault", "store")] {
+            assert!(!rules.contains(&allowed), "{allowed:?}");
+        }
+        let named: Vec<&str> = super::LAYERS.iter().flat_map(|l| l.iter().copied()).collect();
+        let unique: std::collections::BTreeSet<&&str> = named.iter().collect();
+        assert_eq!(unique.len(), named.len(), "a module in two layers");
+    }
+
     use super::*;
 
     fn paths(text: &str) -> Vec<String> {

@@ -5,6 +5,7 @@
 
 mod anonymous_sessions;
 mod architecture;
+mod architecture_tree;
 mod at_rest;
 mod audit;
 mod browser_e2e;
