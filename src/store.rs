@@ -21,3 +21,14 @@ pub mod staff_links;
 pub mod totp;
 
 pub use db::{Backend, Db, DbError, NativePool, Pool, PoolSettings, Tx, placeholders};
+
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Runs one statement; returns how many rows it changed (a compare-and-set
+/// claims when that is 1).
+async fn exec<'q, 'c, E>(executor: E, query: Query<'q>) -> Result<u64, sqlx::Error>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    Ok(query.execute(executor).await?.rows_affected())
+}

@@ -1,7 +1,7 @@
 //! `audit_log`: the append-only, hash-chained event log. Appends are
 //! serialised (each event's hash covers the one before it).
 
-use super::{Backend, Db, Tx};
+use super::{Backend, Db, Tx, exec};
 
 /// A stored event, as read back (and as exported).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
@@ -37,9 +37,8 @@ const EVENT_COLUMNS: &str = "id, at, actor, action, message_id, ip, detail";
 /// SQLite transactions are serial already) and reads the chain's head.
 pub async fn lock_head(tx: &mut Tx, backend: Backend) -> Result<Option<ChainHead>, sqlx::Error> {
     if backend == Backend::Postgres {
-        sqlx::query("LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE")
-            .execute(&mut **tx)
-            .await?;
+        let sql = "LOCK TABLE audit_log IN SHARE ROW EXCLUSIVE MODE";
+        exec(&mut **tx, sqlx::query(sql)).await?;
     }
     sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
         .fetch_optional(&mut **tx)
@@ -52,22 +51,24 @@ pub async fn append(
     prev_hash: &[u8],
     hash: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let sql =
         "INSERT INTO audit_log (id, at, actor, action, message_id, ip, detail, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(event.id)
+            .bind(event.at)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.message_id)
+            .bind(&event.ip)
+            .bind(&event.detail)
+            .bind(prev_hash)
+            .bind(hash),
     )
-    .bind(event.id)
-    .bind(event.at)
-    .bind(&event.actor)
-    .bind(&event.action)
-    .bind(&event.message_id)
-    .bind(&event.ip)
-    .bind(&event.detail)
-    .bind(prev_hash)
-    .bind(hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// Up to `limit` events from id `first` on, in order, with their hashes.

@@ -4,7 +4,7 @@
 //! change is one conditional statement, so concurrent requests cannot
 //! both win.
 
-use super::{Db, NativePool, Tx, placeholders};
+use super::{Db, NativePool, Tx, exec, placeholders};
 
 /// Every column a [`DeliveryRow`] reads, qualified for joins.
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
@@ -47,23 +47,24 @@ pub struct NewRow<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
+    let sql = "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
              access_code_hash, known_fact_hash, shred_after_pickup, status, status_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(new.message_id)
+            .bind(new.sender_id)
+            .bind(new.created_at)
+            .bind(new.expires_at)
+            .bind(new.verification)
+            .bind(new.access_code_hash)
+            .bind(new.known_fact_hash)
+            .bind(i64::from(new.shred_after_pickup))
+            .bind(new.status),
     )
-    .bind(new.message_id)
-    .bind(new.sender_id)
-    .bind(new.created_at)
-    .bind(new.expires_at)
-    .bind(new.verification)
-    .bind(new.access_code_hash)
-    .bind(new.known_fact_hash)
-    .bind(i64::from(new.shred_after_pickup))
-    .bind(new.status)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {
@@ -197,57 +198,39 @@ pub async fn count_locked(db: &Db, sender_id: Option<&str>, now: i64) -> Result<
 
 /// Claims a revoke: true for the one caller that set `revoked_at`.
 pub async fn claim_revoke(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(claimed.rows_affected() == 1)
+    let sql = "UPDATE deliveries SET revoked_at = $1 WHERE message_id = $2 AND revoked_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
 }
 
 /// Claims a shred (expiry or after pickup): true for the one caller that
 /// set `shredded_at` on a message not revoked meanwhile.
 pub async fn claim_shred(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "UPDATE deliveries SET shredded_at = $1
-         WHERE message_id = $2 AND shredded_at IS NULL AND revoked_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(claimed.rows_affected() == 1)
+    let sql = "UPDATE deliveries SET shredded_at = $1
+         WHERE message_id = $2 AND shredded_at IS NULL AND revoked_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
 }
 
 /// Erases what identifies the customer: the sealed address, the
 /// access-code, known-fact and link hashes. Ids, times and states stay.
 pub async fn erase(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET sealed_recipient = NULL, access_code_hash = NULL,
+    let sql = "UPDATE deliveries SET sealed_recipient = NULL, access_code_hash = NULL,
              known_fact_hash = NULL, link_hash = NULL, shredded_at = COALESCE(shredded_at, $1)
-         WHERE message_id = $2",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+         WHERE message_id = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(now).bind(id))
+        .await
+        .map(drop)
 }
 
 /// Moves the expiry of a live message; false if it is not live.
 pub async fn extend(tx: &mut Tx, id: &str, expires_at: i64, now: i64) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "UPDATE deliveries SET expires_at = $1
-         WHERE message_id = $2 AND revoked_at IS NULL AND expires_at > $3",
+    let sql = "UPDATE deliveries SET expires_at = $1
+         WHERE message_id = $2 AND revoked_at IS NULL AND expires_at > $3";
+    Ok(exec(
+        &mut **tx,
+        sqlx::query(sql).bind(expires_at).bind(id).bind(now),
     )
-    .bind(expires_at)
-    .bind(id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(changed.rows_affected() == 1)
+    .await?
+        == 1)
 }
 
 /// Moves a live message to its next link generation with `status`; false
@@ -258,58 +241,39 @@ pub async fn next_generation(
     status: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
+    let sql =
         "UPDATE deliveries SET link_generation = link_generation + 1, status = $1, status_at = $2
-         WHERE message_id = $3 AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $2",
-    )
-    .bind(status)
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(changed.rows_affected() == 1)
+         WHERE message_id = $3 AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $2";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(status).bind(now).bind(id)).await? == 1)
 }
 
 /// Stores a new link's keyed hash; the link is unused again.
 pub async fn set_link_hash(tx: &mut Tx, id: &str, hash: &[u8]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE deliveries SET link_hash = $1, link_consumed_at = NULL WHERE message_id = $2",
-    )
-    .bind(hash)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = "UPDATE deliveries SET link_hash = $1, link_consumed_at = NULL WHERE message_id = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(hash).bind(id))
+        .await
+        .map(drop)
 }
 
 pub async fn set_sealed_recipient(tx: &mut Tx, id: &str, sealed: &[u8]) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2")
-        .bind(sealed)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(sealed).bind(id))
+        .await
+        .map(drop)
 }
 
 /// Lifts a lockout of a message not revoked; false if it was not locked.
 pub async fn unlock(tx: &mut Tx, id: &str) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "UPDATE deliveries SET locked_at = NULL, failures = 0
-         WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL",
-    )
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(changed.rows_affected() == 1)
+    let sql = "UPDATE deliveries SET locked_at = NULL, failures = 0
+         WHERE message_id = $1 AND locked_at IS NOT NULL AND revoked_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(id)).await? == 1)
 }
 
 pub async fn lock(tx: &mut Tx, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET locked_at = $1 WHERE message_id = $2 AND locked_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE deliveries SET locked_at = $1 WHERE message_id = $2 AND locked_at IS NULL";
+    exec(&mut **tx, sqlx::query(sql).bind(now).bind(id))
+        .await
+        .map(drop)
 }
 
 /// After a counted failure: the total, and the lock time if now locked.
@@ -363,49 +327,36 @@ pub async fn set_status_from(
 }
 
 pub async fn set_status(tx: &mut Tx, id: &str, status: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3")
-        .bind(status)
-        .bind(now)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE deliveries SET status = $1, status_at = $2 WHERE message_id = $3";
+    exec(&mut **tx, sqlx::query(sql).bind(status).bind(now).bind(id))
+        .await
+        .map(drop)
 }
 
 /// Claims the link for a successful verification: of two concurrent
 /// correct answers one wins, and a lock or revocation that landed
 /// meanwhile still holds.
 pub async fn consume_link(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let claimed = sqlx::query(
-        "UPDATE deliveries SET link_consumed_at = $1
+    let sql = "UPDATE deliveries SET link_consumed_at = $1
          WHERE message_id = $2 AND link_consumed_at IS NULL AND locked_at IS NULL
-           AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(claimed.rows_affected() == 1)
+           AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
 }
 
 /// When a shred-after-pickup message is shredded.
 pub async fn set_shred_at(tx: &mut Tx, id: &str, at: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2")
-        .bind(at)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE deliveries SET shred_at = $1 WHERE message_id = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(at).bind(id))
+        .await
+        .map(drop)
 }
 
 /// Moves `shred_at` later (never earlier), outside a transaction.
 pub async fn postpone_shred(db: &Db, id: &str, until: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE deliveries SET shred_at = $1 WHERE message_id = $2 AND shred_at < $1")
-        .bind(until)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    let sql = "UPDATE deliveries SET shred_at = $1 WHERE message_id = $2 AND shred_at < $1";
+    exec(db.pool(), sqlx::query(sql).bind(until).bind(id))
+        .await
+        .map(drop)
 }
 
 /// The argon2id hashes a delivery's answers are checked against.

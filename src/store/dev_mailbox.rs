@@ -1,7 +1,7 @@
 //! `dev_mailbox`: copies of sent mail (sealed) kept when no SMTP server is
 //! configured, for the development mailbox pages.
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 #[derive(sqlx::FromRow)]
 pub struct DevMailRow {
@@ -17,13 +17,13 @@ pub async fn insert(
     now: i64,
     sealed: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO dev_mailbox (outbox_id, created_at, content) VALUES ($1, $2, $3)")
-        .bind(outbox_id)
-        .bind(now)
-        .bind(sealed)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "INSERT INTO dev_mailbox (outbox_id, created_at, content) VALUES ($1, $2, $3)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql).bind(outbox_id).bind(now).bind(sealed),
+    )
+    .await
+    .map(drop)
 }
 
 /// The newest `limit` rows, newest first.

@@ -2,7 +2,7 @@
 //! `vault_secrets` (installation secrets wrapped to a master key), plus the
 //! re-wrapping a key rotation does across both wrapped tables.
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM master_keys")
@@ -12,16 +12,14 @@ pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
 
 /// Records a master key (once).
 pub async fn register(db: &Db, id: &str, recipient: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO master_keys (id, recipient, created_at) VALUES ($1, $2, $3)
-         ON CONFLICT (id) DO NOTHING",
+    let sql = "INSERT INTO master_keys (id, recipient, created_at) VALUES ($1, $2, $3)
+         ON CONFLICT (id) DO NOTHING";
+    exec(
+        db.pool(),
+        sqlx::query(sql).bind(id).bind(recipient).bind(now),
     )
-    .bind(id)
-    .bind(recipient)
-    .bind(now)
-    .execute(db.pool())
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// Ids of the keys not retired.
@@ -40,12 +38,10 @@ pub async fn exists(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
 }
 
 pub async fn retire(db: &Db, id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE master_keys SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL")
-        .bind(now)
-        .bind(id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    let sql = "UPDATE master_keys SET retired_at = $1 WHERE id = $2 AND retired_at IS NULL";
+    exec(db.pool(), sqlx::query(sql).bind(now).bind(id))
+        .await
+        .map(drop)
 }
 
 /// A master key with how much it wraps.
@@ -91,16 +87,17 @@ pub async fn insert_secret(
     master_key_id: &str,
     wrapped: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO vault_secrets (name, master_key_id, wrapped) VALUES ($1, $2, $3)
-         ON CONFLICT (name) DO NOTHING",
+    let sql = "INSERT INTO vault_secrets (name, master_key_id, wrapped) VALUES ($1, $2, $3)
+         ON CONFLICT (name) DO NOTHING";
+    exec(
+        db.pool(),
+        sqlx::query(sql)
+            .bind(name)
+            .bind(master_key_id)
+            .bind(wrapped),
     )
-    .bind(name)
-    .bind(master_key_id)
-    .bind(wrapped)
-    .execute(db.pool())
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// A table whose rows hold something wrapped to a master key.

@@ -2,7 +2,7 @@
 //! vault stores it. Customer data appears here only encrypted (the sealed
 //! metadata) or as a keyed hash (the recipient's blind index).
 
-use super::{Db, Tx, placeholders};
+use super::{Db, Tx, exec, placeholders};
 
 pub struct NewMessage<'a> {
     pub id: &'a str,
@@ -18,22 +18,24 @@ pub struct NewMessage<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, m: &NewMessage<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let sql =
         "INSERT INTO messages (id, recipient, escrow_recipients, recipient_index, sealed_meta,
              part_count, plain_size, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(m.id)
+            .bind(m.recipient)
+            .bind(m.escrow_recipients)
+            .bind(m.recipient_index)
+            .bind(m.sealed_meta)
+            .bind(m.part_count)
+            .bind(m.plain_size)
+            .bind(m.created_at),
     )
-    .bind(m.id)
-    .bind(m.recipient)
-    .bind(m.escrow_recipients)
-    .bind(m.recipient_index)
-    .bind(m.sealed_meta)
-    .bind(m.part_count)
-    .bind(m.plain_size)
-    .bind(m.created_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// The message key, wrapped to a master key.
@@ -43,15 +45,16 @@ pub async fn insert_key(
     master_key_id: &str,
     wrapped_identity: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO message_keys (message_id, master_key_id, wrapped_identity) VALUES ($1, $2, $3)",
+    let sql = "INSERT INTO message_keys (message_id, master_key_id, wrapped_identity) VALUES ($1, $2, $3)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(message_id)
+            .bind(master_key_id)
+            .bind(wrapped_identity),
     )
-    .bind(message_id)
-    .bind(master_key_id)
-    .bind(wrapped_identity)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// A part's row, as stored and as read back.
@@ -67,22 +70,23 @@ pub struct PartRow {
 }
 
 pub async fn insert_part(tx: &mut Tx, message_id: &str, p: &PartRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO message_parts (id, message_id, position, kind, blob_key, plain_size,
+    let sql = "INSERT INTO message_parts (id, message_id, position, kind, blob_key, plain_size,
              cipher_size, sealed_meta)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(&p.id)
+            .bind(message_id)
+            .bind(p.position)
+            .bind(&p.kind)
+            .bind(&p.blob_key)
+            .bind(p.plain_size)
+            .bind(p.cipher_size)
+            .bind(&p.sealed_meta),
     )
-    .bind(&p.id)
-    .bind(message_id)
-    .bind(p.position)
-    .bind(&p.kind)
-    .bind(&p.blob_key)
-    .bind(p.plain_size)
-    .bind(p.cipher_size)
-    .bind(&p.sealed_meta)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 pub async fn parts(db: &Db, message_id: &str) -> Result<Vec<PartRow>, sqlx::Error> {
@@ -170,14 +174,9 @@ pub async fn shred(tx: &mut Tx, message_id: &str, now: i64) -> Result<Vec<String
             .execute(&mut **tx)
             .await?;
     }
-    sqlx::query(
-        "UPDATE messages SET shredded_at = $1, sealed_meta = NULL, recipient_index = NULL
-         WHERE id = $2 AND shredded_at IS NULL",
-    )
-    .bind(now)
-    .bind(message_id)
-    .execute(&mut **tx)
-    .await?;
+    let sql = "UPDATE messages SET shredded_at = $1, sealed_meta = NULL, recipient_index = NULL
+         WHERE id = $2 AND shredded_at IS NULL";
+    exec(&mut **tx, sqlx::query(sql).bind(now).bind(message_id)).await?;
     Ok(blobs)
 }
 

@@ -3,7 +3,7 @@
 //! (sent, failed for good, or cancelled by a shred). The payload column
 //! holds the sealed address and content until the row finishes.
 
-use super::{Backend, Db, Tx};
+use super::{Backend, Db, Tx, exec};
 
 /// Error class recorded on an email cancelled because its message was shredded.
 pub const CANCELLED: &str = "cancelled: message shredded";
@@ -129,18 +129,15 @@ pub async fn lease(
     until: i64,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let won = sqlx::query(
-        "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
+    let sql = "UPDATE outbox SET lease_owner = $1, lease_until = $2, attempts = attempts + 1
          WHERE id = $3 AND sent_at IS NULL AND failed_at IS NULL
-           AND (lease_until IS NULL OR lease_until < $4)",
+           AND (lease_until IS NULL OR lease_until < $4)";
+    Ok(exec(
+        &mut **tx,
+        sqlx::query(sql).bind(owner).bind(until).bind(id).bind(now),
     )
-    .bind(owner)
-    .bind(until)
-    .bind(id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(won.rows_affected() == 1)
+    .await?
+        == 1)
 }
 
 /// What a worker needs of a leased row (not the payload: that is read at
@@ -178,29 +175,20 @@ pub async fn unfinished_payload(db: &Db, id: i64) -> Result<Option<Option<Vec<u8
 
 /// Gives a lease back (shutdown cut the send short).
 pub async fn release(tx: &mut Tx, id: i64, owner: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
-         WHERE id = $1 AND lease_owner = $2 AND sent_at IS NULL AND failed_at IS NULL",
-    )
-    .bind(id)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = "UPDATE outbox SET lease_owner = NULL, lease_until = NULL
+         WHERE id = $1 AND lease_owner = $2 AND sent_at IS NULL AND failed_at IS NULL";
+    exec(&mut **tx, sqlx::query(sql).bind(id).bind(owner))
+        .await
+        .map(drop)
 }
 
 /// Records a send, whoever holds the lease (once the server has the email,
 /// recording that is always right); false if the row had finished already.
 pub async fn mark_sent(tx: &mut Tx, id: i64, now: i64) -> Result<bool, sqlx::Error> {
-    let marked = sqlx::query(
+    let sql =
         "UPDATE outbox SET sent_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL
-         WHERE id = $2 AND sent_at IS NULL AND failed_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(marked.rows_affected() == 1)
+         WHERE id = $2 AND sent_at IS NULL AND failed_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
 }
 
 pub async fn mark_retry(
@@ -210,17 +198,18 @@ pub async fn mark_retry(
     error_class: &str,
     next_attempt_at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, last_error = $2
-         WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL",
+    let sql = "UPDATE outbox SET lease_owner = NULL, lease_until = NULL, next_attempt_at = $1, last_error = $2
+         WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(next_attempt_at)
+            .bind(error_class)
+            .bind(id)
+            .bind(owner),
     )
-    .bind(next_attempt_at)
-    .bind(error_class)
-    .bind(id)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// Fails a row for good while `owner` holds it; false otherwise.
@@ -231,16 +220,18 @@ pub async fn mark_failed(
     error_class: &str,
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let marked = sqlx::query(
+    let sql =
         "UPDATE outbox SET failed_at = $1, payload = NULL, lease_owner = NULL, lease_until = NULL,
              last_error = $2
-         WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL",
+         WHERE id = $3 AND lease_owner = $4 AND sent_at IS NULL AND failed_at IS NULL";
+    Ok(exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(now)
+            .bind(error_class)
+            .bind(id)
+            .bind(owner),
     )
-    .bind(now)
-    .bind(error_class)
-    .bind(id)
-    .bind(owner)
-    .execute(&mut **tx)
-    .await?;
-    Ok(marked.rows_affected() == 1)
+    .await?
+        == 1)
 }

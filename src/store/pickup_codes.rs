@@ -1,6 +1,6 @@
 //! `pickup_codes`: emailed verification codes, by keyed hash.
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 pub struct NewCode<'a> {
     pub id: &'a str,
@@ -11,18 +11,19 @@ pub struct NewCode<'a> {
 }
 
 pub async fn insert(tx: &mut Tx, code: &NewCode<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO pickup_codes (id, message_id, code_hash, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+    let sql = "INSERT INTO pickup_codes (id, message_id, code_hash, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(code.id)
+            .bind(code.message_id)
+            .bind(code.code_hash)
+            .bind(code.created_at)
+            .bind(code.expires_at),
     )
-    .bind(code.id)
-    .bind(code.message_id)
-    .bind(code.code_hash)
-    .bind(code.created_at)
-    .bind(code.expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// A code that may still be entered.
@@ -52,33 +53,23 @@ pub async fn live(
 
 /// Uses a code; false if it was used meanwhile.
 pub async fn mark_used(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let used =
-        sqlx::query("UPDATE pickup_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-    Ok(used.rows_affected() == 1)
+    let sql = "UPDATE pickup_codes SET used_at = $1 WHERE id = $2 AND used_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
 }
 
 /// Counts a wrong answer against every live code of the message.
 pub async fn count_wrong(tx: &mut Tx, message_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE pickup_codes SET wrong_guesses = wrong_guesses + 1
-         WHERE message_id = $1 AND used_at IS NULL AND expires_at > $2",
-    )
-    .bind(message_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = "UPDATE pickup_codes SET wrong_guesses = wrong_guesses + 1
+         WHERE message_id = $1 AND used_at IS NULL AND expires_at > $2";
+    exec(&mut **tx, sqlx::query(sql).bind(message_id).bind(now))
+        .await
+        .map(drop)
 }
 
 /// A shred's share: every code of the message.
 pub async fn delete_for_message(tx: &mut Tx, message_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM pickup_codes WHERE message_id = $1")
-        .bind(message_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "DELETE FROM pickup_codes WHERE message_id = $1";
+    exec(&mut **tx, sqlx::query(sql).bind(message_id))
+        .await
+        .map(drop)
 }

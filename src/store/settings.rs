@@ -1,7 +1,7 @@
 //! `settings` (name/value pairs an admin edits) and `settings_logo` (the
 //! organisation's logo, one row).
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 #[derive(sqlx::FromRow)]
 pub struct SettingRow {
@@ -22,27 +22,19 @@ pub async fn all(db: &Db) -> Result<Vec<SettingRow>, sqlx::Error> {
 }
 
 pub async fn put(tx: &mut Tx, name: &str, value: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO settings (name, value) VALUES ($1, $2)
-         ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-    )
-    .bind(name)
-    .bind(value)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = "INSERT INTO settings (name, value) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET value = excluded.value";
+    exec(&mut **tx, sqlx::query(sql).bind(name).bind(value))
+        .await
+        .map(drop)
 }
 
 pub async fn put_logo(tx: &mut Tx, content_type: &str, data: &[u8]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO settings_logo (id, content_type, data) VALUES (1, $1, $2)
-         ON CONFLICT (id) DO UPDATE SET content_type = excluded.content_type, data = excluded.data",
-    )
-    .bind(content_type)
-    .bind(data)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = "INSERT INTO settings_logo (id, content_type, data) VALUES (1, $1, $2)
+         ON CONFLICT (id) DO UPDATE SET content_type = excluded.content_type, data = excluded.data";
+    exec(&mut **tx, sqlx::query(sql).bind(content_type).bind(data))
+        .await
+        .map(drop)
 }
 
 pub async fn has_logo(db: &Db) -> Result<bool, sqlx::Error> {

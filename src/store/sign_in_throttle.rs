@@ -1,7 +1,7 @@
 //! `sign_in_throttle`: failure streaks and back-off per throttle key (keyed
 //! hashes of an account, a client network, or both).
 
-use super::{Db, Tx, placeholders};
+use super::{Db, Tx, exec, placeholders};
 
 /// Counts one failure atomically (an upsert, so concurrent instances never
 /// lose a count); a streak older than `forget_before` starts again at 1.
@@ -28,21 +28,16 @@ pub async fn count_failure(
 }
 
 pub async fn block_until(tx: &mut Tx, key: &[u8], until: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sign_in_throttle SET blocked_until = $1 WHERE key = $2")
-        .bind(until)
-        .bind(key)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE sign_in_throttle SET blocked_until = $1 WHERE key = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(until).bind(key))
+        .await
+        .map(drop)
 }
 
 /// Ends a streak (a successful sign-in).
 pub async fn clear(tx: &mut Tx, key: &[u8]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sign_in_throttle WHERE key = $1")
-        .bind(key)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "DELETE FROM sign_in_throttle WHERE key = $1";
+    exec(&mut **tx, sqlx::query(sql).bind(key)).await.map(drop)
 }
 
 /// The latest `blocked_until` among `keys`, if any row exists.
@@ -60,11 +55,6 @@ pub async fn blocked_until(db: &Db, keys: &[&[u8]]) -> Result<Option<i64>, sqlx:
 
 /// Deletes streaks no longer blocking and older than `forget_before`.
 pub async fn prune(db: &Db, now: i64, forget_before: i64) -> Result<u64, sqlx::Error> {
-    let deleted =
-        sqlx::query("DELETE FROM sign_in_throttle WHERE blocked_until <= $1 AND last_failure < $2")
-            .bind(now)
-            .bind(forget_before)
-            .execute(db.pool())
-            .await?;
-    Ok(deleted.rows_affected())
+    let sql = "DELETE FROM sign_in_throttle WHERE blocked_until <= $1 AND last_failure < $2";
+    exec(db.pool(), sqlx::query(sql).bind(now).bind(forget_before)).await
 }

@@ -1,7 +1,7 @@
 //! `staff_users`: staff accounts (address, role, password hash, session
 //! epoch, disabled and second-factor state).
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 /// An account with what the session layer checks on every request.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -26,18 +26,20 @@ pub struct NewStaff<'a> {
 
 /// Inserts an account; false if the address is taken.
 pub async fn insert(tx: &mut Tx, new: &NewStaff<'_>) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let sql =
         "INSERT INTO staff_users (id, email, role, password_hash, created_at, password_changed_at)
-         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING";
+    Ok(exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(new.id)
+            .bind(new.email)
+            .bind(new.role)
+            .bind(new.password_hash)
+            .bind(new.now),
     )
-    .bind(new.id)
-    .bind(new.email)
-    .bind(new.role)
-    .bind(new.password_hash)
-    .bind(new.now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(inserted.rows_affected() == 1)
+    .await?
+        == 1)
 }
 
 pub async fn by_email(db: &Db, email: &str) -> Result<Option<StaffRow>, sqlx::Error> {
@@ -78,30 +80,19 @@ pub async fn count_in(tx: &mut Tx) -> Result<i64, sqlx::Error> {
 
 /// Sets a new password hash, ending every session of the account.
 pub async fn set_password(tx: &mut Tx, id: &str, hash: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE staff_users SET password_hash = $1, password_changed_at = $2,
+    let sql = "UPDATE staff_users SET password_hash = $1, password_changed_at = $2,
              session_epoch = session_epoch + 1
-         WHERE id = $3",
-    )
-    .bind(hash)
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+         WHERE id = $3";
+    exec(&mut **tx, sqlx::query(sql).bind(hash).bind(now).bind(id))
+        .await
+        .map(drop)
 }
 
 /// Disables an account, ending its sessions; false if it already was.
 pub async fn disable(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "UPDATE staff_users SET disabled_at = $1, session_epoch = session_epoch + 1
-         WHERE id = $2 AND disabled_at IS NULL",
-    )
-    .bind(now)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(changed.rows_affected() > 0)
+    let sql = "UPDATE staff_users SET disabled_at = $1, session_epoch = session_epoch + 1
+         WHERE id = $2 AND disabled_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? > 0)
 }
 
 pub async fn pickup_alerts(db: &Db, id: &str) -> Result<Option<i64>, sqlx::Error> {
@@ -112,12 +103,10 @@ pub async fn pickup_alerts(db: &Db, id: &str) -> Result<Option<i64>, sqlx::Error
 }
 
 pub async fn set_pickup_alerts(db: &Db, id: &str, on: bool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE staff_users SET pickup_alerts = $1 WHERE id = $2")
-        .bind(i64::from(on))
-        .bind(id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    let sql = "UPDATE staff_users SET pickup_alerts = $1 WHERE id = $2";
+    exec(db.pool(), sqlx::query(sql).bind(i64::from(on)).bind(id))
+        .await
+        .map(drop)
 }
 
 pub async fn password_hash(db: &Db, email: &str) -> Result<Option<String>, sqlx::Error> {
@@ -146,10 +135,8 @@ pub async fn credentials(db: &Db, email: &str) -> Result<Option<Credentials>, sq
 /// Replaces a password hash with a stronger one of the same password
 /// (sessions stay: the password did not change).
 pub async fn upgrade_hash(tx: &mut Tx, id: &str, hash: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE staff_users SET password_hash = $1 WHERE id = $2")
-        .bind(hash)
-        .bind(id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE staff_users SET password_hash = $1 WHERE id = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(hash).bind(id))
+        .await
+        .map(drop)
 }

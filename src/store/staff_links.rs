@@ -1,7 +1,7 @@
 //! `staff_links`: one-time setup and invitation links, by the keyed hash
 //! of their token (the token itself is never stored).
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 /// What a link is for (the `purpose` column).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,18 +38,19 @@ pub async fn insert(
     now: i64,
     expires_at: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO staff_links (token_hash, purpose, staff_id, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+    let sql = "INSERT INTO staff_links (token_hash, purpose, staff_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(token_hash)
+            .bind(purpose.as_str())
+            .bind(staff_id)
+            .bind(now)
+            .bind(expires_at),
     )
-    .bind(token_hash)
-    .bind(purpose.as_str())
-    .bind(staff_id)
-    .bind(now)
-    .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    .await
+    .map(drop)
 }
 
 /// The link's account id (for invitations) if the link is known, unused
@@ -95,14 +96,9 @@ pub async fn claim(
 
 /// Ends every unused setup link (only the newest may work).
 pub async fn end_setup_links(tx: &mut Tx, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE staff_links SET expires_at = $1
-         WHERE purpose = 'setup' AND used_at IS NULL AND expires_at > $1",
-    )
-    .bind(now)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    let sql = "UPDATE staff_links SET expires_at = $1
+         WHERE purpose = 'setup' AND used_at IS NULL AND expires_at > $1";
+    exec(&mut **tx, sqlx::query(sql).bind(now)).await.map(drop)
 }
 
 /// Invitations whose owner has not set a password yet.

@@ -2,7 +2,7 @@
 //! used step, failure streak and back-off) and `staff_recovery_codes`
 //! (keyed hashes of one-time recovery codes).
 
-use super::{Db, Tx};
+use super::{Db, Tx, exec};
 
 /// Stores a confirmed seed and its first used step, ending the account's
 /// other sessions; returns the new session epoch.
@@ -29,15 +29,11 @@ pub async fn enable(
 /// Removes the second factor, ending the account's sessions; false if no
 /// such account.
 pub async fn disable(tx: &mut Tx, staff_id: &str) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
+    let sql =
         "UPDATE staff_users SET totp_secret = NULL, totp_enabled_at = NULL, totp_last_step = NULL,
                 session_epoch = session_epoch + 1
-         WHERE id = $1",
-    )
-    .bind(staff_id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(changed.rows_affected() == 1)
+         WHERE id = $1";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(staff_id)).await? == 1)
 }
 
 /// Moves an account that uses TOTP to a new session epoch (its other
@@ -72,15 +68,9 @@ pub async fn seed(db: &Db, staff_id: &str) -> Result<Option<SeedRow>, sqlx::Erro
 /// Records `step` as used, by compare-and-set: of two concurrent requests
 /// with one code, one wins.
 pub async fn use_step(db: &Db, staff_id: &str, step: i64) -> Result<bool, sqlx::Error> {
-    let won = sqlx::query(
-        "UPDATE staff_users SET totp_last_step = $1
-         WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)",
-    )
-    .bind(step)
-    .bind(staff_id)
-    .execute(db.pool())
-    .await?;
-    Ok(won.rows_affected() == 1)
+    let sql = "UPDATE staff_users SET totp_last_step = $1
+         WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $1)";
+    Ok(exec(db.pool(), sqlx::query(sql).bind(step).bind(staff_id)).await? == 1)
 }
 
 /// Counts an attempt unless the account is in a back-off: the streak
@@ -114,29 +104,25 @@ pub async fn blocked_until(tx: &mut Tx, staff_id: &str) -> Result<Option<i64>, s
 }
 
 pub async fn block_until(tx: &mut Tx, staff_id: &str, until: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE staff_users SET totp_blocked_until = $1 WHERE id = $2")
-        .bind(until)
-        .bind(staff_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "UPDATE staff_users SET totp_blocked_until = $1 WHERE id = $2";
+    exec(&mut **tx, sqlx::query(sql).bind(until).bind(staff_id))
+        .await
+        .map(drop)
 }
 
 /// Ends the failure streak and any back-off.
 pub async fn clear_failures(db: &Db, staff_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE staff_users SET totp_failures = 0, totp_blocked_until = 0 WHERE id = $1")
-        .bind(staff_id)
-        .execute(db.pool())
-        .await?;
-    Ok(())
+    let sql = "UPDATE staff_users SET totp_failures = 0, totp_blocked_until = 0 WHERE id = $1";
+    exec(db.pool(), sqlx::query(sql).bind(staff_id))
+        .await
+        .map(drop)
 }
 
 pub async fn delete_recovery_codes(tx: &mut Tx, staff_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM staff_recovery_codes WHERE staff_id = $1")
-        .bind(staff_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "DELETE FROM staff_recovery_codes WHERE staff_id = $1";
+    exec(&mut **tx, sqlx::query(sql).bind(staff_id))
+        .await
+        .map(drop)
 }
 
 pub async fn insert_recovery_code(
@@ -144,12 +130,10 @@ pub async fn insert_recovery_code(
     staff_id: &str,
     hash: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)")
-        .bind(staff_id)
-        .bind(hash)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    let sql = "INSERT INTO staff_recovery_codes (staff_id, code_hash) VALUES ($1, $2)";
+    exec(&mut **tx, sqlx::query(sql).bind(staff_id).bind(hash))
+        .await
+        .map(drop)
 }
 
 /// Spends a recovery code; false if unknown or used.
@@ -159,16 +143,14 @@ pub async fn use_recovery_code(
     hash: &[u8],
     now: i64,
 ) -> Result<bool, sqlx::Error> {
-    let used = sqlx::query(
-        "UPDATE staff_recovery_codes SET used_at = $1
-         WHERE staff_id = $2 AND code_hash = $3 AND used_at IS NULL",
+    let sql = "UPDATE staff_recovery_codes SET used_at = $1
+         WHERE staff_id = $2 AND code_hash = $3 AND used_at IS NULL";
+    Ok(exec(
+        &mut **tx,
+        sqlx::query(sql).bind(now).bind(staff_id).bind(hash),
     )
-    .bind(now)
-    .bind(staff_id)
-    .bind(hash)
-    .execute(&mut **tx)
-    .await?;
-    Ok(used.rows_affected() == 1)
+    .await?
+        == 1)
 }
 
 const UNUSED_CODES: &str =

@@ -32,21 +32,22 @@ pub const FORBIDDEN: &[(&str, &str)] = &[
 
 /// The lower layers: none of them may import a module in [`TOP`].
 pub const BELOW: &[&str] = &[
-    "store",
-    "vault",
-    "mail",
-    "config",
-    "clock",
-    "audit",
-    "text",
-    "ids",
+    "store", "vault", "mail", "config", "clock", "audit", "text", "ids",
 ];
 
 /// The layers of `docs/architecture.md`, lowest first. A module may import
 /// only from lower layers: never upwards, and never sideways (two features,
 /// or two leaves, share through a lower layer).
 pub const LAYERS: &[&[&str]] = &[
-    &["text", "ids", "clock", "client_net", "private_fs", "tls", "config"],
+    &[
+        "text",
+        "ids",
+        "clock",
+        "client_net",
+        "private_fs",
+        "tls",
+        "config",
+    ],
     &["store"],
     &["vault"],
     &["audit"],
@@ -582,10 +583,17 @@ mod tests {
         ] {
             assert!(rules.contains(&forbidden), "{forbidden:?}");
         }
-        for allowed in [("portal", "app"), ("mail", "deliveries"), ("vault", "store")] {
+        for allowed in [
+            ("portal", "app"),
+            ("mail", "deliveries"),
+            ("vault", "store"),
+        ] {
             assert!(!rules.contains(&allowed), "{allowed:?}");
         }
-        let named: Vec<&str> = super::LAYERS.iter().flat_map(|l| l.iter().copied()).collect();
+        let named: Vec<&str> = super::LAYERS
+            .iter()
+            .flat_map(|l| l.iter().copied())
+            .collect();
         let unique: std::collections::BTreeSet<&&str> = named.iter().collect();
         assert_eq!(unique.len(), named.len(), "a module in two layers");
     }

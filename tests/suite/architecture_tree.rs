@@ -33,9 +33,19 @@ fn every_top_level_module_has_a_layer() {
     let placed: Vec<&str> = LAYERS.iter().flat_map(|l| l.iter().copied()).collect();
     let mut missing: Vec<String> = files
         .iter()
-        .map(|f| f.path.split('/').next().unwrap_or_default().trim_end_matches(".rs").to_owned())
+        .map(|f| {
+            f.path
+                .split('/')
+                .next()
+                .unwrap_or_default()
+                .trim_end_matches(".rs")
+                .to_owned()
+        })
         .filter(|m| m != "lib" && m != "main" && !placed.contains(&m.as_str()))
         .collect();
     missing.dedup();
-    assert!(missing.is_empty(), "modules with no layer in architecture.rs: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "modules with no layer in architecture.rs: {missing:?}"
+    );
 }

@@ -368,252 +368,252 @@ async fn argon2_matches(app: &App, all: &[(String, Vec<u8>)], answer: &str) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shredded_message_leaves_nothing_that_opens() {
-        let env = TestEnv::new().await;
-        let (app, clock, base) = portal(&env, START).await;
-        create_staff(&app, "agent@example.com", Role::Agent).await;
-        let mut staff = Browser::signed_in(&base, "agent@example.com").await;
-        let mut mailbox = Browser::new(&base);
-        let mut customer = Browser::new(&base);
+    let env = TestEnv::new().await;
+    let (app, clock, base) = portal(&env, START).await;
+    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let mut staff = Browser::signed_in(&base, "agent@example.com").await;
+    let mut mailbox = Browser::new(&base);
+    let mut customer = Browser::new(&base);
 
-        let revoked = send_and_request_code(
-            &app,
-            &mut staff,
-            &mut mailbox,
-            &mut customer,
-            Canaries::new("revoked", "111"),
-            "48",
-            "keep",
-        )
-        .await;
-        let expired = send_and_request_code(
-            &app,
-            &mut staff,
-            &mut mailbox,
-            &mut customer,
-            Canaries::new("expired", "222"),
-            "1",
-            "keep",
-        )
-        .await;
-        let picked_up = send_and_request_code(
-            &app,
-            &mut staff,
-            &mut mailbox,
-            &mut customer,
-            Canaries::new("pickedup", "333"),
-            "48",
-            "shred",
-        )
-        .await;
-        let control = send_and_request_code(
-            &app,
-            &mut staff,
-            &mut mailbox,
-            &mut customer,
-            Canaries::new("control", "444"),
-            "48",
-            "keep",
-        )
-        .await;
+    let revoked = send_and_request_code(
+        &app,
+        &mut staff,
+        &mut mailbox,
+        &mut customer,
+        Canaries::new("revoked", "111"),
+        "48",
+        "keep",
+    )
+    .await;
+    let expired = send_and_request_code(
+        &app,
+        &mut staff,
+        &mut mailbox,
+        &mut customer,
+        Canaries::new("expired", "222"),
+        "1",
+        "keep",
+    )
+    .await;
+    let picked_up = send_and_request_code(
+        &app,
+        &mut staff,
+        &mut mailbox,
+        &mut customer,
+        Canaries::new("pickedup", "333"),
+        "48",
+        "shred",
+    )
+    .await;
+    let control = send_and_request_code(
+        &app,
+        &mut staff,
+        &mut mailbox,
+        &mut customer,
+        Canaries::new("control", "444"),
+        "48",
+        "keep",
+    )
+    .await;
 
-        // Shred after pickup: verify, then the grace runs out.
-        let c = &picked_up.canaries;
-        let mut reader = Browser::new(&base);
-        let r = reader
-            .post(
-                &format!("{}/verify", picked_up.link),
-                &[
-                    ("code", picked_up.code.as_str()),
-                    ("access_code", c.access_code.as_str()),
-                    ("known_fact", c.fact.as_str()),
-                ],
-            )
-            .await;
+    // Shred after pickup: verify, then the grace runs out.
+    let c = &picked_up.canaries;
+    let mut reader = Browser::new(&base);
+    let r = reader
+        .post(
+            &format!("{}/verify", picked_up.link),
+            &[
+                ("code", picked_up.code.as_str()),
+                ("access_code", c.access_code.as_str()),
+                ("known_fact", c.fact.as_str()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        reader
+            .get(&format!("/pickup/{}", picked_up.id))
+            .await
+            .status,
+        200
+    );
+
+    // Mail still queued when the message goes: a second code each.
+    for s in [&revoked, &expired] {
+        let r = customer.post(&format!("{}/code", s.link), &[]).await;
         assert_eq!(r.status, 303, "{}", r.body);
-        assert_eq!(
-            reader
-                .get(&format!("/pickup/{}", picked_up.id))
-                .await
-                .status,
-            200
-        );
+    }
 
-        // Mail still queued when the message goes: a second code each.
-        for s in [&revoked, &expired] {
-            let r = customer.post(&format!("{}/code", s.link), &[]).await;
-            assert_eq!(r.status, 303, "{}", r.body);
-        }
+    // Revoke through the portal.
+    let page = staff.get(&format!("/messages/{}", revoked.id)).await;
+    let token = input_value(&page.body, "csrf").unwrap();
+    let r = staff
+        .post(
+            &format!("/messages/{}/revoke", revoked.id),
+            &[("csrf", &token)],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    // Past the pickup grace (30 minutes idle): shred after pickup.
+    clock.advance(31 * 60);
+    assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
+    // Past the one-hour expiry.
+    clock.advance(30 * 60);
+    assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
+    for s in [&revoked, &expired, &picked_up] {
+        assert!(matches!(
+            app.vault.unlock(s.id).await,
+            Err(VaultError::Shredded)
+        ));
+    }
+    assert!(app.vault.unlock(control.id).await.is_ok());
 
-        // Revoke through the portal.
-        let page = staff.get(&format!("/messages/{}", revoked.id)).await;
-        let token = input_value(&page.body, "csrf").unwrap();
-        let r = staff
-            .post(
-                &format!("/messages/{}/revoke", revoked.id),
-                &[("csrf", &token)],
-            )
-            .await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        // Past the pickup grace (30 minutes idle): shred after pickup.
-        clock.advance(31 * 60);
-        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
-        // Past the one-hour expiry.
-        clock.advance(30 * 60);
-        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
-        for s in [&revoked, &expired, &picked_up] {
-            assert!(matches!(
-                app.vault.unlock(s.id).await,
-                Err(VaultError::Shredded)
-            ));
-        }
-        assert!(app.vault.unlock(control.id).await.is_ok());
-
-        // Ids, times and states stay for the sender and the audit log.
-        let reasons: Vec<(String, Option<String>)> = sqlx::query_as(
-            "SELECT message_id, detail FROM audit_log
+    // Ids, times and states stay for the sender and the audit log.
+    let reasons: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT message_id, detail FROM audit_log
              WHERE action IN ('message.revoked', 'message.shredded') ORDER BY id",
-        )
-        .fetch_all(app.db.pool())
-        .await
-        .unwrap();
-        let ids: Vec<&str> = reasons.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(
-            ids,
-            [
-                revoked.id.to_string(),
-                picked_up.id.to_string(),
-                expired.id.to_string()
-            ]
-        );
-        assert!(reasons[1].1.as_deref().unwrap().contains("picked_up"));
-        assert!(reasons[2].1.as_deref().unwrap().contains("expired"));
-        let d = app.deliveries.get(revoked.id).await.unwrap();
-        assert!(d.revoked_at.is_some() && d.shredded_at.is_some());
-        assert!(d.sealed_recipient.is_none());
+    )
+    .fetch_all(app.db.pool())
+    .await
+    .unwrap();
+    let ids: Vec<&str> = reasons.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            revoked.id.to_string(),
+            picked_up.id.to_string(),
+            expired.id.to_string()
+        ]
+    );
+    assert!(reasons[1].1.as_deref().unwrap().contains("picked_up"));
+    assert!(reasons[2].1.as_deref().unwrap().contains("expired"));
+    let d = app.deliveries.get(revoked.id).await.unwrap();
+    assert!(d.revoked_at.is_some() && d.shredded_at.is_some());
+    assert!(d.sealed_recipient.is_none());
 
-        // Every reader copes with what is gone (a fresh staff sign-in: the
-        // clock moved past the idle timeout).
-        let mut staff = Browser::signed_in(&base, "agent@example.com").await;
-        let list = staff.get("/sent").await;
-        assert_eq!(list.status, 200);
-        assert_eq!(list.body.matches("(shredded)").count(), 3, "{}", list.body);
-        for s in [&revoked, &expired, &picked_up] {
-            let page = staff.get(&format!("/messages/{}", s.id)).await;
-            assert_eq!(page.status, 200, "{}", page.body);
-            let landing = Browser::new(&base).get(&s.link).await;
-            assert_eq!(landing.status, 404, "a neutral page: {}", landing.body);
-            let r = Browser::new(&base)
-                .post(&format!("{}/code", s.link), &[])
-                .await;
-            assert_eq!(r.status, 404);
-        }
-        assert_eq!(mailbox.get("/dev/mailbox").await.status, 200);
-        // Key rotation walks past shredded messages.
-        app.vault.rotate().await.unwrap();
+    // Every reader copes with what is gone (a fresh staff sign-in: the
+    // clock moved past the idle timeout).
+    let mut staff = Browser::signed_in(&base, "agent@example.com").await;
+    let list = staff.get("/sent").await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body.matches("(shredded)").count(), 3, "{}", list.body);
+    for s in [&revoked, &expired, &picked_up] {
+        let page = staff.get(&format!("/messages/{}", s.id)).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let landing = Browser::new(&base).get(&s.link).await;
+        assert_eq!(landing.status, 404, "a neutral page: {}", landing.body);
+        let r = Browser::new(&base)
+            .post(&format!("{}/code", s.link), &[])
+            .await;
+        assert_eq!(r.status, 404);
+    }
+    assert_eq!(mailbox.get("/dev/mailbox").await.status, 200);
+    // Key rotation walks past shredded messages.
+    app.vault.rotate().await.unwrap();
 
-        // The blind index and the sent list's search no longer find them.
-        for s in [&revoked, &expired, &picked_up] {
-            let a = &s.canaries.address;
-            assert!(
-                app.vault.find_by_recipient(a).await.unwrap().is_empty(),
-                "{a}"
-            );
-            let q = serde_urlencoded::to_string([("q", a.as_str())]).unwrap();
-            let page = staff.get(&format!("/sent?{q}")).await;
-            assert_eq!(page.status, 200);
-            assert!(!page.body.contains(&s.id.to_string()), "{a} still found");
-        }
-        assert_eq!(
-            app.vault
-                .find_by_recipient(&control.canaries.address)
-                .await
-                .unwrap(),
-            [control.id]
-        );
-        let q = serde_urlencoded::to_string([("q", control.canaries.address.as_str())]).unwrap();
+    // The blind index and the sent list's search no longer find them.
+    for s in [&revoked, &expired, &picked_up] {
+        let a = &s.canaries.address;
         assert!(
-            staff
-                .get(&format!("/sent?{q}"))
-                .await
-                .body
-                .contains(&control.id.to_string())
+            app.vault.find_by_recipient(a).await.unwrap().is_empty(),
+            "{a}"
         );
+        let q = serde_urlencoded::to_string([("q", a.as_str())]).unwrap();
+        let page = staff.get(&format!("/sent?{q}")).await;
+        assert_eq!(page.status, 200);
+        assert!(!page.body.contains(&s.id.to_string()), "{a} still found");
+    }
+    assert_eq!(
+        app.vault
+            .find_by_recipient(&control.canaries.address)
+            .await
+            .unwrap(),
+        [control.id]
+    );
+    let q = serde_urlencoded::to_string([("q", control.canaries.address.as_str())]).unwrap();
+    assert!(
+        staff
+            .get(&format!("/sent?{q}"))
+            .await
+            .body
+            .contains(&control.id.to_string())
+    );
 
-        // The attack: the mail still queued goes nowhere, then everything
-        // the keys open or match.
-        app.outbox.run_once().await.unwrap();
-        let all = attack(&env, &app).await;
+    // The attack: the mail still queued goes nowhere, then everything
+    // the keys open or match.
+    app.outbox.run_once().await.unwrap();
+    let all = attack(&env, &app).await;
 
-        // It works: the live control message opens and matches entirely.
-        let c = &control.canaries;
-        for canary in [&c.address, &c.phone, &c.title, &c.body, &c.file] {
-            assert!(
-                found_in(&all, canary.as_bytes()).is_some(),
-                "the attack recovers the control's {canary:?}"
-            );
-        }
-        let token = control.link.trim_start_matches("/p/");
-        for (name, hash) in [
-            ("blind index", app.vault.recipient_index(&c.address)),
-            (
-                "link hash",
-                app.vault.keyed_hash(Purpose::PickupLink, token.as_bytes()),
+    // It works: the live control message opens and matches entirely.
+    let c = &control.canaries;
+    for canary in [&c.address, &c.phone, &c.title, &c.body, &c.file] {
+        assert!(
+            found_in(&all, canary.as_bytes()).is_some(),
+            "the attack recovers the control's {canary:?}"
+        );
+    }
+    let token = control.link.trim_start_matches("/p/");
+    for (name, hash) in [
+        ("blind index", app.vault.recipient_index(&c.address)),
+        (
+            "link hash",
+            app.vault.keyed_hash(Purpose::PickupLink, token.as_bytes()),
+        ),
+        (
+            "code hash",
+            app.vault.keyed_hash(
+                Purpose::PickupCode,
+                format!("{}\0{}", control.id, control.code).as_bytes(),
             ),
-            (
-                "code hash",
-                app.vault.keyed_hash(
-                    Purpose::PickupCode,
-                    format!("{}\0{}", control.id, control.code).as_bytes(),
-                ),
-            ),
-        ] {
-            assert!(
-                found_in(&all, &hash).is_some(),
-                "the control's {name} is matched"
-            );
-        }
-        assert_eq!(
-            argon2_matches(&app, &all, &normalise_access_code(&c.access_code))
-                .await
-                .len(),
-            1
+        ),
+    ] {
+        assert!(
+            found_in(&all, &hash).is_some(),
+            "the control's {name} is matched"
         );
-        assert_eq!(
-            argon2_matches(&app, &all, &c.fact_normalised()).await.len(),
-            1
-        );
+    }
+    assert_eq!(
+        argon2_matches(&app, &all, &normalise_access_code(&c.access_code))
+            .await
+            .len(),
+        1
+    );
+    assert_eq!(
+        argon2_matches(&app, &all, &c.fact_normalised()).await.len(),
+        1
+    );
 
-        // Nothing of the shredded messages comes back.
-        for s in [&revoked, &expired, &picked_up] {
-            let c = &s.canaries;
-            for canary in c.plain() {
-                for form in [canary.to_owned(), canary.to_lowercase()] {
-                    assert_eq!(
-                        found_in(&all, form.as_bytes()),
-                        None,
-                        "{form:?} of a shredded message recovered"
-                    );
-                }
-            }
-            for (label, v) in &all {
-            crate::support::canaries::assert_no_canaries(label, v, &c.plain());
-            }
-            for (name, hash) in keyed_hashes(&app, s) {
-                assert_eq!(found_in(&all, &hash), None, "{name} still matches");
-            }
-            for answer in [
-                c.access_code.clone(),
-                normalise_access_code(&c.access_code),
-                c.fact_normalised(),
-                c.fact.clone(),
-            ] {
+    // Nothing of the shredded messages comes back.
+    for s in [&revoked, &expired, &picked_up] {
+        let c = &s.canaries;
+        for canary in c.plain() {
+            for form in [canary.to_owned(), canary.to_lowercase()] {
                 assert_eq!(
-                    argon2_matches(&app, &all, &answer).await,
-                    Vec::<String>::new(),
-                    "a stored hash still confirms {answer:?}"
+                    found_in(&all, form.as_bytes()),
+                    None,
+                    "{form:?} of a shredded message recovered"
                 );
             }
         }
+        for (label, v) in &all {
+            crate::support::canaries::assert_no_canaries(label, v, &c.plain());
+        }
+        for (name, hash) in keyed_hashes(&app, s) {
+            assert_eq!(found_in(&all, &hash), None, "{name} still matches");
+        }
+        for answer in [
+            c.access_code.clone(),
+            normalise_access_code(&c.access_code),
+            c.fact_normalised(),
+            c.fact.clone(),
+        ] {
+            assert_eq!(
+                argon2_matches(&app, &all, &answer).await,
+                Vec::<String>::new(),
+                "a stored hash still confirms {answer:?}"
+            );
+        }
+    }
 }
 
 /// An outbox row's sent_at, failed_at, payload and last_error.
@@ -621,166 +621,169 @@ type OutboxState = (Option<i64>, Option<i64>, Option<Vec<u8>>, Option<String>);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_queued_for_a_shredded_message_is_never_sent() {
-        let env = TestEnv::new().await;
-        let (app, clock, base) = portal(&env, START).await;
-        create_staff(&app, "agent@example.com", Role::Agent).await;
-        let mut staff = Browser::signed_in(&base, "agent@example.com").await;
-        let mut mailbox = Browser::new(&base);
+    let env = TestEnv::new().await;
+    let (app, clock, base) = portal(&env, START).await;
+    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let mut staff = Browser::signed_in(&base, "agent@example.com").await;
+    let mut mailbox = Browser::new(&base);
 
-        // A pickup email claimed by a worker that then crashed: once its
-        // lease runs out any worker would send it again.
-        let revoked_c = Canaries::new("queued-revoked", "555");
-        let revoked = compose(&mut staff, &revoked_c, "48", "keep").await;
-        let claimed = app.outbox.claim("crashed-worker", 10).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        // Pickup emails still waiting for their first attempt.
-        let expired_c = Canaries::new("queued-expired", "666");
-        let expired = compose(&mut staff, &expired_c, "1", "keep").await;
-        let live_c = Canaries::new("queued-live", "777");
-        compose(&mut staff, &live_c, "48", "keep").await;
+    // A pickup email claimed by a worker that then crashed: once its
+    // lease runs out any worker would send it again.
+    let revoked_c = Canaries::new("queued-revoked", "555");
+    let revoked = compose(&mut staff, &revoked_c, "48", "keep").await;
+    let claimed = app.outbox.claim("crashed-worker", 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    // Pickup emails still waiting for their first attempt.
+    let expired_c = Canaries::new("queued-expired", "666");
+    let expired = compose(&mut staff, &expired_c, "1", "keep").await;
+    let live_c = Canaries::new("queued-live", "777");
+    compose(&mut staff, &live_c, "48", "keep").await;
 
-        let page = staff.get(&format!("/messages/{revoked}")).await;
-        let token = input_value(&page.body, "csrf").unwrap();
-        let r = staff
-            .post(&format!("/messages/{revoked}/revoke"), &[("csrf", &token)])
-            .await;
-        assert_eq!(r.status, 303, "{}", r.body);
-        clock.advance(3600 + 60);
-        assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
+    let page = staff.get(&format!("/messages/{revoked}")).await;
+    let token = input_value(&page.body, "csrf").unwrap();
+    let r = staff
+        .post(&format!("/messages/{revoked}/revoke"), &[("csrf", &token)])
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    clock.advance(3600 + 60);
+    assert_eq!(app.deliveries.shred_due().await.unwrap(), 1);
 
-        // Only the live message's email goes out.
-        assert_eq!(app.outbox.run_once().await.unwrap(), 1);
-        assert_eq!(app.outbox.run_once().await.unwrap(), 0);
-        assert_eq!(dev_mail(&app, &mut mailbox, &live_c.address).await.len(), 1);
-        for c in [&revoked_c, &expired_c] {
+    // Only the live message's email goes out.
+    assert_eq!(app.outbox.run_once().await.unwrap(), 1);
+    assert_eq!(app.outbox.run_once().await.unwrap(), 0);
+    assert_eq!(dev_mail(&app, &mut mailbox, &live_c.address).await.len(), 1);
+    for c in [&revoked_c, &expired_c] {
         assert!(
             dev_mail(&app, &mut mailbox, &c.address).await.is_empty(),
             "{}",
             c.address
         );
-        }
+    }
 
-        // The cancelled rows say so, hold nothing, and no longer count as pending.
-        for id in [revoked, expired] {
+    // The cancelled rows say so, hold nothing, and no longer count as pending.
+    for id in [revoked, expired] {
         let rows: Vec<OutboxState> = sqlx::query_as(
-                    "SELECT sent_at, failed_at, payload, last_error FROM outbox WHERE message_id = $1",
-                )
-                .bind(id.to_string())
-                .fetch_all(app.db.pool())
-                .await
-                .unwrap();
-            assert_eq!(rows.len(), 1);
-            let (sent, failed, payload, error) = &rows[0];
-            assert!(sent.is_none() && failed.is_some() && payload.is_none());
-            assert_eq!(error.as_deref(), Some(sealpost::store::outbox::CANCELLED));
-        }
-        assert_eq!(sealpost::store::outbox::pending(&app.db).await.unwrap().0, 0);
+            "SELECT sent_at, failed_at, payload, last_error FROM outbox WHERE message_id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_all(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 1);
+        let (sent, failed, payload, error) = &rows[0];
+        assert!(sent.is_none() && failed.is_some() && payload.is_none());
+        assert_eq!(error.as_deref(), Some(sealpost::store::outbox::CANCELLED));
+    }
+    assert_eq!(
+        sealpost::store::outbox::pending(&app.db).await.unwrap().0,
+        0
+    );
 
-        // A request that saw the message live just before the shred cannot
-        // queue mail for it after: its transaction fails and rolls back.
-        let mut tx = app.db.begin().await.unwrap();
-        let queued = app
-            .outbox
-            .enqueue(
-                &mut tx,
-                &revoked_c.address,
-                &sealpost::mail::Mail::VerificationCode {
-                    code: "123456".to_owned(),
-                    expires_at: START + 7200,
-                },
-                Some(revoked),
-            )
-            .await;
-        assert!(queued.is_err(), "mail queued for a shredded message");
-        drop(tx);
-        let details: Vec<String> = sqlx::query_scalar(
+    // A request that saw the message live just before the shred cannot
+    // queue mail for it after: its transaction fails and rolls back.
+    let mut tx = app.db.begin().await.unwrap();
+    let queued = app
+        .outbox
+        .enqueue(
+            &mut tx,
+            &revoked_c.address,
+            &sealpost::mail::Mail::VerificationCode {
+                code: "123456".to_owned(),
+                expires_at: START + 7200,
+            },
+            Some(revoked),
+        )
+        .await;
+    assert!(queued.is_err(), "mail queued for a shredded message");
+    drop(tx);
+    let details: Vec<String> = sqlx::query_scalar(
             "SELECT detail FROM audit_log WHERE action IN ('message.revoked', 'message.shredded') ORDER BY id",
         )
         .fetch_all(app.db.pool())
         .await
         .unwrap();
-        assert_eq!(details.len(), 2);
-        for d in details {
-            assert!(d.contains("\"cancelled_mail\":1"), "{d}");
-        }
+    assert_eq!(details.len(), 2);
+    for d in details {
+        assert!(d.contains("\"cancelled_mail\":1"), "{d}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_revokes_racing_the_mail_worker_shred_once_and_leave_nothing() {
-        let env = TestEnv::new().await;
-        let (app, _clock, base) = portal(&env, START).await;
-        create_staff(&app, "agent@example.com", Role::Agent).await;
-        let mut staff = Browser::signed_in(&base, "agent@example.com").await;
-        let mut ids = Vec::new();
-        for n in 0..4 {
-            let c = Canaries::new(&format!("race{n}"), &format!("80{n}"));
-            ids.push(compose(&mut staff, &c, "48", "keep").await);
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let mut staff = Browser::signed_in(&base, "agent@example.com").await;
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let c = Canaries::new(&format!("race{n}"), &format!("80{n}"));
+        ids.push(compose(&mut staff, &c, "48", "keep").await);
+    }
+    // Ten revokes of each message at once, while workers send (and
+    // record) the very emails the shreds cancel.
+    let mut tasks = Vec::new();
+    for id in &ids {
+        for _ in 0..10 {
+            let app = app.clone();
+            let id = *id;
+            tasks.push(tokio::spawn(async move {
+                app.deliveries
+                    .revoke(sealpost::audit::Actor::Cli, id, None)
+                    .await
+                    .map_err(|e| e.to_string())
+            }));
         }
-        // Ten revokes of each message at once, while workers send (and
-        // record) the very emails the shreds cancel.
-        let mut tasks = Vec::new();
-        for id in &ids {
-            for _ in 0..10 {
-                let app = app.clone();
-                let id = *id;
-                tasks.push(tokio::spawn(async move {
-                    app.deliveries
-                        .revoke(sealpost::audit::Actor::Cli, id, None)
-                        .await
-                        .map_err(|e| e.to_string())
-                }));
-            }
+    }
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { app.outbox.run_once().await.map_err(|e| e.to_string()) })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap().expect("revoke") {
+            won += 1;
         }
-        let workers: Vec<_> = (0..3)
-            .map(|_| {
-                let app = app.clone();
-                tokio::spawn(async move { app.outbox.run_once().await.map_err(|e| e.to_string()) })
-            })
-            .collect();
-        let mut won = 0;
-        for t in tasks {
-            if t.await.unwrap().expect("revoke") {
-                won += 1;
-            }
-        }
-        for w in workers {
-            w.await.unwrap().expect("worker round");
-        }
-        assert_eq!(won, ids.len(), "each message revoked exactly once");
-        app.outbox.run_once().await.unwrap();
-        for (n, id) in ids.iter().enumerate() {
-            let events: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM audit_log WHERE action = 'message.revoked' AND message_id = $1",
-            )
-            .bind(id.to_string())
-            .fetch_one(app.db.pool())
-            .await
-            .unwrap();
-            assert_eq!(events, 1);
-            // Sent before the shred or cancelled by it: nothing left either way.
-            let left: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM outbox WHERE message_id = $1
+    }
+    for w in workers {
+        w.await.unwrap().expect("worker round");
+    }
+    assert_eq!(won, ids.len(), "each message revoked exactly once");
+    app.outbox.run_once().await.unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let events: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'message.revoked' AND message_id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(events, 1);
+        // Sent before the shred or cancelled by it: nothing left either way.
+        let left: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE message_id = $1
                  AND (payload IS NOT NULL OR (sent_at IS NULL AND failed_at IS NULL))",
-            )
-            .bind(id.to_string())
-            .fetch_one(app.db.pool())
-            .await
-            .unwrap();
-            assert_eq!(left, 0);
-            let copies: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM dev_mailbox WHERE outbox_id IN
+        )
+        .bind(id.to_string())
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
+        assert_eq!(left, 0);
+        let copies: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM dev_mailbox WHERE outbox_id IN
                  (SELECT id FROM outbox WHERE message_id = $1)",
-            )
-            .bind(id.to_string())
-            .fetch_one(app.db.pool())
-            .await
-            .unwrap();
+        )
+        .bind(id.to_string())
+        .fetch_one(app.db.pool())
+        .await
+        .unwrap();
         assert_eq!(
             copies, 0,
             "no dev-mailbox copy of a shredded message's email"
         );
-            let address = format!("canary.race{n}.addr@example.org");
-            let found = app.vault.find_by_recipient(&address).await.unwrap();
-            assert!(found.is_empty(), "{address}");
-        }
+        let address = format!("canary.race{n}.addr@example.org");
+        let found = app.vault.find_by_recipient(&address).await.unwrap();
+        assert!(found.is_empty(), "{address}");
+    }
 }
