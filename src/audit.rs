@@ -177,8 +177,9 @@ impl Event {
         self
     }
 
-    pub fn ip(mut self, ip: IpAddr) -> Self {
-        self.ip = Some(ip);
+    /// The client address, when there is one (`None`: e.g. the command line).
+    pub fn ip(mut self, ip: impl Into<Option<IpAddr>>) -> Self {
+        self.ip = ip.into();
         self
     }
 

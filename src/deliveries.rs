@@ -346,11 +346,9 @@ impl Deliveries {
         cancelled_mail += outbox::cancel_for_message(&mut tx, &key, now).await?;
         // Ids and counts only: what was cancelled, never what it held.
         let event = match cause {
-            ShredCause::Revoked { actor, ip } => with_ip(
-                Event::new(actor, Action::MessageRevoked)
-                    .detail(serde_json::json!({ "cancelled_mail": cancelled_mail })),
-                ip,
-            ),
+            ShredCause::Revoked { actor, ip } => Event::new(actor, Action::MessageRevoked)
+                .ip(ip)
+                .detail(serde_json::json!({ "cancelled_mail": cancelled_mail })),
             ShredCause::Expired => shredded_event("expired", cancelled_mail),
             ShredCause::PickedUp => shredded_event("picked_up", cancelled_mail),
         };
@@ -408,7 +406,7 @@ impl Deliveries {
         let event = Event::new(actor, Action::ExpiryExtended)
             .message(id)
             .detail(serde_json::json!({ "expires_at": expires_at }));
-        self.audit.record(&mut tx, &with_ip(event, ip)).await?;
+        self.audit.record(&mut tx, &event.ip(ip)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -436,7 +434,7 @@ impl Deliveries {
         self.audit
             .record(
                 tx,
-                &with_ip(Event::new(actor, Action::LinkResent).message(id), ip),
+                &Event::new(actor, Action::LinkResent).message(id).ip(ip),
             )
             .await?;
         Ok(url)
@@ -525,7 +523,9 @@ impl Deliveries {
             self.audit
                 .record(
                     &mut tx,
-                    &with_ip(Event::new(actor, Action::MessageUnlocked).message(id), ip),
+                    &Event::new(actor, Action::MessageUnlocked)
+                        .message(id)
+                        .ip(ip),
                 )
                 .await?;
         }
@@ -653,13 +653,6 @@ fn shredded_event(reason: &str, cancelled_mail: u64) -> Event {
         "reason": reason,
         "cancelled_mail": cancelled_mail,
     }))
-}
-
-fn with_ip(event: Event, ip: Option<std::net::IpAddr>) -> Event {
-    match ip {
-        Some(ip) => event.ip(ip),
-        None => event,
-    }
 }
 
 impl TryFrom<DeliveryRow> for Delivery {

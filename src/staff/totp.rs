@@ -166,10 +166,7 @@ impl Totp {
         )
         .await?;
         self.replace_recovery_codes(&mut tx, staff, &codes).await?;
-        let mut event = Event::new(Actor::Staff(staff.to_string()), Action::TotpEnrolled);
-        if let Some(ip) = ip {
-            event = event.ip(ip);
-        }
+        let event = Event::new(Actor::Staff(staff.to_string()), Action::TotpEnrolled).ip(ip);
         self.audit.record(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(Some(NewCodes {
@@ -194,13 +191,11 @@ impl Totp {
             return Ok(None);
         };
         self.replace_recovery_codes(&mut tx, staff, &codes).await?;
-        let mut event = Event::new(
+        let event = Event::new(
             Actor::Staff(staff.to_string()),
             Action::RecoveryCodesRegenerated,
-        );
-        if let Some(ip) = ip {
-            event = event.ip(ip);
-        }
+        )
+        .ip(ip);
         self.audit.record(&mut tx, &event).await?;
         tx.commit().await?;
         Ok(Some(NewCodes {
@@ -320,11 +315,9 @@ impl Totp {
         let used = store::use_recovery_code(&mut tx, &id, &hash, self.clock.now()).await?;
         if used {
             let remaining = store::unused_recovery_codes_in(&mut tx, &id).await?;
-            let mut event = Event::new(Actor::Staff(staff.to_string()), Action::RecoveryCodeUsed)
-                .detail(serde_json::json!({ "remaining": remaining }));
-            if let Some(ip) = ip {
-                event = event.ip(ip);
-            }
+            let event = Event::new(Actor::Staff(staff.to_string()), Action::RecoveryCodeUsed)
+                .detail(serde_json::json!({ "remaining": remaining }))
+                .ip(ip);
             self.audit.record(&mut tx, &event).await?;
         }
         tx.commit().await?;

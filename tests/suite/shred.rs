@@ -26,29 +26,6 @@ use crate::support::files::files_below;
 use crate::support::http::{Browser, create_staff, dev_mail, input_value, link_in, portal};
 use crate::support::mail::six_digits;
 
-/// Purposes (associated data) of `Vault::seal_secret` used in the code.
-const SEALED_PURPOSES: [Purpose; 5] = [
-    Purpose::DeliveryRecipient,
-    Purpose::OutboxPayload,
-    Purpose::DevMailbox,
-    Purpose::GeneratedAccessCode,
-    Purpose::StaffTotpSeed,
-];
-
-/// Purposes of `Vault::keyed_hash` used in the code.
-const KEYED_PURPOSES: [Purpose; 10] = [
-    Purpose::RecipientAddress,
-    Purpose::PickupLink,
-    Purpose::PickupCode,
-    Purpose::CodesPerMessage,
-    Purpose::CodesPerIp,
-    Purpose::VerifyPerIp,
-    Purpose::SignInAccount,
-    Purpose::SignInIp,
-    Purpose::StaffLink,
-    Purpose::StaffRecoveryCode,
-];
-
 /// Customer data of one message, each value unique to it.
 struct Canaries {
     address: String,
@@ -303,7 +280,9 @@ async fn attack(env: &TestEnv, app: &App) -> Vec<(String, Vec<u8>)> {
         let mut candidates = vec![v.clone()];
         candidates.extend(hex_runs(v));
         for candidate in &candidates {
-            for purpose in SEALED_PURPOSES {
+            // Every purpose, not only the sealing ones: a label added later
+            // is tried without this list having to know of it.
+            for purpose in Purpose::ALL.iter().copied() {
                 if let Ok(plain) = app.vault.open_secret(purpose, candidate) {
                     opened.push((format!("{label} ({purpose})"), plain.to_vec()));
                 }
@@ -336,7 +315,7 @@ fn keyed_hashes(app: &App, s: &Sent) -> Vec<(String, Vec<u8>)> {
         "blind index".to_owned(),
         app.vault.recipient_index(&c.address),
     )];
-    for purpose in KEYED_PURPOSES {
+    for purpose in Purpose::ALL.iter().copied() {
         for v in &values {
             out.push((
                 format!("{purpose}({v:?})"),
