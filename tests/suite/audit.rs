@@ -26,7 +26,7 @@ fn event(i: u32) -> Event {
         e
     };
     let e = if i.is_multiple_of(5) {
-        e.ip("192.0.2.7".parse().expect("ip"))
+        e.ip("192.0.2.7".parse::<std::net::IpAddr>().expect("ip"))
     } else {
         e
     };
