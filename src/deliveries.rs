@@ -565,14 +565,11 @@ impl Deliveries {
         id: MessageId,
         to: Status,
     ) -> Result<bool, DeliveryError> {
-        let order = [
-            Status::Queued,
-            Status::Emailed,
-            Status::DeliveryFailed,
-            Status::LinkVisited,
-            Status::Verified,
-            Status::Downloaded,
-        ];
+        // The progress states, in the order `ALL` lists them.
+        let order: Vec<Status> = Status::ALL
+            .into_iter()
+            .filter(|s| s.is_progress())
+            .collect();
         let Some(rank) = order.iter().position(|s| *s == to) else {
             return Err(DeliveryError::Invalid("not a progress state"));
         };

@@ -8,8 +8,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Actor, AuditLog, Event};
-use crate::store::Db;
 use crate::store::settings as store;
+use crate::store::{Db, Tx};
 
 /// How a customer proves they are the recipient before anything is decrypted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -277,15 +277,7 @@ impl SettingsStore {
             "methods": values[4].1,
             "totp_required": new.totp_required,
         });
-        self.audit
-            .record(
-                &mut tx,
-                &Event::new(actor, Action::SettingsChanged).detail(detail),
-            )
-            .await?;
-        tx.commit().await?;
-        self.invalidate();
-        Ok(())
+        self.commit_change(tx, actor, detail).await
     }
 
     /// Stores the logo after checking it is a PNG or JPEG (never SVG: it
@@ -302,12 +294,19 @@ impl SettingsStore {
         let mut tx = self.db.begin().await?;
         store::put_logo(&mut tx, content_type, data).await?;
         let detail = serde_json::json!({ "logo_bytes": data.len() });
-        self.audit
-            .record(
-                &mut tx,
-                &Event::new(actor, Action::SettingsChanged).detail(detail),
-            )
-            .await?;
+        self.commit_change(tx, actor, detail).await
+    }
+
+    /// Audits a settings change, commits it, and drops this instance's
+    /// cached copy so its next read sees the change.
+    async fn commit_change(
+        &self,
+        mut tx: Tx,
+        actor: Actor,
+        detail: serde_json::Value,
+    ) -> Result<(), SettingsError> {
+        let event = Event::new(actor, Action::SettingsChanged).detail(detail);
+        self.audit.record(&mut tx, &event).await?;
         tx.commit().await?;
         self.invalidate();
         Ok(())

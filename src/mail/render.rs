@@ -223,42 +223,43 @@ pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
     Ok(rendered)
 }
 
-/// `Auto-Submitted: auto-generated` (RFC 3834): no out-of-office replies
-/// or auto-forwards for machine-sent mail.
-#[derive(Clone)]
-struct AutoSubmitted;
+/// A header with one fixed value, as lettre's `Header` wants it.
+macro_rules! fixed_header {
+    ($(#[$doc:meta])* $name:ident, $header:literal, $value:literal) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        struct $name;
 
-impl Header for AutoSubmitted {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("Auto-Submitted")
-    }
+        impl Header for $name {
+            fn name() -> HeaderName {
+                HeaderName::new_from_ascii_str($header)
+            }
 
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AutoSubmitted)
-    }
+            fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+                Ok($name)
+            }
 
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-generated".to_owned())
-    }
+            fn display(&self) -> HeaderValue {
+                HeaderValue::new(Self::name(), $value.to_owned())
+            }
+        }
+    };
 }
 
-/// Exchange's spelling of the same wish.
-#[derive(Clone)]
-struct SuppressAutoResponse;
+fixed_header!(
+    /// `Auto-Submitted: auto-generated` (RFC 3834): no out-of-office replies
+    /// or auto-forwards for machine-sent mail.
+    AutoSubmitted,
+    "Auto-Submitted",
+    "auto-generated"
+);
 
-impl Header for SuppressAutoResponse {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("X-Auto-Response-Suppress")
-    }
-
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(SuppressAutoResponse)
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "All".to_owned())
-    }
-}
+fixed_header!(
+    /// Exchange's spelling of the same wish.
+    SuppressAutoResponse,
+    "X-Auto-Response-Suppress",
+    "All"
+);
 
 /// Addresses and assembles the email. `message_id` is the outbox row's
 /// stable `Message-ID`, so a retry is recognisably the same email.
