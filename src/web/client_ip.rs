@@ -26,22 +26,6 @@ const FORWARDING_HEADERS: [&str; 3] = ["forwarded", "x-forwarded-for", "x-real-i
 #[derive(Clone, Copy, Debug)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp
-where
-    Arc<Config>: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let config = Arc::<Config>::from_ref(state);
-        Ok(ClientIp(client_ip(
-            peer(parts),
-            &config.trusted_proxies,
-            &parts.headers,
-        )))
-    }
-}
-
 /// Whether the client is this machine, connected directly: the peer is a
 /// loopback address, is not a configured proxy, and the request carries no
 /// forwarding header. A request that came through a proxy never counts,
@@ -49,21 +33,30 @@ where
 #[derive(Clone, Copy, Debug)]
 pub struct Loopback(pub bool);
 
-impl<S: Send + Sync> FromRequestParts<S> for Loopback
-where
-    Arc<Config>: FromRef<S>,
-{
-    type Rejection = std::convert::Infallible;
+/// Both extractors decide from the socket peer, the configured proxies
+/// and the headers alone.
+macro_rules! from_peer {
+    ($extractor:ident, $decide:ident) => {
+        impl<S: Send + Sync> FromRequestParts<S> for $extractor
+        where
+            Arc<Config>: FromRef<S>,
+        {
+            type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let config = Arc::<Config>::from_ref(state);
-        Ok(Loopback(is_direct_loopback(
-            peer(parts),
-            &config.trusted_proxies,
-            &parts.headers,
-        )))
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let config = Arc::<Config>::from_ref(state);
+                let decided = $decide(peer(parts), &config.trusted_proxies, &parts.headers);
+                Ok($extractor(decided))
+            }
+        }
+    };
 }
+
+from_peer!(ClientIp, client_ip);
+from_peer!(Loopback, is_direct_loopback);
 
 /// The socket peer (`0.0.0.0` if the server was started without connect
 /// info, as some tests do: it is neither loopback nor a proxy).
