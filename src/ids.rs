@@ -18,10 +18,6 @@ impl StaffId {
         StaffId(Uuid::new_v4())
     }
 
-    pub fn from_uuid(id: Uuid) -> Self {
-        StaffId(id)
-    }
-
     pub fn parse(s: &str) -> Option<Self> {
         Uuid::parse_str(s).ok().map(StaffId)
     }
