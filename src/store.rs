@@ -32,3 +32,35 @@ where
 {
     Ok(query.execute(executor).await?.rows_affected())
 }
+
+/// A value a statement binds as its one key.
+trait Key<'q>: 'q + Send + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> {}
+impl<'q, K: 'q + Send + sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any>> Key<'q> for K {}
+
+/// A row type read by column name.
+trait Row: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin {}
+impl<T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin> Row for T {}
+
+/// The store's most common reads: what one key finds, as rows or as the
+/// one column selected (`value_by`, `values_by`).
+macro_rules! keyed_reads {
+    ($($name:ident($query:ident, $fetch:ident) -> $out:ident where $row:ty;)+) => {$(
+        async fn $name<'q, 'c, T: Send + Unpin>(
+            ex: impl sqlx::Executor<'c, Database = sqlx::Any>,
+            sql: &'q str,
+            key: impl Key<'q>,
+        ) -> Result<$out<T>, sqlx::Error>
+        where
+            $row: Row,
+        {
+            sqlx::$query(sql).bind(key).$fetch(ex).await
+        }
+    )+};
+}
+
+keyed_reads! {
+    row_by(query_as, fetch_optional) -> Option where T;
+    rows_by(query_as, fetch_all) -> Vec where T;
+    value_by(query_scalar, fetch_optional) -> Option where (T,);
+    values_by(query_scalar, fetch_all) -> Vec where (T,);
+}

@@ -55,7 +55,6 @@ struct LandingPage {
 
 #[derive(Deserialize, Default)]
 pub struct LandingQuery {
-    #[serde(default)]
     sent: Option<u8>,
 }
 
@@ -127,11 +126,8 @@ pub async fn send_code(
 
 #[derive(Deserialize)]
 pub struct VerifyForm {
-    #[serde(default)]
     code: Option<SecretString>,
-    #[serde(default)]
     access_code: Option<SecretString>,
-    #[serde(default)]
     known_fact: Option<SecretString>,
 }
 

@@ -44,7 +44,6 @@ struct Binding {
     /// The delivery's `link_generation` when verified: "send a new link"
     /// moves it on and so ends this session too. `None` for a binding
     /// written before it was recorded, which is treated as moved on.
-    #[serde(default)]
     generation: Option<i64>,
 }
 

@@ -39,7 +39,6 @@ struct AccountPage {
 
 #[derive(Deserialize, Default)]
 pub struct AccountQuery {
-    #[serde(default)]
     saved: Option<u8>,
 }
 
@@ -80,11 +79,10 @@ async fn render_account(
 
 /// Proof of presence for a security change: the current password or, for
 /// an account using TOTP, a current code.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct Reauth {
-    #[serde(default)]
     current_password: Option<SecretString>,
-    #[serde(default)]
     current_code: String,
 }
 
@@ -236,7 +234,6 @@ async fn render_enrolment(
 pub struct EnrolForm {
     code: String,
     /// Required when a seed is already enrolled (replacing it).
-    #[serde(default)]
     current_password: Option<SecretString>,
     #[serde(default)]
     current_code: String,
@@ -294,7 +291,6 @@ pub async fn enrol(
 
 #[derive(Deserialize)]
 pub struct AlertsForm {
-    #[serde(default)]
     pickup_alerts: Option<String>,
 }
 

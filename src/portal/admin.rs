@@ -50,8 +50,8 @@ fn page(status: StatusCode, page: impl IntoResponse) -> Response {
 pub struct Empty {}
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct DoneQuery {
-    #[serde(default)]
     done: String,
 }
 
@@ -457,11 +457,10 @@ pub async fn staff_page(
     Ok(view.into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct InviteForm {
-    #[serde(default)]
     email: String,
-    #[serde(default)]
     role: String,
 }
 
@@ -608,13 +607,11 @@ pub async fn audit_page(State(app): State<App>, Admin(staff): Admin) -> PageResu
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct ExportForm {
-    #[serde(default)]
     from: String,
-    #[serde(default)]
     to: String,
-    #[serde(default)]
     format: String,
 }
 

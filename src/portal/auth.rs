@@ -381,11 +381,10 @@ pub async fn second_factor_page(State(app): State<App>, session: Session) -> Pag
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct SecondFactorForm {
-    #[serde(default)]
     code: String,
-    #[serde(default)]
     recovery_code: String,
 }
 

@@ -43,12 +43,10 @@ struct SentPage {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct ListParams {
-    #[serde(default)]
     status: String,
-    #[serde(default)]
     q: String,
-    #[serde(default)]
     page: Option<u32>,
 }
 
@@ -211,7 +209,6 @@ struct MessagePage {
 
 #[derive(Deserialize, Default)]
 pub struct MessageParams {
-    #[serde(default)]
     sent: Option<u8>,
 }
 

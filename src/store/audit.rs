@@ -1,7 +1,7 @@
 //! `audit_log`: the append-only, hash-chained event log. Appends are
 //! serialised (each event's hash covers the one before it).
 
-use super::{Backend, Db, Tx, exec};
+use super::{Backend, Db, Tx, exec, rows_by};
 
 /// A stored event, as read back (and as exported).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
@@ -95,10 +95,10 @@ pub async fn between(db: &Db, from: i64, to: i64) -> Result<Vec<StoredEvent>, sq
 
 /// A message's events in order.
 pub async fn for_message(db: &Db, message_id: &str) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {EVENT_COLUMNS} FROM audit_log WHERE message_id = $1 ORDER BY id"
-    ))
-    .bind(message_id)
-    .fetch_all(db.pool())
+    rows_by(
+        db.pool(),
+        &format!("SELECT {EVENT_COLUMNS} FROM audit_log WHERE message_id = $1 ORDER BY id"),
+        message_id,
+    )
     .await
 }

@@ -4,7 +4,7 @@
 //! change is one conditional statement, so concurrent requests cannot
 //! both win.
 
-use super::{Db, NativePool, Tx, exec, placeholders};
+use super::{Db, NativePool, Tx, exec, placeholders, row_by, value_by};
 
 /// Every column a [`DeliveryRow`] reads, qualified for joins.
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
@@ -68,11 +68,11 @@ pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM deliveries d WHERE d.message_id = $1"
-    ))
-    .bind(id)
-    .fetch_optional(db.pool())
+    row_by(
+        db.pool(),
+        &format!("SELECT {COLUMNS} FROM deliveries d WHERE d.message_id = $1"),
+        id,
+    )
     .await
 }
 
@@ -367,11 +367,11 @@ pub struct AnswerHashes {
 }
 
 pub async fn answer_hashes(db: &Db, id: &str) -> Result<AnswerHashes, sqlx::Error> {
-    let row: Option<AnswerHashes> = sqlx::query_as(
+    let row: Option<AnswerHashes> = row_by(
+        db.pool(),
         "SELECT access_code_hash, known_fact_hash FROM deliveries WHERE message_id = $1",
+        id,
     )
-    .bind(id)
-    .fetch_optional(db.pool())
     .await?;
     Ok(row.unwrap_or_default())
 }
@@ -399,8 +399,10 @@ pub async fn due_for_shred(db: &Db, now: i64, limit: i64) -> Result<Vec<DueRow>,
 
 /// The stored status, read in the caller's transaction.
 pub async fn status_in(tx: &mut Tx, id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT status FROM deliveries WHERE message_id = $1")
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await
+    value_by(
+        &mut **tx,
+        "SELECT status FROM deliveries WHERE message_id = $1",
+        id,
+    )
+    .await
 }

@@ -1,7 +1,7 @@
 //! `dev_mailbox`: copies of sent mail (sealed) kept when no SMTP server is
 //! configured, for the development mailbox pages.
 
-use super::{Db, Tx, exec};
+use super::{Db, Tx, exec, row_by, rows_by};
 
 #[derive(sqlx::FromRow)]
 pub struct DevMailRow {
@@ -28,15 +28,19 @@ pub async fn insert(
 
 /// The newest `limit` rows, newest first.
 pub async fn newest(db: &Db, limit: i64) -> Result<Vec<DevMailRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, created_at, content FROM dev_mailbox ORDER BY id DESC LIMIT $1")
-        .bind(limit)
-        .fetch_all(db.pool())
-        .await
+    rows_by(
+        db.pool(),
+        "SELECT id, created_at, content FROM dev_mailbox ORDER BY id DESC LIMIT $1",
+        limit,
+    )
+    .await
 }
 
 pub async fn get(db: &Db, id: i64) -> Result<Option<DevMailRow>, sqlx::Error> {
-    sqlx::query_as("SELECT id, created_at, content FROM dev_mailbox WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await
+    row_by(
+        db.pool(),
+        "SELECT id, created_at, content FROM dev_mailbox WHERE id = $1",
+        id,
+    )
+    .await
 }

@@ -2,7 +2,7 @@
 //! `vault_secrets` (installation secrets wrapped to a master key), plus the
 //! re-wrapping a key rotation does across both wrapped tables.
 
-use super::{Db, Tx, exec};
+use super::{Db, Tx, exec, row_by, value_by};
 
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM master_keys")
@@ -30,10 +30,8 @@ pub async fn active(tx: &mut Tx) -> Result<Vec<String>, sqlx::Error> {
 }
 
 pub async fn exists(db: &Db, id: &str) -> Result<bool, sqlx::Error> {
-    let found: Option<String> = sqlx::query_scalar("SELECT id FROM master_keys WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await?;
+    let found: Option<String> =
+        value_by(db.pool(), "SELECT id FROM master_keys WHERE id = $1", id).await?;
     Ok(found.is_some())
 }
 
@@ -74,10 +72,12 @@ pub struct SecretRow {
 }
 
 pub async fn secret(db: &Db, name: &str) -> Result<Option<SecretRow>, sqlx::Error> {
-    sqlx::query_as("SELECT master_key_id, wrapped FROM vault_secrets WHERE name = $1")
-        .bind(name)
-        .fetch_optional(db.pool())
-        .await
+    row_by(
+        db.pool(),
+        "SELECT master_key_id, wrapped FROM vault_secrets WHERE name = $1",
+        name,
+    )
+    .await
 }
 
 /// Stores a new secret unless one of that name exists (the first writer wins).

@@ -2,7 +2,7 @@
 //! vault stores it. Customer data appears here only encrypted (the sealed
 //! metadata) or as a keyed hash (the recipient's blind index).
 
-use super::{Db, Tx, exec, placeholders};
+use super::{Db, Tx, exec, placeholders, row_by, rows_by, value_by, values_by};
 
 pub struct NewMessage<'a> {
     pub id: &'a str,
@@ -90,12 +90,12 @@ pub async fn insert_part(tx: &mut Tx, message_id: &str, p: &PartRow) -> Result<(
 }
 
 pub async fn parts(db: &Db, message_id: &str) -> Result<Vec<PartRow>, sqlx::Error> {
-    sqlx::query_as(
+    rows_by(
+        db.pool(),
         "SELECT id, position, kind, blob_key, plain_size, cipher_size, sealed_meta
          FROM message_parts WHERE message_id = $1 ORDER BY position",
+        message_id,
     )
-    .bind(message_id)
-    .fetch_all(db.pool())
     .await
 }
 
@@ -109,29 +109,31 @@ pub struct KeyRow {
 }
 
 pub async fn key(db: &Db, message_id: &str) -> Result<Option<KeyRow>, sqlx::Error> {
-    sqlx::query_as(
+    row_by(
+        db.pool(),
         "SELECT m.shredded_at, k.master_key_id, k.wrapped_identity, m.sealed_meta
          FROM messages m LEFT JOIN message_keys k ON k.message_id = m.id WHERE m.id = $1",
+        message_id,
     )
-    .bind(message_id)
-    .fetch_optional(db.pool())
     .await
 }
 
 pub async fn recipient(db: &Db, message_id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT recipient FROM messages WHERE id = $1")
-        .bind(message_id)
-        .fetch_optional(db.pool())
-        .await
+    value_by(
+        db.pool(),
+        "SELECT recipient FROM messages WHERE id = $1",
+        message_id,
+    )
+    .await
 }
 
 /// Ids of the messages with this recipient blind index, newest first.
 pub async fn by_recipient_index(db: &Db, index: &[u8]) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    values_by(
+        db.pool(),
         "SELECT id FROM messages WHERE recipient_index = $1 ORDER BY created_at DESC, id",
+        index,
     )
-    .bind(index)
-    .fetch_all(db.pool())
     .await
 }
 
@@ -142,10 +144,12 @@ pub struct EscrowRow {
 }
 
 pub async fn escrow(db: &Db, message_id: &str) -> Result<Option<EscrowRow>, sqlx::Error> {
-    sqlx::query_as("SELECT escrow_recipients, created_at FROM messages WHERE id = $1")
-        .bind(message_id)
-        .fetch_optional(db.pool())
-        .await
+    row_by(
+        db.pool(),
+        "SELECT escrow_recipients, created_at FROM messages WHERE id = $1",
+        message_id,
+    )
+    .await
 }
 
 /// `None`: no such message; `Some(None)`: not shredded.
@@ -153,21 +157,24 @@ pub async fn shredded_at(
     tx: &mut Tx,
     message_id: &str,
 ) -> Result<Option<Option<i64>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT shredded_at FROM messages WHERE id = $1")
-        .bind(message_id)
-        .fetch_optional(&mut **tx)
-        .await
+    value_by(
+        &mut **tx,
+        "SELECT shredded_at FROM messages WHERE id = $1",
+        message_id,
+    )
+    .await
 }
 
 /// The vault's half of a shred: the message key and part rows go, the
 /// sealed metadata and blind index are erased. Returns the blob keys to
 /// delete once the transaction commits.
 pub async fn shred(tx: &mut Tx, message_id: &str, now: i64) -> Result<Vec<String>, sqlx::Error> {
-    let blobs: Vec<String> =
-        sqlx::query_scalar("SELECT blob_key FROM message_parts WHERE message_id = $1")
-            .bind(message_id)
-            .fetch_all(&mut **tx)
-            .await?;
+    let blobs: Vec<String> = values_by(
+        &mut **tx,
+        "SELECT blob_key FROM message_parts WHERE message_id = $1",
+        message_id,
+    )
+    .await?;
     for table in ["message_keys", "message_parts"] {
         sqlx::query(&format!("DELETE FROM {table} WHERE message_id = $1"))
             .bind(message_id)

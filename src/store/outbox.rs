@@ -3,7 +3,7 @@
 //! (sent, failed for good, or cancelled by a shred). The payload column
 //! holds the sealed address and content until the row finishes.
 
-use super::{Backend, Db, Tx, exec};
+use super::{Backend, Db, Tx, exec, value_by};
 
 /// Error class recorded on an email cancelled because its message was shredded.
 pub const CANCELLED: &str = "cancelled: message shredded";
@@ -44,11 +44,11 @@ pub async fn message_shredded(
         Backend::Postgres => " FOR SHARE",
         Backend::Sqlite => "",
     };
-    let shredded: Option<Option<i64>> = sqlx::query_scalar(&format!(
-        "SELECT shredded_at FROM deliveries WHERE message_id = $1{lock}"
-    ))
-    .bind(message_id)
-    .fetch_optional(&mut **tx)
+    let shredded: Option<Option<i64>> = value_by(
+        &mut **tx,
+        &format!("SELECT shredded_at FROM deliveries WHERE message_id = $1{lock}"),
+        message_id,
+    )
     .await?;
     Ok(matches!(shredded, Some(Some(_))))
 }
@@ -165,11 +165,11 @@ pub async fn leased_row(tx: &mut Tx, id: i64) -> Result<LeasedRow, sqlx::Error> 
 /// The sealed payload of a row that is still unfinished: `None` if the row
 /// finished (e.g. a shred cancelled it), `Some(None)` if it has no payload.
 pub async fn unfinished_payload(db: &Db, id: i64) -> Result<Option<Option<Vec<u8>>>, sqlx::Error> {
-    sqlx::query_scalar(
+    value_by(
+        db.pool(),
         "SELECT payload FROM outbox WHERE id = $1 AND sent_at IS NULL AND failed_at IS NULL",
+        id,
     )
-    .bind(id)
-    .fetch_optional(db.pool())
     .await
 }
 

@@ -1,7 +1,7 @@
 //! `staff_users`: staff accounts (address, role, password hash, session
 //! epoch, disabled and second-factor state).
 
-use super::{Db, Tx, exec};
+use super::{Db, Tx, exec, row_by, value_by};
 
 /// An account with what the session layer checks on every request.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -43,19 +43,21 @@ pub async fn insert(tx: &mut Tx, new: &NewStaff<'_>) -> Result<bool, sqlx::Error
 }
 
 pub async fn by_email(db: &Db, email: &str) -> Result<Option<StaffRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM staff_users WHERE email = $1"
-    ))
-    .bind(email)
-    .fetch_optional(db.pool())
+    row_by(
+        db.pool(),
+        &format!("SELECT {COLUMNS} FROM staff_users WHERE email = $1"),
+        email,
+    )
     .await
 }
 
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<StaffRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff_users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await
+    row_by(
+        db.pool(),
+        &format!("SELECT {COLUMNS} FROM staff_users WHERE id = $1"),
+        id,
+    )
+    .await
 }
 
 /// Every account, by address.
@@ -96,10 +98,12 @@ pub async fn disable(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Erro
 }
 
 pub async fn pickup_alerts(db: &Db, id: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT pickup_alerts FROM staff_users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db.pool())
-        .await
+    value_by(
+        db.pool(),
+        "SELECT pickup_alerts FROM staff_users WHERE id = $1",
+        id,
+    )
+    .await
 }
 
 pub async fn set_pickup_alerts(db: &Db, id: &str, on: bool) -> Result<(), sqlx::Error> {
@@ -110,10 +114,12 @@ pub async fn set_pickup_alerts(db: &Db, id: &str, on: bool) -> Result<(), sqlx::
 }
 
 pub async fn password_hash(db: &Db, email: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT password_hash FROM staff_users WHERE email = $1")
-        .bind(email)
-        .fetch_optional(db.pool())
-        .await
+    value_by(
+        db.pool(),
+        "SELECT password_hash FROM staff_users WHERE email = $1",
+        email,
+    )
+    .await
 }
 
 /// What sign-in needs: the account and its password hash.
@@ -126,10 +132,12 @@ pub struct Credentials {
 }
 
 pub async fn credentials(db: &Db, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
-    sqlx::query_as("SELECT id, role, disabled_at, password_hash FROM staff_users WHERE email = $1")
-        .bind(email)
-        .fetch_optional(db.pool())
-        .await
+    row_by(
+        db.pool(),
+        "SELECT id, role, disabled_at, password_hash FROM staff_users WHERE email = $1",
+        email,
+    )
+    .await
 }
 
 /// Replaces a password hash with a stronger one of the same password

@@ -2,7 +2,7 @@
 //! used step, failure streak and back-off) and `staff_recovery_codes`
 //! (keyed hashes of one-time recovery codes).
 
-use super::{Db, Tx, exec};
+use super::{Db, Tx, exec, row_by, value_by};
 
 /// Stores a confirmed seed and its first used step, ending the account's
 /// other sessions; returns the new session epoch.
@@ -42,12 +42,12 @@ pub async fn next_epoch_if_enabled(
     tx: &mut Tx,
     staff_id: &str,
 ) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar(
+    value_by(
+        &mut **tx,
         "UPDATE staff_users SET session_epoch = session_epoch + 1
          WHERE id = $1 AND totp_enabled_at IS NOT NULL RETURNING session_epoch",
+        staff_id,
     )
-    .bind(staff_id)
-    .fetch_optional(&mut **tx)
     .await
 }
 
@@ -59,10 +59,12 @@ pub struct SeedRow {
 }
 
 pub async fn seed(db: &Db, staff_id: &str) -> Result<Option<SeedRow>, sqlx::Error> {
-    sqlx::query_as("SELECT totp_secret, totp_last_step FROM staff_users WHERE id = $1")
-        .bind(staff_id)
-        .fetch_optional(db.pool())
-        .await
+    row_by(
+        db.pool(),
+        "SELECT totp_secret, totp_last_step FROM staff_users WHERE id = $1",
+        staff_id,
+    )
+    .await
 }
 
 /// Records `step` as used, by compare-and-set: of two concurrent requests
@@ -97,10 +99,12 @@ pub async fn count_attempt(
 }
 
 pub async fn blocked_until(tx: &mut Tx, staff_id: &str) -> Result<Option<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT totp_blocked_until FROM staff_users WHERE id = $1")
-        .bind(staff_id)
-        .fetch_optional(&mut **tx)
-        .await
+    value_by(
+        &mut **tx,
+        "SELECT totp_blocked_until FROM staff_users WHERE id = $1",
+        staff_id,
+    )
+    .await
 }
 
 pub async fn block_until(tx: &mut Tx, staff_id: &str, until: i64) -> Result<(), sqlx::Error> {

@@ -81,9 +81,9 @@ pub async fn check(session: &Session, given: &str) -> Result<(), PageError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
+#[serde(default)]
 struct TokenField {
-    #[serde(default)]
     csrf: String,
 }
 
