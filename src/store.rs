@@ -45,12 +45,13 @@ impl<T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin> Row for T {
 /// one column selected (`value_by`, `values_by`).
 macro_rules! keyed_reads {
     ($($name:ident($query:ident, $fetch:ident) -> $out:ident where $row:ty;)+) => {$(
-        async fn $name<'q, 'c, T: Send + Unpin>(
+        async fn $name<'q, 'c, T>(
             ex: impl sqlx::Executor<'c, Database = sqlx::Any>,
             sql: &'q str,
             key: impl Key<'q>,
         ) -> Result<$out<T>, sqlx::Error>
         where
+            T: Send + Unpin,
             $row: Row,
         {
             sqlx::$query(sql).bind(key).$fetch(ex).await
