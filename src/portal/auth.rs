@@ -14,7 +14,7 @@ use tower_sessions::Session;
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::staff::totp::Check;
-use crate::staff::{AccountState, Role, SignInError, StaffAccount, StaffId};
+use crate::staff::{AccountState, Role, StaffAccount, StaffError, StaffId};
 use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::session::{ABSOLUTE_SECS, IDLE_SECS};
@@ -276,11 +276,11 @@ pub async fn sign_in(
             let to = Redirect::to(next).into_response();
             return Ok(with_device_cookie(&app, &form.email, to));
         }
-        Err(SignInError::InvalidCredentials) => (
+        Err(StaffError::InvalidCredentials) => (
             StatusCode::UNAUTHORIZED,
             "The address or password is not right. Check both and try again.".to_owned(),
         ),
-        Err(SignInError::Throttled { retry_after_secs }) => (
+        Err(StaffError::Throttled { retry_after_secs }) => (
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "Too many failed attempts. Please wait {} and try again.",
