@@ -80,9 +80,7 @@ impl Status {
 impl FromStr for Status {
     type Err = DeliveryError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        crate::text::by_name(&Status::ALL, Status::as_str, s)
             .ok_or(DeliveryError::Invalid("unknown status"))
     }
 }
@@ -236,12 +234,7 @@ impl Deliveries {
     /// Records a new delivery in the transaction that commits the message.
     pub async fn insert(&self, tx: &mut Tx, new: &NewDelivery) -> Result<(), DeliveryError> {
         let now = self.clock.now();
-        let methods = new
-            .methods
-            .iter()
-            .map(|m| m.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let methods = Method::join(&new.methods);
         let message_id = new.message_id.to_string();
         let sender_id = new.sender.to_string();
         rows::insert(

@@ -113,6 +113,17 @@ impl StaffLinks {
         self.vault.keyed_hash(Purpose::StaffLink, &token.0)
     }
 
+    /// The live link of this purpose `token` opens: `Some(staff id)`, the
+    /// id being `None` for the setup link, which has no account yet.
+    async fn find_usable(
+        &self,
+        token: &LinkToken,
+        purpose: LinkPurpose,
+    ) -> Result<Option<Option<String>>, StaffError> {
+        let now = self.clock.now();
+        Ok(staff_links::find_usable(&self.db, &self.hash(token), purpose, now).await?)
+    }
+
     fn url(&self, kind: &str, token: &LinkToken) -> SecretString {
         SecretString::from(format!(
             "{}/{kind}/{}",
@@ -209,13 +220,7 @@ impl StaffLinks {
         if self.accounts.count().await? > 0 {
             return Ok(false);
         }
-        let found = staff_links::find_usable(
-            &self.db,
-            &self.hash(token),
-            LinkPurpose::Setup,
-            self.clock.now(),
-        )
-        .await?;
+        let found = self.find_usable(token, LinkPurpose::Setup).await?;
         Ok(found.is_some())
     }
 
@@ -272,13 +277,7 @@ impl StaffLinks {
         &self,
         token: &LinkToken,
     ) -> Result<Option<(StaffId, StaffEmail)>, StaffError> {
-        let found = staff_links::find_usable(
-            &self.db,
-            &self.hash(token),
-            LinkPurpose::Invite,
-            self.clock.now(),
-        )
-        .await?;
+        let found = self.find_usable(token, LinkPurpose::Invite).await?;
         let Some(Some(id)) = found else {
             return Ok(None);
         };
