@@ -714,10 +714,10 @@ pub async fn run_expiry(deliveries: Deliveries, stop: tokio_util::sync::Cancella
             tracing::warn!(error = %e, "expiry pass failed; will retry");
         }
         passes += 1;
-        if passes % OPTIMIZE_EVERY_PASSES == 0 {
-            if let Err(e) = deliveries.db.optimize().await {
-                tracing::warn!(error = %e, "refreshing planner statistics failed");
-            }
+        if passes.is_multiple_of(OPTIMIZE_EVERY_PASSES)
+            && let Err(e) = deliveries.db.optimize().await
+        {
+            tracing::warn!(error = %e, "refreshing planner statistics failed");
         }
     }
 }

@@ -505,11 +505,7 @@ fn page_link(body: &str, rel: &str) -> Option<String> {
     let at = body.find(&format!("rel=\"{rel}\""))?;
     let start = body[..at].rfind("href=\"")? + 6;
     let end = start + body[start..].find('"')?;
-    Some(
-        body[start..end]
-            .replace("&amp;", "&")
-            .replace("&#x3d;", "="),
-    )
+    Some(body[start..end].replace("&#38;", "&").replace("&amp;", "&"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
