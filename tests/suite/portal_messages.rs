@@ -554,15 +554,11 @@ async fn sent_list_filters_searches_and_pages() {
         "{older}"
     );
     // A message sent meanwhile does not shift the next page.
-    let token = b.csrf("/compose").await;
-    let f = reqwest::multipart::Form::new()
-        .text("csrf", token)
-        .text("recipient", "late@example.org")
-        .text("body", "sent while paging")
-        .text("expiry_hours", "48")
-        .text("method", "email_code")
-        .text("retention", "keep");
-    assert_eq!(b.post_multipart("/compose", f).await.status, 303);
+    crate::support::compose::Compose::to("late@example.org")
+        .body("sent while paging")
+        .methods(&["email_code"])
+        .send(&mut b)
+        .await;
     let second = b.get(&older).await;
     let page2 = message_links(&second.body);
     assert_eq!(page2, vec![sent[1].clone(), sent[0].clone()]);
