@@ -63,7 +63,7 @@ const TEMPLATES: usize = 200;
 /// `pickup::flow::LOCK_AFTER`: failures that lock a message.
 const LOCK_AFTER: i64 = 10;
 /// Plan rows per multi-row INSERT (within both drivers' bind limits).
-const PLAN_BATCH: usize = 300;
+const PLAN_BATCH: usize = 50;
 /// Audit events per transaction.
 const AUDIT_BATCH: usize = 5000;
 const DAY: i64 = 24 * 3600;
@@ -636,9 +636,10 @@ async fn write_plan(
         Backend::Sqlite => "BLOB",
         Backend::Postgres => "BYTEA",
     };
-    let pool = app.db.pool();
+    // One transaction: on SQLite every commit is an fsync.
+    let mut tx = app.db.begin().await?;
     sqlx::query("DROP TABLE IF EXISTS growth_plan")
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     sqlx::query(&format!(
         "CREATE TABLE growth_plan (
@@ -652,10 +653,10 @@ async fn write_plan(
             mail_id TEXT NOT NULL, mail_at BIGINT NOT NULL, mail_failed BIGINT NOT NULL,
             code_id TEXT, code_hash {blob}, code_at BIGINT, code_used_at BIGINT)"
     ))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
     let host: String = sqlx::query_scalar("SELECT mail_message_id FROM outbox LIMIT 1")
-        .fetch_one(pool)
+        .fetch_one(&mut *tx)
         .await?;
     let host = host
         .rsplit_once('@')
@@ -710,8 +711,9 @@ async fn write_plan(
                 .bind(code)
                 .bind(code.and(p.verified_at));
         }
-        q.execute(pool).await?;
+        q.execute(&mut *tx).await?;
     }
+    tx.commit().await?;
     Ok(())
 }
 
