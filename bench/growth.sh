@@ -106,7 +106,7 @@ for size in "$small" "$large"; do
     echo "export SEALPOST_DATABASE_URL='${pg_admin%/*}/$db'" >> "$work/$size/env"
   fi
 done
-in_env() { (. "$work/$1/env"; shift; "$@"); }
+in_env() { (. "$work/$1/env"; shift; exec "$@"); }
 
 for size in "$small" "$large"; do
   echo "seeding $size messages ($backend)..."
@@ -123,7 +123,8 @@ results="$work/results.jsonl"
 : > "$results"
 start_servers() {
   for size in "$small" "$large"; do
-    in_env "$size" "$bin" serve > "$work/$size/serve.log" 2>&1 &
+    # A subshell that execs: $! is the server itself.
+    (. "$work/$size/env"; exec "$bin" serve) > "$work/$size/serve.log" 2>&1 &
     pids+=($!)
     echo $! > "$work/$size/pid"
   done
