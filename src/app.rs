@@ -91,6 +91,7 @@ pub async fn open_db(config: &Config) -> Result<Db, DbError> {
     };
     let db = Db::connect(&config.database_url, pool).await?;
     db.migrate().await?;
+    db.optimize().await?;
     Ok(db)
 }
 

@@ -167,6 +167,18 @@ fn init_tracing(filter: &str, format: LogFormat) {
     };
 }
 
+/// A rotation's progress on a terminal: one line, rewritten per batch.
+fn show_progress(done: u64, total: u64) {
+    use std::io::{IsTerminal, Write};
+    let mut err = std::io::stderr();
+    if err.is_terminal() {
+        let _ = write!(err, "\rre-wrapped {done} of {total} keys");
+        if done >= total {
+            let _ = writeln!(err);
+        }
+    }
+}
+
 async fn dispatch(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Config => Ok(()),
@@ -187,7 +199,7 @@ async fn dispatch(command: Command, config: Config) -> Result<()> {
         }
         Command::Keys(KeysCommand::Rotate) => {
             let app = App::open(config).await?;
-            let report = app.vault.rotate().await?;
+            let report = app.vault.rotate_with_progress(&show_progress).await?;
             let detail = serde_json::json!({
                 "key_id": report.target.as_str(),
                 "added_key": report.added_key,

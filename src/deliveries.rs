@@ -80,9 +80,7 @@ impl Status {
 impl FromStr for Status {
     type Err = DeliveryError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
+        crate::text::by_name(&Status::ALL, Status::as_str, s)
             .ok_or(DeliveryError::Invalid("unknown status"))
     }
 }
@@ -205,8 +203,55 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// Blind index of an exact recipient address.
     pub recipient_index: Option<Vec<u8>>,
-    pub offset: i64,
+    /// Where the page starts; `None` for the newest.
+    pub from: Option<PageStart>,
     pub limit: i64,
+}
+
+/// A row's place in a staff list, newest first: its creation time, then
+/// its id. Pages start just past one (keyset paging), so a page costs the
+/// same however deep it is, and rows sent meanwhile do not shift pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub created_at: i64,
+    pub id: MessageId,
+}
+
+impl Cursor {
+    fn of(d: &Delivery) -> Cursor {
+        Cursor {
+            created_at: d.created_at,
+            id: d.message_id,
+        }
+    }
+
+    /// The form a page link carries.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.created_at, self.id)
+    }
+
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (at, id) = s.split_once('_')?;
+        Some(Cursor {
+            created_at: at.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// Which way a page goes from its cursor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PageStart {
+    OlderThan(Cursor),
+    NewerThan(Cursor),
+}
+
+/// One page of a staff list and where its neighbours start.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub items: Vec<Delivery>,
+    pub newer: Option<Cursor>,
+    pub older: Option<Cursor>,
 }
 
 #[derive(Clone)]
@@ -236,12 +281,7 @@ impl Deliveries {
     /// Records a new delivery in the transaction that commits the message.
     pub async fn insert(&self, tx: &mut Tx, new: &NewDelivery) -> Result<(), DeliveryError> {
         let now = self.clock.now();
-        let methods = new
-            .methods
-            .iter()
-            .map(|m| m.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let methods = Method::join(&new.methods);
         let message_id = new.message_id.to_string();
         let sender_id = new.sender.to_string();
         rows::insert(
@@ -269,8 +309,8 @@ impl Deliveries {
             .try_into()
     }
 
-    /// Newest first. Returns one page plus whether another follows.
-    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<Delivery>, bool), DeliveryError> {
+    /// One page, newest first, with the cursors of the pages around it.
+    pub async fn list(&self, q: &ListQuery) -> Result<Page, DeliveryError> {
         let sender = q.sender.map(|s| s.to_string());
         let status = q.status.map(|s| match s {
             Status::Revoked => StatusFilter::Revoked,
@@ -278,11 +318,21 @@ impl Deliveries {
             Status::Locked => StatusFilter::Locked,
             progress => StatusFilter::Progress(progress.as_str()),
         });
+        let (key, newer) = match &q.from {
+            None => (None, false),
+            Some(PageStart::OlderThan(c)) => (Some(c), false),
+            Some(PageStart::NewerThan(c)) => (Some(c), true),
+        };
+        let key_id = key.map(|c| c.id.to_string());
         let filter = rows::ListFilter {
             sender_id: sender.as_deref(),
             recipient_index: q.recipient_index.as_deref(),
             status,
-            offset: q.offset,
+            from: key.zip(key_id.as_deref()).map(|(c, id)| rows::Keyset {
+                created_at: c.created_at,
+                message_id: id,
+                newer,
+            }),
             limit: q.limit + 1,
         };
         let found = rows::list(&self.db, &filter, self.clock.now()).await?;
@@ -292,7 +342,23 @@ impl Deliveries {
             .collect::<Result<Vec<_>, _>>()?;
         let more = items.len() as i64 > q.limit;
         items.truncate(usize::try_from(q.limit).unwrap_or(0));
-        Ok((items, more))
+        if newer {
+            items.reverse();
+        }
+        let (first, last) = (items.first().map(Cursor::of), items.last().map(Cursor::of));
+        // Past the far end there is more when the query found more; back
+        // towards where we came from there is more whenever we came from
+        // somewhere.
+        let (newer_page, older_page) = if newer {
+            (first.filter(|_| more), last)
+        } else {
+            (first.filter(|_| key.is_some()), last.filter(|_| more))
+        };
+        Ok(Page {
+            items,
+            newer: newer_page,
+            older: older_page,
+        })
     }
 
     /// Live messages locked after failed verifications (one sender's, or
@@ -629,10 +695,16 @@ impl Deliveries {
     }
 }
 
+/// Planner statistics are refreshed about hourly (SQLite's `PRAGMA
+/// optimize` re-analyses only tables that changed a lot, so it is cheap):
+/// without them an address search can pick the wrong index as data grows.
+const OPTIMIZE_EVERY_PASSES: u64 = 60;
+
 /// Runs [`Deliveries::shred_due`] every [`EXPIRY_EVERY`] until `stop` is
 /// cancelled (between passes, never inside one).
 pub async fn run_expiry(deliveries: Deliveries, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(EXPIRY_EVERY);
+    let mut passes = 0u64;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -640,6 +712,12 @@ pub async fn run_expiry(deliveries: Deliveries, stop: tokio_util::sync::Cancella
         }
         if let Err(e) = deliveries.shred_due().await {
             tracing::warn!(error = %e, "expiry pass failed; will retry");
+        }
+        passes += 1;
+        if passes.is_multiple_of(OPTIMIZE_EVERY_PASSES)
+            && let Err(e) = deliveries.db.optimize().await
+        {
+            tracing::warn!(error = %e, "refreshing planner statistics failed");
         }
     }
 }

@@ -85,57 +85,65 @@ pub async fn notice(app: &App, notice: Notice, opened_at: Option<i64>) -> Respon
     } else {
         format!("contact us: {}", brand.support_line)
     };
-    let (status, title, text) = match notice {
-        Notice::Unknown => (
-            StatusCode::NOT_FOUND,
-            "This link is not valid",
-            // Also what a shredded message's link gets: the shred erases
-            // the link's hash, so expired and withdrawn links end up here.
-            format!(
-                "It may have expired or been withdrawn, or only part of it was opened: check that you opened the whole link from the email. If you still need the message, {contact}."
-            ),
-        ),
-        Notice::Unavailable => (
-            StatusCode::GONE,
-            "This message is no longer available",
-            format!("It may have expired or been withdrawn. If you still need it, {contact}."),
-        ),
-        Notice::Locked => (
-            StatusCode::FORBIDDEN,
-            "This message is locked",
-            format!(
-                "There were too many unsuccessful attempts to open it. The sender has been told and can unlock it; {contact}."
-            ),
-        ),
-        Notice::AlreadyOpened => (
-            StatusCode::GONE,
-            "This link has already been used",
-            format!(
-                "It was opened on {}. Each link works once. If this wasn't you, {contact} straight away.",
-                opened_at
-                    .map(crate::text::format_time)
-                    .unwrap_or_else(|| "an earlier visit".to_owned())
-            ),
-        ),
-        Notice::SessionEnded => (
-            StatusCode::UNAUTHORIZED,
-            "Your secure session has ended",
-            format!(
-                "For your protection the message closes after a period of inactivity. If you need it again, {contact}."
-            ),
-        ),
-        Notice::TooMany => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "Please wait a little",
-            format!("There were too many requests. Try again later or {contact}."),
-        ),
-        Notice::Done => (
-            StatusCode::OK,
-            "You are signed out of this message",
-            "You can close this window.".to_owned(),
-        ),
-    };
+    let (status, title, text) = notice.wording(&contact, opened_at);
     (status, NoticePage { brand, title, text }).into_response()
+}
+
+impl Notice {
+    /// What the page says: status, title and text (`contact` says how to
+    /// reach the organisation).
+    fn wording(self, contact: &str, opened_at: Option<i64>) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::Unknown => (
+                StatusCode::NOT_FOUND,
+                "This link is not valid",
+                // Also what a shredded message's link gets: the shred erases
+                // the link's hash, so expired and withdrawn links end up here.
+                format!(
+                    "It may have expired or been withdrawn, or only part of it was opened: check that you opened the whole link from the email. If you still need the message, {contact}."
+                ),
+            ),
+            Self::Unavailable => (
+                StatusCode::GONE,
+                "This message is no longer available",
+                format!("It may have expired or been withdrawn. If you still need it, {contact}."),
+            ),
+            Self::Locked => (
+                StatusCode::FORBIDDEN,
+                "This message is locked",
+                format!(
+                    "There were too many unsuccessful attempts to open it. The sender has been told and can unlock it; {contact}."
+                ),
+            ),
+            Self::AlreadyOpened => (
+                StatusCode::GONE,
+                "This link has already been used",
+                format!(
+                    "It was opened on {}. Each link works once. If this wasn't you, {contact} straight away.",
+                    opened_at
+                        .map(crate::text::format_time)
+                        .unwrap_or_else(|| "an earlier visit".to_owned())
+                ),
+            ),
+            Self::SessionEnded => (
+                StatusCode::UNAUTHORIZED,
+                "Your secure session has ended",
+                format!(
+                    "For your protection the message closes after a period of inactivity. If you need it again, {contact}."
+                ),
+            ),
+            Self::TooMany => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Please wait a little",
+                format!("There were too many requests. Try again later or {contact}."),
+            ),
+            Self::Done => (
+                StatusCode::OK,
+                "You are signed out of this message",
+                "You can close this window.".to_owned(),
+            ),
+        }
+    }
 }
 
 /// A coarse class of the visitor's software for the sender's timeline:

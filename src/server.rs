@@ -309,6 +309,24 @@ impl<T> Watchdog<T> {
         self.timer.as_mut().poll(cx).is_ready()
     }
 
+    /// A write's outcome: bytes written count as progress; a write that
+    /// cannot proceed is subject to the stall timer.
+    fn written(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match poll {
+            Poll::Ready(result) => {
+                if matches!(result, Ok(n) if n > 0) {
+                    self.progress();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.pending_or_timeout(cx),
+        }
+    }
+
     fn pending_or_timeout<R>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<R>> {
         if self.stalled(cx) {
             Poll::Ready(Err(io::Error::new(
@@ -348,15 +366,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watchdog<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.progress();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.pending_or_timeout(cx),
-        }
+        let poll = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.written(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -365,15 +376,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watchdog<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                if matches!(result, Ok(n) if n > 0) {
-                    this.progress();
-                }
-                Poll::Ready(result)
-            }
-            Poll::Pending => this.pending_or_timeout(cx),
-        }
+        let poll = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.written(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -26,6 +26,12 @@ pub enum Method {
 impl Method {
     pub const ALL: [Method; 3] = [Method::EmailCode, Method::AccessCode, Method::KnownFact];
 
+    /// How a list of methods is stored: names, comma-separated.
+    pub fn join(methods: &[Method]) -> String {
+        let names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+        names.join(",")
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::EmailCode => "email_code",
@@ -52,9 +58,7 @@ impl fmt::Display for Method {
 impl FromStr for Method {
     type Err = SettingsError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Method::ALL
-            .into_iter()
-            .find(|m| m.as_str() == s)
+        crate::text::by_name(&Method::ALL, Method::as_str, s)
             .ok_or_else(|| SettingsError::Invalid(format!("unknown verification method {s:?}")))
     }
 }
@@ -251,12 +255,7 @@ impl SettingsStore {
 
     pub async fn save(&self, actor: Actor, new: &Settings) -> Result<(), SettingsError> {
         new.validate()?;
-        let methods = new
-            .methods
-            .iter()
-            .map(|m| m.as_str())
-            .collect::<Vec<_>>()
-            .join(",");
+        let methods = Method::join(&new.methods);
         let values = [
             ("organisation", new.organisation.trim().to_owned()),
             ("support_line", new.support_line.trim().to_owned()),

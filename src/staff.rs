@@ -2,12 +2,14 @@
 //! they land.
 
 pub mod accounts;
+mod error;
 pub mod links;
 pub mod password;
 pub mod sign_in;
 pub mod totp;
 
-pub use accounts::{AccountError, AccountState, Accounts, Role, StaffAccount, StaffEmail, StaffId};
+pub use accounts::{AccountState, Accounts, Role, StaffAccount, StaffEmail, StaffId};
+pub use error::StaffError;
 pub use links::StaffLinks;
-pub use sign_in::{SignIn, SignInError};
+pub use sign_in::SignIn;
 pub use totp::Totp;

@@ -68,6 +68,12 @@ fn is_dash(c: char) -> bool {
     matches!(c, '-' | '\u{2010}'..='\u{2015}' | '\u{2212}')
 }
 
+/// The one of `all` whose stored name is `s`: how enums that list their
+/// variants in an `ALL` array parse.
+pub fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str) -> Option<T> {
+    all.iter().copied().find(|&x| name(x) == s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -60,7 +60,7 @@ pub use message::{MessageId, MessageMeta, PartInfo, PartKind, PartMeta, StoredPa
 pub use pipeline::{PipelinedReader, PipelinedWriter};
 pub use purpose::Purpose;
 pub use reader::{MessageKey, PartReader};
-pub use rotation::{KeyStatus, RotateReport};
+pub use rotation::{KeyStatus, Progress, RotateReport};
 pub use s3::{S3BlobStore, S3Settings};
 use secrets::InstallationKeys;
 pub use shred::Shredded;

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::auth::{CurrentStaff, Enrolling, keep_session, wait_text};
 use crate::app::App;
 use crate::audit::{Action, Event};
-use crate::staff::SignInError;
+use crate::staff::StaffError;
 use crate::staff::totp::{Check, NewCodes};
 use crate::web::csrf::CsrfForm;
 use crate::web::{Nav, PageError, PageResult};
@@ -144,7 +144,7 @@ async fn reauthenticate(
     {
         Ok(true) => Ok(Ok(())),
         Ok(false) => Ok(Err(Refused::Wrong("Your current password is not right."))),
-        Err(SignInError::Throttled { retry_after_secs }) => Ok(Err(Refused::Wait(format!(
+        Err(StaffError::Throttled { retry_after_secs }) => Ok(Err(Refused::Wait(format!(
             "Too many failed attempts. Please wait {} and try again.",
             wait_text(retry_after_secs)
         )))),

@@ -18,8 +18,7 @@ use crate::settings::{
     MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS,
     Method, Settings, SettingsError,
 };
-use crate::staff::links::LinkError;
-use crate::staff::{AccountError, Role, StaffEmail, StaffId};
+use crate::staff::{Role, StaffEmail, StaffError, StaffId};
 use crate::text::format_time;
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::{Nav, PageError, PageResult};
@@ -491,7 +490,7 @@ pub async fn invite(
         .await
     {
         Ok(i) => i,
-        Err(LinkError::Account(AccountError::EmailTaken)) => {
+        Err(StaffError::EmailTaken) => {
             return refuse("A staff account with that address already exists.").await;
         }
         Err(e) => return Err(e.into()),

@@ -14,7 +14,7 @@ use tower_sessions::Session;
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::staff::totp::Check;
-use crate::staff::{AccountState, Role, SignInError, StaffAccount, StaffId};
+use crate::staff::{AccountState, Role, StaffAccount, StaffError, StaffId};
 use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
 use crate::web::session::{ABSOLUTE_SECS, IDLE_SECS};
@@ -121,61 +121,65 @@ async fn authenticate(
     app: &App,
     enforce_totp: bool,
 ) -> Result<CurrentStaff, Response> {
-    let fail = |e: PageError| e.into_response();
+    match checked_session(parts, app, enforce_totp).await {
+        Ok(checked) => checked,
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+/// The session's staff member, or where to send the browser instead
+/// (`Ok(Err(redirect))`); `Err` when checking failed.
+async fn checked_session(
+    parts: &mut Parts,
+    app: &App,
+    enforce_totp: bool,
+) -> Result<Result<CurrentStaff, Response>, PageError> {
     let session = Session::from_request_parts(parts, app)
         .await
-        .map_err(|(_, m)| fail(PageError::bug(m)))?;
-    let Some(mut s) = session
-        .get::<StaffSession>(STAFF_KEY)
-        .await
-        .map_err(|e| fail(e.into()))?
-    else {
-        return Err(to_sign_in("signed-out"));
+        .map_err(|(_, m)| PageError::bug(m))?;
+    let Some(mut s) = session.get::<StaffSession>(STAFF_KEY).await? else {
+        return Ok(Err(to_sign_in("signed-out")));
     };
     let now = app.clock.now();
     if now - s.last_seen > IDLE_SECS || now - s.signed_in_at > ABSOLUTE_SECS {
-        session.flush().await.map_err(|e| fail(e.into()))?;
-        return Err(to_sign_in("expired"));
+        session.flush().await?;
+        return Ok(Err(to_sign_in("expired")));
     }
     let state = match StaffId::parse(&s.id) {
-        Some(id) => app.accounts.state(id).await.map_err(|e| fail(e.into()))?,
+        Some(id) => app.accounts.state(id).await?,
         None => None,
     };
     // Disabled, password or TOTP reset since this session began: it ends.
     let Some(AccountState {
         account,
-        session_epoch,
         totp_enabled,
+        ..
     }) = state.filter(|st| !st.account.disabled && st.session_epoch == s.epoch)
     else {
-        session.flush().await.map_err(|e| fail(e.into()))?;
-        return Err(to_sign_in("ended"));
+        session.flush().await?;
+        return Ok(Err(to_sign_in("ended")));
     };
-    let _ = session_epoch;
     if enforce_totp && !totp_enabled {
-        let settings = app.settings.load().await.map_err(|e| fail(e.into()))?;
+        let settings = app.settings.load().await?;
         if settings.totp_required {
-            return Err(Redirect::to("/account/totp").into_response());
+            return Ok(Err(Redirect::to("/account/totp").into_response()));
         }
     }
     if now - s.last_seen >= TOUCH_EVERY_SECS {
         s.last_seen = now;
-        session
-            .insert(STAFF_KEY, &s)
-            .await
-            .map_err(|e| fail(e.into()))?;
+        session.insert(STAFF_KEY, &s).await?;
     }
-    let csrf = csrf::token(&session).await.map_err(fail)?;
+    let csrf = csrf::token(&session).await?;
     let ip = ClientIp::from_request_parts(parts, app)
         .await
         .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |c| c.0);
-    Ok(CurrentStaff {
+    Ok(Ok(CurrentStaff {
         account,
         totp_enabled,
         csrf,
         session,
         ip,
-    })
+    }))
 }
 
 #[derive(Template, WebTemplate)]
@@ -276,11 +280,11 @@ pub async fn sign_in(
             let to = Redirect::to(next).into_response();
             return Ok(with_device_cookie(&app, &form.email, to));
         }
-        Err(SignInError::InvalidCredentials) => (
+        Err(StaffError::InvalidCredentials) => (
             StatusCode::UNAUTHORIZED,
             "The address or password is not right. Check both and try again.".to_owned(),
         ),
-        Err(SignInError::Throttled { retry_after_secs }) => (
+        Err(StaffError::Throttled { retry_after_secs }) => (
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "Too many failed attempts. Please wait {} and try again.",

@@ -217,117 +217,101 @@ async fn receive(
     settings: &Settings,
     multipart: &mut Multipart,
 ) -> Result<Outcome, PageError> {
-    let mut f = Fields::default();
-    let mut budget = Budget::default();
-    let mut seen: Vec<&'static str> = Vec::new();
-    let mut csrf_ok = false;
-    let mut draft: Option<(Draft, Checked)> = None;
-    let mut attachments = 0u32;
-    // Refusals that re-show the form as read so far.
-    let invalid = |f: Fields, e: String| Ok(Outcome::Invalid(Box::new(f), vec![e]));
-    while let Some(mut field) = multipart.next_field().await.map_err(|_| interrupted())? {
+    let mut form = FormReader::default();
+    while let Some(field) = multipart.next_field().await.map_err(|_| interrupted())? {
+        if let Err(errors) = form.read(app, staff, settings, field).await? {
+            return Ok(Outcome::Invalid(Box::new(form.fields), errors));
+        }
+    }
+    form.finish(app, staff, settings).await
+}
+
+/// Why the form is shown again: what to tell the sender.
+type Refusal = Vec<String>;
+
+fn refuse(error: impl Into<String>) -> Result<Result<(), Refusal>, PageError> {
+    Ok(Err(vec![error.into()]))
+}
+
+/// The compose form as read so far, one multipart field at a time: the
+/// text fields first, then the attachments, each sealed as it streams in.
+#[derive(Default)]
+struct FormReader {
+    fields: Fields,
+    budget: Budget,
+    seen: Vec<&'static str>,
+    csrf_ok: bool,
+    /// Begun when the first attachment arrives (the text is checked then).
+    draft: Option<(Draft, Checked)>,
+    attachments: u32,
+}
+
+impl FormReader {
+    async fn read(
+        &mut self,
+        app: &App,
+        staff: &CurrentStaff,
+        settings: &Settings,
+        field: Field<'_>,
+    ) -> Result<Result<(), Refusal>, PageError> {
         let name = field.name().unwrap_or_default().to_owned();
         // The token comes first in the form; nothing else is read before it.
-        if !csrf_ok {
+        if !self.csrf_ok {
             if name != "csrf" {
                 return Err(PageError::Csrf);
             }
-            budget.count()?;
-            let token = budget.text(field, MAX_SHORT_FIELD).await?;
+            self.budget.count()?;
+            let token = self.budget.text(field, MAX_SHORT_FIELD).await?;
             csrf::check(&staff.session, &token).await?;
-            csrf_ok = true;
-            continue;
+            self.csrf_ok = true;
+            return Ok(Ok(()));
         }
         let upload = upload_name(field.headers());
         if upload == UploadName::Unreadable {
-            return invalid(
-                f,
-                "The name of an attached file could not be read. Rename the file and attach it again; nothing was sent.".to_owned(),
+            return refuse(
+                "The name of an attached file could not be read. Rename the file and attach it again; nothing was sent.",
             );
         }
         if name == "attachments" {
-            let (d, checked) = match draft.take() {
-                Some(d) => d,
-                None => match begin(app, settings, &f).await? {
-                    Ok(d) => d,
-                    Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
-                },
-            };
-            let file_name = match upload {
-                UploadName::Name(raw) => Some(clean_file_name(&raw)).filter(|n| !n.is_empty()),
-                _ => None,
-            };
-            // The first bytes tell an empty part from a file (multer may
-            // hand out an empty chunk first).
-            let mut first = None;
-            while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
-                if !chunk.is_empty() {
-                    first = Some(chunk);
-                    break;
-                }
-            }
-            // An empty file input still sends one nameless, empty part; it
-            // costs a field, so a flood of them ends like any other.
-            if first.is_none() && file_name.is_none() {
-                budget.count()?;
-                draft = Some((d, checked));
-                continue;
-            }
-            if attachments >= settings.max_attachments {
-                return invalid(
-                    f,
-                    format!(
-                        "Attach at most {} files to one message. Nothing was sent.",
-                        settings.max_attachments
-                    ),
-                );
-            }
-            attachments += 1;
-            // Content without a usable name is kept under a plain one rather
-            // than dropped.
-            let file_name = file_name.unwrap_or_else(|| format!("attachment-{attachments}"));
-            let meta = PartMeta {
-                file_name: Some(file_name),
-                content_type: field
-                    .content_type()
-                    .filter(|t| t.len() < 128)
-                    .map(str::to_owned)
-                    .or_else(|| Some("application/octet-stream".to_owned())),
-            };
-            let d = seal_field(d, PartKind::Attachment, meta, first, field).await?;
-            draft = Some((d, checked));
-            continue;
+            return self.attachment(app, settings, upload, field).await;
         }
         if upload != UploadName::None {
-            return invalid(
-                f,
-                "Files can be attached only in the Attachments field. Nothing was sent.".to_owned(),
+            return refuse(
+                "Files can be attached only in the Attachments field. Nothing was sent.",
             );
         }
         // The text was checked and the body sealed when the first file
         // arrived: a field after it would be lost, so it is refused.
-        if draft.is_some() {
-            return invalid(
-                f,
-                "The message text and its settings must come before the attachments in the form. Nothing was sent.".to_owned(),
+        if self.draft.is_some() {
+            return refuse(
+                "The message text and its settings must come before the attachments in the form. Nothing was sent.",
             );
         }
-        budget.count()?;
+        self.text(&name, field).await
+    }
+
+    async fn text(
+        &mut self,
+        name: &str,
+        field: Field<'_>,
+    ) -> Result<Result<(), Refusal>, PageError> {
+        self.budget.count()?;
         let cap = if name == "body" {
             MAX_BODY_CHARS * 4
         } else {
             MAX_SHORT_FIELD
         };
-        let value = budget.text(field, cap).await?;
+        let value = self.budget.text(field, cap).await?;
+        let f = &mut self.fields;
         if name == "method" {
             // Several methods may be chosen, each once.
             if f.methods.contains(&value) {
-                return invalid(f, repeated("method"));
+                return refuse(repeated("method"));
             }
             f.methods.push(value);
-            continue;
+            return Ok(Ok(()));
         }
-        let (key, slot) = match name.as_str() {
+        let (key, slot) = match name {
             "recipient" => ("recipient", &mut f.recipient),
             "phone" => ("phone", &mut f.phone),
             "title" => ("title", &mut f.title),
@@ -337,36 +321,104 @@ async fn receive(
             "known_fact" => ("known_fact", &mut f.known_fact),
             "retention" => ("retention", &mut f.retention),
             // Unknown fields are ignored, but they counted above.
-            _ => continue,
+            _ => return Ok(Ok(())),
         };
-        if seen.contains(&key) {
-            return invalid(f, repeated(key));
+        if self.seen.contains(&key) {
+            return refuse(repeated(key));
         }
-        seen.push(key);
+        self.seen.push(key);
         *slot = if key == "body" {
             value.replace("\r\n", "\n")
         } else {
             value
         };
+        Ok(Ok(()))
     }
-    if !csrf_ok {
-        return Err(PageError::Csrf);
+
+    async fn attachment(
+        &mut self,
+        app: &App,
+        settings: &Settings,
+        upload: UploadName,
+        mut field: Field<'_>,
+    ) -> Result<Result<(), Refusal>, PageError> {
+        let (d, checked) = match self.draft.take() {
+            Some(d) => d,
+            None => match begin(app, settings, &self.fields).await? {
+                Ok(d) => d,
+                Err(errors) => return Ok(Err(errors)),
+            },
+        };
+        let file_name = match upload {
+            UploadName::Name(raw) => Some(clean_file_name(&raw)).filter(|n| !n.is_empty()),
+            _ => None,
+        };
+        // The first bytes tell an empty part from a file (multer may
+        // hand out an empty chunk first).
+        let mut first = None;
+        while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
+            if !chunk.is_empty() {
+                first = Some(chunk);
+                break;
+            }
+        }
+        // An empty file input still sends one nameless, empty part; it
+        // costs a field, so a flood of them ends like any other.
+        if first.is_none() && file_name.is_none() {
+            self.budget.count()?;
+            self.draft = Some((d, checked));
+            return Ok(Ok(()));
+        }
+        if self.attachments >= settings.max_attachments {
+            return refuse(format!(
+                "Attach at most {} files to one message. Nothing was sent.",
+                settings.max_attachments
+            ));
+        }
+        self.attachments += 1;
+        // Content without a usable name is kept under a plain one rather
+        // than dropped.
+        let file_name = file_name.unwrap_or_else(|| format!("attachment-{}", self.attachments));
+        let meta = PartMeta {
+            file_name: Some(file_name),
+            content_type: field
+                .content_type()
+                .filter(|t| t.len() < 128)
+                .map(str::to_owned)
+                .or_else(|| Some("application/octet-stream".to_owned())),
+        };
+        let d = seal_field(d, PartKind::Attachment, meta, first, field).await?;
+        self.draft = Some((d, checked));
+        Ok(Ok(()))
     }
-    let (draft, checked) = match draft {
-        Some(d) => d,
-        None => match begin(app, settings, &f).await? {
-            Ok(d) => d,
-            Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
-        },
-    };
-    if f.body.trim().is_empty() && attachments == 0 {
-        return Ok(Outcome::Invalid(
-            Box::new(f),
-            vec!["Write a message or attach at least one file.".to_owned()],
-        ));
+
+    /// The whole form was read: check what is still unchecked and commit.
+    async fn finish(
+        self,
+        app: &App,
+        staff: &CurrentStaff,
+        settings: &Settings,
+    ) -> Result<Outcome, PageError> {
+        if !self.csrf_ok {
+            return Err(PageError::Csrf);
+        }
+        let f = self.fields;
+        let (draft, checked) = match self.draft {
+            Some(d) => d,
+            None => match begin(app, settings, &f).await? {
+                Ok(d) => d,
+                Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
+            },
+        };
+        if f.body.trim().is_empty() && self.attachments == 0 {
+            return Ok(Outcome::Invalid(
+                Box::new(f),
+                vec!["Write a message or attach at least one file.".to_owned()],
+            ));
+        }
+        let Sent { id, generated } = commit(app, staff, draft, checked, self.attachments).await?;
+        Ok(Outcome::Sent(id, generated))
     }
-    let Sent { id, generated } = commit(app, staff, draft, checked, attachments).await?;
-    Ok(Outcome::Sent(id, generated))
 }
 
 fn interrupted() -> PageError {

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
-use crate::deliveries::{Delivery, DeliveryError, ListQuery, Status};
+use crate::deliveries::{Cursor, Delivery, DeliveryError, ListQuery, PageStart, Status};
 use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind};
 use crate::web::csrf::CsrfForm;
@@ -47,7 +47,10 @@ struct SentPage {
 pub struct ListParams {
     status: String,
     q: String,
-    page: Option<u32>,
+    /// A page cursor ([`Cursor::encode`]): the page of rows older, or
+    /// newer, than it.
+    older: String,
+    newer: String,
 }
 
 pub async fn list(
@@ -65,23 +68,22 @@ pub async fn list(
         )
     };
     let q = p.q.trim().to_owned();
-    let page = p.page.unwrap_or(1).max(1);
     let query = ListQuery {
         sender: (!staff.is_admin()).then(|| staff.id()),
         status,
         recipient_index: (!q.is_empty()).then(|| app.vault.recipient_index(&q)),
-        offset: i64::from(page - 1) * PAGE_SIZE,
+        from: page_start(&p)?,
         limit: PAGE_SIZE,
     };
-    let (items, more) = app.deliveries.list(&query).await?;
+    let page = app.deliveries.list(&query).await?;
     // In-app alert: locked messages need the sender's attention.
     let locked = app.deliveries.count_locked(query.sender).await?;
-    let rows = rows(&app, items).await;
-    let link = |page: u32| {
+    let rows = rows(&app, page.items).await;
+    let link = |way: &str, at: Cursor| {
         serde_urlencoded::to_string([
             ("status", p.status.as_str()),
             ("q", q.as_str()),
-            ("page", &page.to_string()),
+            (way, &at.encode()),
         ])
         .map(|qs| format!("/sent?{qs}"))
         .unwrap_or_else(|_| "/sent".to_owned())
@@ -96,11 +98,24 @@ pub async fn list(
         status: p.status.clone(),
         q: q.clone(),
         everyone: staff.is_admin(),
-        prev: (page > 1).then(|| link(page - 1)),
-        next: more.then(|| link(page + 1)),
+        prev: page.newer.map(|c| link("newer", c)),
+        next: page.older.map(|c| link("older", c)),
         locked,
     }
     .into_response())
+}
+
+/// Where the asked-for page starts (none: the newest page).
+fn page_start(p: &ListParams) -> Result<Option<PageStart>, PageError> {
+    let parse = |s: &str| {
+        Cursor::parse(s).ok_or_else(|| PageError::BadRequest("This page link is not valid.".into()))
+    };
+    Ok(match (p.older.as_str(), p.newer.as_str()) {
+        ("", "") => None,
+        (older, "") => Some(PageStart::OlderThan(parse(older)?)),
+        ("", newer) => Some(PageStart::NewerThan(parse(newer)?)),
+        _ => return Err(PageError::BadRequest("This page link is not valid.".into())),
+    })
 }
 
 /// The list's rows, with what the sealed metadata says of each.

@@ -71,16 +71,20 @@ struct SetupPage {
     errors: Vec<String>,
 }
 
-/// Whether the setup link may be used by this client right now. The setup
+/// The setup link's token, if this client may use it right now. The setup
 /// page answers only on the machine Sealpost runs on (or through an SSH
 /// tunnel to it), never through a proxy, so a leaked console line is not
 /// enough on its own (see [`Loopback`]).
-async fn setup_allowed(
+async fn setup_token(
     app: &App,
     Loopback(local): Loopback,
-    token: &LinkToken,
-) -> Result<bool, PageError> {
-    Ok(local && app.links.setup_usable(token).await?)
+    token: &str,
+) -> Result<Option<LinkToken>, PageError> {
+    let Some(token) = LinkToken::parse(token) else {
+        return Ok(None);
+    };
+    let usable = local && app.links.setup_usable(&token).await?;
+    Ok(usable.then_some(token))
 }
 
 pub async fn setup_page(
@@ -89,12 +93,9 @@ pub async fn setup_page(
     local: Loopback,
     Path(token): Path<String>,
 ) -> PageResult {
-    let Some(token) = LinkToken::parse(&token) else {
+    let Some(token) = setup_token(&app, local, &token).await? else {
         return Ok(invalid_link());
     };
-    if !setup_allowed(&app, local, &token).await? {
-        return Ok(invalid_link());
-    }
     Ok(SetupPage {
         nav: None,
         csrf: csrf::token(&session).await?,
@@ -121,12 +122,9 @@ pub async fn setup(
     Path(token): Path<String>,
     CsrfForm(form): CsrfForm<SetupForm>,
 ) -> PageResult {
-    let Some(token) = LinkToken::parse(&token) else {
+    let Some(token) = setup_token(&app, local, &token).await? else {
         return Ok(invalid_link());
     };
-    if !setup_allowed(&app, local, &token).await? {
-        return Ok(invalid_link());
-    }
     // Mistakes in the form do not use up the link.
     let checked = match StaffEmail::parse(&form.email) {
         Err(_) => Err("Enter your email address, like name@example.com.".to_owned()),

@@ -6,8 +6,9 @@ use std::str::FromStr;
 
 use secrecy::SecretString;
 
-use super::password::{HashError, Hasher, NewPassword, PasswordRejected};
-use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
+use super::StaffError;
+use super::password::{Hasher, NewPassword};
+use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::store::staff::{self, StaffRow};
 use crate::store::{Db, Tx};
@@ -28,12 +29,12 @@ impl Role {
 }
 
 impl FromStr for Role {
-    type Err = AccountError;
+    type Err = StaffError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "admin" => Ok(Role::Admin),
             "agent" => Ok(Role::Agent),
-            _ => Err(AccountError::InvalidRole),
+            _ => Err(StaffError::InvalidRole),
         }
     }
 }
@@ -47,7 +48,7 @@ pub struct StaffEmail(String);
 impl StaffEmail {
     /// Accepts `local@domain.tld` shapes a mail server would deliver to; the
     /// real proof is the invite email arriving.
-    pub fn parse(s: &str) -> Result<Self, AccountError> {
+    pub fn parse(s: &str) -> Result<Self, StaffError> {
         let s = s.trim().to_lowercase();
         let valid = s.len() <= 254
             && !s.chars().any(|c| c.is_whitespace() || c.is_control())
@@ -66,7 +67,7 @@ impl StaffEmail {
         if valid {
             Ok(StaffEmail(s))
         } else {
-            Err(AccountError::InvalidEmail)
+            Err(StaffError::InvalidEmail)
         }
     }
 
@@ -83,26 +84,6 @@ pub struct StaffAccount {
     pub disabled: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum AccountError {
-    #[error("that is not a valid email address")]
-    InvalidEmail,
-    #[error("the role must be admin or agent")]
-    InvalidRole,
-    #[error("a staff account with that email address already exists")]
-    EmailTaken,
-    #[error("no staff account has that email address")]
-    NotFound,
-    #[error("{0}")]
-    WeakPassword(#[from] PasswordRejected),
-    #[error("{0}")]
-    Hash(#[from] HashError),
-    #[error("{0}")]
-    Audit(#[from] AuditError),
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-}
-
 /// An account plus its session epoch and second-factor state.
 #[derive(Clone, Debug)]
 pub struct AccountState {
@@ -112,12 +93,12 @@ pub struct AccountState {
 }
 
 impl TryFrom<StaffRow> for AccountState {
-    type Error = AccountError;
+    type Error = StaffError;
 
-    fn try_from(row: StaffRow) -> Result<AccountState, AccountError> {
+    fn try_from(row: StaffRow) -> Result<AccountState, StaffError> {
         Ok(AccountState {
             account: StaffAccount {
-                id: StaffId::parse(&row.id).ok_or(AccountError::NotFound)?,
+                id: StaffId::parse(&row.id).ok_or(StaffError::NotFound)?,
                 email: StaffEmail(row.email),
                 role: row.role.parse()?,
                 disabled: row.disabled_at.is_some(),
@@ -158,7 +139,7 @@ impl Accounts {
         email: &StaffEmail,
         role: Role,
         password: SecretString,
-    ) -> Result<StaffId, AccountError> {
+    ) -> Result<StaffId, StaffError> {
         let hash = self
             .hasher
             .hash(NewPassword::parse(password, email.as_str())?)
@@ -186,7 +167,7 @@ impl Accounts {
         email: &StaffEmail,
         role: Role,
         password_hash: &str,
-    ) -> Result<StaffId, AccountError> {
+    ) -> Result<StaffId, StaffError> {
         let id = StaffId::generate();
         let now = self.clock.now();
         let inserted = staff::insert(
@@ -201,24 +182,24 @@ impl Accounts {
         )
         .await?;
         if !inserted {
-            return Err(AccountError::EmailTaken);
+            return Err(StaffError::EmailTaken);
         }
         Ok(id)
     }
 
-    pub async fn find(&self, email: &StaffEmail) -> Result<StaffAccount, AccountError> {
+    pub async fn find(&self, email: &StaffEmail) -> Result<StaffAccount, StaffError> {
         let row = staff::by_email(&self.db, email.as_str())
             .await?
-            .ok_or(AccountError::NotFound)?;
+            .ok_or(StaffError::NotFound)?;
         Ok(AccountState::try_from(row)?.account)
     }
 
-    pub async fn count(&self) -> Result<i64, AccountError> {
+    pub async fn count(&self) -> Result<i64, StaffError> {
         Ok(staff::count(&self.db).await?)
     }
 
     /// [`Accounts::count`] inside a transaction (a check that must hold at commit).
-    pub async fn count_in(&self, tx: &mut Tx) -> Result<i64, AccountError> {
+    pub async fn count_in(&self, tx: &mut Tx) -> Result<i64, StaffError> {
         Ok(staff::count_in(tx).await?)
     }
 
@@ -227,7 +208,7 @@ impl Accounts {
         actor: Actor,
         email: &StaffEmail,
         password: SecretString,
-    ) -> Result<(), AccountError> {
+    ) -> Result<(), StaffError> {
         let account = self.find(email).await?;
         let hash = self
             .hasher
@@ -248,7 +229,7 @@ impl Accounts {
 
     /// Disables an account; returns false if it already was. (Live sessions
     /// are ended by the session layer, which checks this flag.)
-    pub async fn disable(&self, actor: Actor, email: &StaffEmail) -> Result<bool, AccountError> {
+    pub async fn disable(&self, actor: Actor, email: &StaffEmail) -> Result<bool, StaffError> {
         let account = self.find(email).await?;
         let mut tx = self.db.begin().await?;
         let changed = staff::disable(&mut tx, &account.id.to_string(), self.clock.now()).await?;
@@ -266,7 +247,7 @@ impl Accounts {
     }
 
     /// An account by id with what the session layer checks on every request.
-    pub async fn state(&self, id: StaffId) -> Result<Option<AccountState>, AccountError> {
+    pub async fn state(&self, id: StaffId) -> Result<Option<AccountState>, StaffError> {
         staff::by_id(&self.db, &id.to_string())
             .await?
             .map(AccountState::try_from)
@@ -274,7 +255,7 @@ impl Accounts {
     }
 
     /// Every account, for the admin's staff list (by address).
-    pub async fn list(&self) -> Result<Vec<AccountState>, AccountError> {
+    pub async fn list(&self) -> Result<Vec<AccountState>, StaffError> {
         staff::all(&self.db)
             .await?
             .into_iter()
@@ -283,8 +264,8 @@ impl Accounts {
     }
 
     /// Disables by id (the admin page), ending the account's sessions.
-    pub async fn disable_id(&self, actor: Actor, id: StaffId) -> Result<bool, AccountError> {
-        let state = self.state(id).await?.ok_or(AccountError::NotFound)?;
+    pub async fn disable_id(&self, actor: Actor, id: StaffId) -> Result<bool, StaffError> {
+        let state = self.state(id).await?.ok_or(StaffError::NotFound)?;
         self.disable(actor, &state.account.email).await
     }
 
@@ -294,7 +275,7 @@ impl Accounts {
         &self,
         email: &StaffEmail,
         password: SecretString,
-    ) -> Result<String, AccountError> {
+    ) -> Result<String, StaffError> {
         Ok(self
             .hasher
             .hash(NewPassword::parse(password, email.as_str())?)
@@ -308,22 +289,22 @@ impl Accounts {
         tx: &mut Tx,
         id: StaffId,
         hash: &str,
-    ) -> Result<(), AccountError> {
+    ) -> Result<(), StaffError> {
         Ok(staff::set_password(tx, &id.to_string(), hash, self.clock.now()).await?)
     }
 
     /// Whether `id` wants an email when a customer first opens a message.
-    pub async fn pickup_alerts(&self, id: StaffId) -> Result<bool, AccountError> {
+    pub async fn pickup_alerts(&self, id: StaffId) -> Result<bool, StaffError> {
         let on = staff::pickup_alerts(&self.db, &id.to_string()).await?;
         Ok(on.unwrap_or(0) != 0)
     }
 
-    pub async fn set_pickup_alerts(&self, id: StaffId, on: bool) -> Result<(), AccountError> {
+    pub async fn set_pickup_alerts(&self, id: StaffId, on: bool) -> Result<(), StaffError> {
         Ok(staff::set_pickup_alerts(&self.db, &id.to_string(), on).await?)
     }
 
     /// The stored password hash, for sign-in.
-    pub async fn password_hash(&self, email: &StaffEmail) -> Result<Option<String>, AccountError> {
+    pub async fn password_hash(&self, email: &StaffEmail) -> Result<Option<String>, StaffError> {
         Ok(staff::password_hash(&self.db, email.as_str()).await?)
     }
 }

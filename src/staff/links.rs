@@ -17,9 +17,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngExt;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::password::{HashError, Hasher, NewPassword};
-use super::{AccountError, Accounts, Role, StaffEmail, StaffId};
-use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
+use super::password::{Hasher, NewPassword};
+use super::{Accounts, Role, StaffEmail, StaffError, StaffId};
+use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::mail::{Mail, Outbox};
 use crate::store::Db;
@@ -31,20 +31,6 @@ use crate::vault::{Purpose, Vault};
 pub const SETUP_VALID_SECS: i64 = 3600;
 /// Long enough to cover a weekend between the invite and the first sign-in.
 pub const INVITE_VALID_SECS: i64 = 72 * 3600;
-
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("database error")]
-    Db(#[from] sqlx::Error),
-    #[error("audit")]
-    Audit(#[from] AuditError),
-    #[error("account")]
-    Account(#[from] AccountError),
-    #[error("password hashing")]
-    Hash(#[from] HashError),
-    #[error("queuing the invitation email")]
-    Mail(#[source] crate::mail::MailError),
-}
 
 /// A link's secret: 32 bytes from the OS CSPRNG, base64url in the URL.
 pub struct LinkToken([u8; 32]);
@@ -127,6 +113,17 @@ impl StaffLinks {
         self.vault.keyed_hash(Purpose::StaffLink, &token.0)
     }
 
+    /// The live link of this purpose `token` opens: `Some(staff id)`, the
+    /// id being `None` for the setup link, which has no account yet.
+    async fn find_usable(
+        &self,
+        token: &LinkToken,
+        purpose: LinkPurpose,
+    ) -> Result<Option<Option<String>>, StaffError> {
+        let now = self.clock.now();
+        Ok(staff_links::find_usable(&self.db, &self.hash(token), purpose, now).await?)
+    }
+
     fn url(&self, kind: &str, token: &LinkToken) -> SecretString {
         SecretString::from(format!(
             "{}/{kind}/{}",
@@ -139,7 +136,7 @@ impl StaffLinks {
     /// the first admin (ending any earlier unused setup link) and returns
     /// its full URL; `None` once anyone has an account. The caller shows the
     /// URL to the operator; it must never go to the log.
-    pub async fn issue_setup_link(&self) -> Result<Option<SecretString>, LinkError> {
+    pub async fn issue_setup_link(&self) -> Result<Option<SecretString>, StaffError> {
         if self.accounts.count().await? > 0 {
             return Ok(None);
         }
@@ -174,7 +171,7 @@ impl StaffLinks {
         ip: IpAddr,
         email: &StaffEmail,
         role: Role,
-    ) -> Result<Invitation, LinkError> {
+    ) -> Result<Invitation, StaffError> {
         let hash = self.hasher.unusable_hash().await?;
         let token = LinkToken::generate();
         let now = self.clock.now();
@@ -203,7 +200,7 @@ impl StaffLinks {
                 None,
             )
             .await
-            .map_err(LinkError::Mail)?;
+            .map_err(StaffError::Mail)?;
         let detail = serde_json::json!({ "staff_id": staff_id.to_string(), "role": role.as_str() });
         let event = Event::new(actor, Action::StaffInvited)
             .ip(ip)
@@ -219,17 +216,11 @@ impl StaffLinks {
 
     /// Whether `token` is a live setup link while no account exists yet.
     /// Changes nothing: opening a link must not consume it.
-    pub async fn setup_usable(&self, token: &LinkToken) -> Result<bool, LinkError> {
+    pub async fn setup_usable(&self, token: &LinkToken) -> Result<bool, StaffError> {
         if self.accounts.count().await? > 0 {
             return Ok(false);
         }
-        let found = staff_links::find_usable(
-            &self.db,
-            &self.hash(token),
-            LinkPurpose::Setup,
-            self.clock.now(),
-        )
-        .await?;
+        let found = self.find_usable(token, LinkPurpose::Setup).await?;
         Ok(found.is_some())
     }
 
@@ -242,7 +233,7 @@ impl StaffLinks {
         email: &StaffEmail,
         password: NewPassword,
         ip: IpAddr,
-    ) -> Result<bool, LinkError> {
+    ) -> Result<bool, StaffError> {
         // Hashed before the transaction: argon2 must not hold the write lock.
         let hash = self.hasher.hash(password).await?;
         let now = self.clock.now();
@@ -272,7 +263,7 @@ impl StaffLinks {
 
     /// Invited accounts whose owner has not set a password yet, with when
     /// their link expires, by staff id.
-    pub async fn pending_invites(&self) -> Result<HashMap<String, i64>, LinkError> {
+    pub async fn pending_invites(&self) -> Result<HashMap<String, i64>, StaffError> {
         Ok(staff_links::pending_invites(&self.db)
             .await?
             .into_iter()
@@ -285,14 +276,8 @@ impl StaffLinks {
     pub async fn invited_account(
         &self,
         token: &LinkToken,
-    ) -> Result<Option<(StaffId, StaffEmail)>, LinkError> {
-        let found = staff_links::find_usable(
-            &self.db,
-            &self.hash(token),
-            LinkPurpose::Invite,
-            self.clock.now(),
-        )
-        .await?;
+    ) -> Result<Option<(StaffId, StaffEmail)>, StaffError> {
+        let found = self.find_usable(token, LinkPurpose::Invite).await?;
         let Some(Some(id)) = found else {
             return Ok(None);
         };
@@ -314,7 +299,7 @@ impl StaffLinks {
         email: &StaffEmail,
         password: SecretString,
         ip: IpAddr,
-    ) -> Result<bool, LinkError> {
+    ) -> Result<bool, StaffError> {
         // Hashed before the transaction: argon2 takes tens of milliseconds
         // (more when its pool is busy) and must not hold SQLite's write
         // lock. The claim and the new password still commit together.

@@ -15,11 +15,12 @@ use std::net::IpAddr;
 use secrecy::SecretString;
 use tokio::sync::OnceCell;
 
+use super::StaffError;
 use super::accounts::{Role, StaffAccount, StaffEmail, StaffId};
 use super::password::{self, HashError};
-use crate::audit::{Action, Actor, AuditError, AuditLog, Event};
+use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::mail::{Mail, MailError, Outbox};
+use crate::mail::{Mail, Outbox};
 use crate::store::{Tx, sign_in_throttle, staff};
 use crate::vault::Vault;
 
@@ -47,24 +48,6 @@ pub(crate) fn backoff_secs(failures: i64, free: i64, cap: i64) -> Option<i64> {
     }
     let doublings = u32::try_from((failures - free).min(20)).unwrap_or(20);
     Some(BACKOFF_BASE_SECS.saturating_mul(1i64 << doublings).min(cap))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignInError {
-    /// Wrong address, wrong password, or a disabled account: one answer for
-    /// all, so the form does not tell who has an account.
-    #[error("the email address or password is not right")]
-    InvalidCredentials,
-    #[error("too many attempts; try again in {} minute(s)", (retry_after_secs + 59) / 60)]
-    Throttled { retry_after_secs: i64 },
-    #[error("{0}")]
-    Hash(#[from] HashError),
-    #[error("{0}")]
-    Audit(#[from] AuditError),
-    #[error("{0}")]
-    Mail(#[from] MailError),
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
 }
 
 #[derive(Clone)]
@@ -169,7 +152,7 @@ impl SignIn {
         email: &str,
         password: SecretString,
         ip: IpAddr,
-    ) -> Result<StaffAccount, SignInError> {
+    ) -> Result<StaffAccount, StaffError> {
         self.authenticate_from(email, password, ip, None).await
     }
 
@@ -213,7 +196,7 @@ impl SignIn {
         password: SecretString,
         ip: IpAddr,
         device: Option<&str>,
-    ) -> Result<StaffAccount, SignInError> {
+    ) -> Result<StaffAccount, StaffError> {
         let lane = match device {
             Some(token) if self.is_trusted_device(email, token) => &self.device_hasher,
             _ => &self.hasher,
@@ -257,7 +240,7 @@ impl SignIn {
                 let account = other.map(|(a, _)| a);
                 self.record_failures(&throttles, account.as_ref(), ip)
                     .await?;
-                Err(SignInError::InvalidCredentials)
+                Err(StaffError::InvalidCredentials)
             }
         }
     }
@@ -269,7 +252,7 @@ impl SignIn {
         account: &StaffAccount,
         password: SecretString,
         ip: IpAddr,
-    ) -> Result<bool, SignInError> {
+    ) -> Result<bool, StaffError> {
         let throttles = self.throttles(account.email.as_str(), ip);
         self.check_throttles(&throttles).await?;
         let stored = match self.load(&account.email).await? {
@@ -283,12 +266,12 @@ impl SignIn {
         Ok(false)
     }
 
-    async fn check_throttles(&self, throttles: &[Throttle]) -> Result<(), SignInError> {
+    async fn check_throttles(&self, throttles: &[Throttle]) -> Result<(), StaffError> {
         let now = self.clock.now();
         if let Some(until) = self.blocked_until(throttles).await?
             && until > now
         {
-            return Err(SignInError::Throttled {
+            return Err(StaffError::Throttled {
                 retry_after_secs: until - now,
             });
         }
@@ -303,7 +286,7 @@ impl SignIn {
         throttles: &[Throttle; 3],
         account: Option<&StaffAccount>,
         ip: IpAddr,
-    ) -> Result<(), SignInError> {
+    ) -> Result<(), StaffError> {
         let now = self.clock.now();
         let actor = match account {
             Some(a) => Actor::Staff(a.id.to_string()),
@@ -349,15 +332,12 @@ impl SignIn {
         sign_in_throttle::prune(db, now, now - FAILURE_MEMORY_SECS).await
     }
 
-    async fn blocked_until(&self, throttles: &[Throttle]) -> Result<Option<i64>, SignInError> {
+    async fn blocked_until(&self, throttles: &[Throttle]) -> Result<Option<i64>, StaffError> {
         let keys: Vec<&[u8]> = throttles.iter().map(|t| t.key.as_slice()).collect();
         Ok(sign_in_throttle::blocked_until(self.vault.db(), &keys).await?)
     }
 
-    async fn load(
-        &self,
-        email: &StaffEmail,
-    ) -> Result<Option<(StaffAccount, String)>, SignInError> {
+    async fn load(&self, email: &StaffEmail) -> Result<Option<(StaffAccount, String)>, StaffError> {
         let row = staff::credentials(self.vault.db(), email.as_str()).await?;
         let Some(row) = row else {
             return Ok(None);

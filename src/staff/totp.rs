@@ -18,13 +18,14 @@ use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use zeroize::Zeroizing;
 
+use super::StaffError;
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::staff::StaffId;
 use crate::staff::sign_in::{FAILURE_MEMORY_SECS, backoff_secs};
 use crate::store::totp as store;
 use crate::store::{Db, Tx};
-use crate::vault::{Purpose, Vault, VaultError};
+use crate::vault::{Purpose, Vault};
 
 /// Codes (or recovery codes) checked per account before back-off starts.
 pub const FREE_ATTEMPTS: i64 = 5;
@@ -34,18 +35,6 @@ const STEP_SECS: i64 = 30;
 const DIGITS: usize = 6;
 const SEED_BYTES: usize = 20;
 pub const RECOVERY_CODES: usize = 10;
-
-#[derive(Debug, thiserror::Error)]
-pub enum TotpError {
-    #[error("database error: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("{0}")]
-    Vault(#[from] VaultError),
-    #[error("{0}")]
-    Audit(#[from] crate::audit::AuditError),
-    #[error("cannot build a TOTP: {0}")]
-    Setup(String),
-}
 
 /// The outcome of checking a second-factor code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +99,7 @@ impl Totp {
     }
 
     /// A fresh seed for `account` (the sign-in address, shown in the app).
-    pub fn begin(&self, issuer: &str, account: &str) -> Result<Enrolment, TotpError> {
+    pub fn begin(&self, issuer: &str, account: &str) -> Result<Enrolment, StaffError> {
         let seed = Zeroizing::new(rand::rng().random::<[u8; SEED_BYTES]>());
         let secret_base32 = Zeroizing::new(base32::encode(
             base32::Alphabet::Rfc4648 { padding: false },
@@ -122,8 +111,8 @@ impl Totp {
             secret = secret_base32.as_str(),
             issuer = percent_encode(issuer),
         ));
-        let qr =
-            qrcode::QrCode::new(url.as_bytes()).map_err(|e| TotpError::Setup(e.to_string()))?;
+        let qr = qrcode::QrCode::new(url.as_bytes())
+            .map_err(|e| StaffError::TotpSetup(e.to_string()))?;
         let svg = qr
             .render::<qrcode::render::svg::Color<'_>>()
             .min_dimensions(200, 200)
@@ -148,7 +137,7 @@ impl Totp {
         sealed_seed: &[u8],
         code: &str,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<Option<NewCodes>, TotpError> {
+    ) -> Result<Option<NewCodes>, StaffError> {
         let seed = self
             .vault
             .open_secret(Purpose::StaffTotpSeed, sealed_seed)?;
@@ -182,7 +171,7 @@ impl Totp {
         &self,
         staff: StaffId,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<Option<NewCodes>, TotpError> {
+    ) -> Result<Option<NewCodes>, StaffError> {
         let codes: Vec<SecretString> = (0..RECOVERY_CODES).map(|_| new_recovery_code()).collect();
         let mut tx = self.db.begin().await?;
         let session_epoch = store::next_epoch_if_enabled(&mut tx, &staff.to_string()).await?;
@@ -209,7 +198,7 @@ impl Totp {
         tx: &mut Tx,
         staff: StaffId,
         codes: &[SecretString],
-    ) -> Result<(), TotpError> {
+    ) -> Result<(), StaffError> {
         let id = staff.to_string();
         store::delete_recovery_codes(tx, &id).await?;
         for code in codes {
@@ -221,7 +210,7 @@ impl Totp {
 
     /// Checks a code from the authenticator app, within the account's
     /// allowance.
-    pub async fn check_code(&self, staff: StaffId, code: &str) -> Result<Check, TotpError> {
+    pub async fn check_code(&self, staff: StaffId, code: &str) -> Result<Check, StaffError> {
         if let Some(retry_after_secs) = self.take_attempt(staff).await? {
             return Ok(Check::Throttled { retry_after_secs });
         }
@@ -235,7 +224,7 @@ impl Totp {
         staff: StaffId,
         code: &str,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<Check, TotpError> {
+    ) -> Result<Check, StaffError> {
         if let Some(retry_after_secs) = self.take_attempt(staff).await? {
             return Ok(Check::Throttled { retry_after_secs });
         }
@@ -247,7 +236,7 @@ impl Totp {
     /// once past the free attempts, the back-off starts in the same
     /// transaction, so of many parallel requests only the allowance gets
     /// through. `Some(seconds)` if the account is waiting out a back-off.
-    async fn take_attempt(&self, staff: StaffId) -> Result<Option<i64>, TotpError> {
+    async fn take_attempt(&self, staff: StaffId) -> Result<Option<i64>, StaffError> {
         let now = self.clock.now();
         let mut tx = self.db.begin().await?;
         let id = staff.to_string();
@@ -267,7 +256,7 @@ impl Totp {
 
     /// After a check: a right code ends the streak (and any back-off its
     /// own attempt started); a wrong one stays counted.
-    async fn settle(&self, staff: StaffId, ok: bool) -> Result<Check, TotpError> {
+    async fn settle(&self, staff: StaffId, ok: bool) -> Result<Check, StaffError> {
         if !ok {
             return Ok(Check::Failed);
         }
@@ -278,7 +267,7 @@ impl Totp {
     /// Checks a code and, if it matches a step not used before, records
     /// that step so the same code cannot be replayed. Unlimited: callers go
     /// through [`Totp::check_code`].
-    async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, TotpError> {
+    async fn verify(&self, staff: StaffId, code: &str) -> Result<bool, StaffError> {
         let id = staff.to_string();
         let Some(row) = store::seed(&self.db, &id).await? else {
             return Ok(false);
@@ -300,7 +289,7 @@ impl Totp {
         staff: StaffId,
         code: &str,
         ip: Option<std::net::IpAddr>,
-    ) -> Result<bool, TotpError> {
+    ) -> Result<bool, StaffError> {
         let normalised: String = code
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -325,13 +314,13 @@ impl Totp {
     }
 
     /// Unused recovery codes left.
-    pub async fn recovery_codes_left(&self, staff: StaffId) -> Result<i64, TotpError> {
+    pub async fn recovery_codes_left(&self, staff: StaffId) -> Result<i64, StaffError> {
         Ok(store::unused_recovery_codes(&self.db, &staff.to_string()).await?)
     }
 
     /// Removes the second factor (lost phone): the user enrols again at next
     /// sign-in if TOTP is required; their live sessions end.
-    pub async fn reset(&self, actor: Actor, staff: StaffId) -> Result<bool, TotpError> {
+    pub async fn reset(&self, actor: Actor, staff: StaffId) -> Result<bool, StaffError> {
         let mut tx = self.db.begin().await?;
         let id = staff.to_string();
         let changed = store::disable(&mut tx, &id).await?;
@@ -369,7 +358,7 @@ fn matching_step(
     code: &str,
     now: i64,
     after: Option<i64>,
-) -> Result<Option<i64>, TotpError> {
+) -> Result<Option<i64>, StaffError> {
     let code = code.trim().replace(' ', "");
     if code.len() != DIGITS || !code.bytes().all(|b| b.is_ascii_digit()) {
         return Ok(None);
@@ -381,7 +370,7 @@ fn matching_step(
         STEP_SECS.unsigned_abs(),
         seed.to_vec(),
     )
-    .map_err(|e| TotpError::Setup(e.to_string()))?;
+    .map_err(|e| StaffError::TotpSetup(e.to_string()))?;
     let current = now.div_euclid(STEP_SECS);
     let mut found = None;
     // Check every candidate (no early exit) so timing says nothing.
@@ -442,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn window_is_plus_minus_one_step_and_never_backwards() -> Result<(), TotpError> {
+    fn window_is_plus_minus_one_step_and_never_backwards() -> Result<(), StaffError> {
         let seed = b"12345678901234567890";
         let b32 = base32::encode(base32::Alphabet::Rfc4648 { padding: false }, seed);
         let now = 1_000_000_020;

@@ -165,6 +165,16 @@ impl Db {
         Ok(())
     }
 
+    /// Keeps the query planner's statistics current: SQLite's `PRAGMA
+    /// optimize` (analyses only what changed enough to matter). PostgreSQL's
+    /// autovacuum daemon analyses by itself.
+    pub async fn optimize(&self) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA optimize").execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }

@@ -4,7 +4,7 @@
 //! change is one conditional statement, so concurrent requests cannot
 //! both win.
 
-use super::{Db, NativePool, Tx, exec, placeholders, row_by, value_by};
+use super::{Backend, Db, NativePool, Tx, exec, placeholders, row_by, value_by};
 
 /// Every column a [`DeliveryRow`] reads, qualified for joins.
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
@@ -102,98 +102,183 @@ pub struct ListFilter<'a> {
     pub sender_id: Option<&'a str>,
     pub recipient_index: Option<&'a [u8]>,
     pub status: Option<StatusFilter>,
-    pub offset: i64,
+    /// Where the page starts: just past this row's key.
+    pub from: Option<Keyset<'a>>,
     /// Rows to return (the caller asks one more to see whether a page follows).
     pub limit: i64,
 }
 
-pub async fn list(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
-    let mut sql = format!(
-        "SELECT {COLUMNS} FROM deliveries d JOIN messages m ON m.id = d.message_id WHERE 1 = 1"
-    );
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
+/// A row's place in the newest-first order: `(created_at, message_id)`,
+/// unique and stable while rows are added, unlike an offset.
+#[derive(Clone, Copy, Debug)]
+pub struct Keyset<'a> {
+    pub created_at: i64,
+    pub message_id: &'a str,
+    /// Rows newer than the key (read oldest first; the caller reverses
+    /// them) rather than older.
+    pub newer: bool,
+}
+
+/// A value a built statement binds.
+enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// The list statement and its arguments. Each filter is a condition an
+/// index serves (migrations 0011): by sender and key, by sender, status
+/// and key, partial indexes for the rare locked and revoked rows, and the
+/// blind index first for an address search.
+fn list_statement<'a>(f: &ListFilter<'a>, now: i64) -> (String, Vec<Arg<'a>>) {
+    let mut args = Vec::new();
+    let mut arg = |a: Arg<'a>| {
+        args.push(a);
+        format!("${}", args.len())
     };
-    if f.sender_id.is_some() {
-        sql += &format!(" AND d.sender_id = {}", next());
+    // An address search starts from the few messages to that address
+    // (SQLite keeps a CROSS JOIN's order; PostgreSQL plans by statistics).
+    let mut sql = if f.recipient_index.is_some() {
+        format!(
+            "SELECT {COLUMNS} FROM messages m CROSS JOIN deliveries d WHERE d.message_id = m.id"
+        )
+    } else {
+        format!("SELECT {COLUMNS} FROM deliveries d WHERE 1 = 1")
+    };
+    if let Some(index) = f.recipient_index {
+        sql += &format!(" AND m.recipient_index = {}", arg(Arg::Bytes(index)));
     }
-    if f.recipient_index.is_some() {
-        sql += &format!(" AND m.recipient_index = {}", next());
+    if let Some(sender) = f.sender_id {
+        sql += &format!(" AND d.sender_id = {}", arg(Arg::Text(sender)));
     }
-    let mut bind_now = false;
-    let mut bind_status = None;
     match f.status {
         None => {}
         Some(StatusFilter::Revoked) => sql += " AND d.revoked_at IS NOT NULL",
         Some(StatusFilter::Expired) => {
-            sql += &format!(" AND d.revoked_at IS NULL AND d.expires_at <= {}", next());
-            bind_now = true;
+            sql += &format!(
+                " AND d.revoked_at IS NULL AND d.expires_at <= {}",
+                arg(Arg::Int(now))
+            );
         }
         Some(StatusFilter::Locked) => {
             sql += &format!(
-                " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NOT NULL",
-                next()
+                " AND d.locked_at IS NOT NULL AND d.revoked_at IS NULL AND d.expires_at > {}",
+                arg(Arg::Int(now))
             );
-            bind_now = true;
         }
         Some(StatusFilter::Progress(status)) => {
             sql += &format!(
-                " AND d.revoked_at IS NULL AND d.expires_at > {} AND d.locked_at IS NULL AND d.status = {}",
-                next(),
-                next()
+                " AND d.status = {} AND d.revoked_at IS NULL AND d.locked_at IS NULL AND d.expires_at > {}",
+                arg(Arg::Text(status)),
+                arg(Arg::Int(now))
             );
-            bind_now = true;
-            bind_status = Some(status);
         }
     }
+    let order = match f.from {
+        Some(k) => {
+            let (op, order) = if k.newer { (">", "ASC") } else { ("<", "DESC") };
+            sql += &format!(
+                " AND (d.created_at, d.message_id) {op} ({}, {})",
+                arg(Arg::Int(k.created_at)),
+                arg(Arg::Text(k.message_id))
+            );
+            order
+        }
+        None => "DESC",
+    };
     sql += &format!(
-        " ORDER BY d.created_at DESC, d.message_id DESC LIMIT {} OFFSET {}",
-        next(),
-        next()
+        " ORDER BY d.created_at {order}, d.message_id {order} LIMIT {}",
+        arg(Arg::Int(f.limit))
     );
-    let mut query = sqlx::query_as(&sql);
-    if let Some(sender) = f.sender_id {
-        query = query.bind(sender);
-    }
-    if let Some(index) = f.recipient_index {
-        query = query.bind(index);
-    }
-    if bind_now {
-        query = query.bind(now);
-    }
-    if let Some(status) = bind_status {
-        query = query.bind(status);
+    (sql, args)
+}
+
+fn bind_all<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg<'q>>,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        query = match a {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+            Arg::Bytes(v) => query.bind(v),
+        };
     }
     query
-        .bind(f.limit)
-        .bind(f.offset)
+}
+
+/// One page of a staff list, in the order the key asks for.
+pub async fn list(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    let (sql, args) = list_statement(f, now);
+    bind_all(sqlx::query_as(&sql), args)
         .fetch_all(db.pool())
         .await
 }
 
-/// Live messages locked after failed verifications (one sender's, or everyone's).
-pub async fn count_locked(db: &Db, sender_id: Option<&str>, now: i64) -> Result<i64, sqlx::Error> {
-    let live =
-        "locked_at IS NOT NULL AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1";
-    match sender_id {
-        Some(sender) => {
-            sqlx::query_scalar(&format!(
-                "SELECT COUNT(*) FROM deliveries WHERE {live} AND sender_id = $2"
-            ))
-            .bind(now)
-            .bind(sender)
-            .fetch_one(db.pool())
-            .await
+/// The query plan of [`list`] (SQLite's `EXPLAIN QUERY PLAN`, PostgreSQL's
+/// `EXPLAIN`), one line per step: the plan tests check that no staff list
+/// scans a whole table.
+pub async fn list_plan(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    let (sql, args) = list_statement(f, now);
+    explain(db, &sql, args).await
+}
+
+async fn explain(db: &Db, sql: &str, args: Vec<Arg<'_>>) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    let statement = match db.backend() {
+        Backend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+        Backend::Postgres => {
+            // With a handful of test rows a sequential scan is cheapest
+            // anyway; ruling it out shows whether an index could serve.
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await?;
+            format!("EXPLAIN {sql}")
         }
-        None => {
-            sqlx::query_scalar(&format!("SELECT COUNT(*) FROM deliveries WHERE {live}"))
-                .bind(now)
-                .fetch_one(db.pool())
-                .await
-        }
+    };
+    let rows = bind_all(sqlx::query_as::<_, PlanLine>(&statement), args)
+        .fetch_all(&mut *conn)
+        .await;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("RESET enable_seqscan")
+            .execute(&mut *conn)
+            .await?;
     }
+    Ok(rows?.into_iter().map(|r| r.0).collect())
+}
+
+/// One line of a query plan: SQLite's `detail` column, PostgreSQL's only one.
+struct PlanLine(String);
+
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for PlanLine {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        row.try_get("detail")
+            .or_else(|_| row.try_get("QUERY PLAN"))
+            .map(PlanLine)
+    }
+}
+
+/// Live messages locked after failed verifications (one sender's, or
+/// everyone's): read from the small `deliveries_locked` partial index.
+pub async fn count_locked(db: &Db, sender_id: Option<&str>, now: i64) -> Result<i64, sqlx::Error> {
+    let (sql, args) = count_locked_statement(sender_id, now);
+    let (count,): (i64,) = bind_all(sqlx::query_as(&sql), args)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(count)
+}
+
+fn count_locked_statement(sender_id: Option<&str>, now: i64) -> (String, Vec<Arg<'_>>) {
+    let mut sql = "SELECT COUNT(*) FROM deliveries WHERE locked_at IS NOT NULL \
+         AND revoked_at IS NULL AND shredded_at IS NULL AND expires_at > $1"
+        .to_owned();
+    let mut args = vec![Arg::Int(now)];
+    if let Some(sender) = sender_id {
+        sql += " AND sender_id = $2";
+        args.push(Arg::Text(sender));
+    }
+    (sql, args)
 }
 
 /// Claims a revoke: true for the one caller that set `revoked_at`.
@@ -383,18 +468,57 @@ pub struct DueRow {
     pub expires_at: i64,
 }
 
-/// Messages due for a shred: expired, or past their shred-after-pickup time.
+/// The expiry job's two questions, each a range scan of its own partial
+/// index (one `OR` of both would scan the table).
+const EXPIRED: &str = "SELECT message_id, expires_at FROM deliveries
+     WHERE shredded_at IS NULL AND revoked_at IS NULL AND expires_at <= $1
+     ORDER BY expires_at LIMIT $2";
+const SHRED_DUE: &str = "SELECT message_id, expires_at FROM deliveries
+     WHERE shred_at IS NOT NULL AND shredded_at IS NULL AND revoked_at IS NULL AND shred_at <= $1
+     ORDER BY shred_at LIMIT $2";
+
+/// Messages due for a shred: expired, or past their shred-after-pickup
+/// time; at most `limit`, the longest overdue first.
 pub async fn due_for_shred(db: &Db, now: i64, limit: i64) -> Result<Vec<DueRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT message_id, expires_at FROM deliveries
-         WHERE shredded_at IS NULL AND revoked_at IS NULL
-           AND (expires_at <= $1 OR (shred_at IS NOT NULL AND shred_at <= $1))
-         ORDER BY expires_at LIMIT $2",
-    )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(db.pool())
-    .await
+    let mut due: Vec<DueRow> = Vec::new();
+    for sql in [EXPIRED, SHRED_DUE] {
+        let rows: Vec<DueRow> = sqlx::query_as(sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await?;
+        for row in rows {
+            if !due.iter().any(|d| d.message_id == row.message_id) {
+                due.push(row);
+            }
+        }
+    }
+    due.sort_by_key(|d| d.expires_at);
+    due.truncate(usize::try_from(limit).unwrap_or(0));
+    Ok(due)
+}
+
+/// The plans of the locked count (one sender's and everyone's) and of the
+/// expiry job's queries, by name; see [`list_plan`].
+pub async fn maintenance_plans(
+    db: &Db,
+    sender_id: &str,
+    now: i64,
+) -> Result<Vec<(&'static str, Vec<String>)>, sqlx::Error> {
+    let (mine, mine_args) = count_locked_statement(Some(sender_id), now);
+    let (all, all_args) = count_locked_statement(None, now);
+    Ok(vec![
+        ("count_locked(sender)", explain(db, &mine, mine_args).await?),
+        ("count_locked(all)", explain(db, &all, all_args).await?),
+        (
+            "expired",
+            explain(db, EXPIRED, vec![Arg::Int(now), Arg::Int(100)]).await?,
+        ),
+        (
+            "shred_due",
+            explain(db, SHRED_DUE, vec![Arg::Int(now), Arg::Int(100)]).await?,
+        ),
+    ])
 }
 
 /// The stored status, read in the caller's transaction.

@@ -145,20 +145,24 @@ pub struct WrappedRow {
     pub wrapped: Vec<u8>,
 }
 
-/// Up to `limit` rows of `table` not yet wrapped by `target`.
+/// Up to `limit` rows of `table` not yet wrapped by `target`, in key
+/// order after `after` (`""` to start): a rotation walks the table once,
+/// never re-reading the rows it already re-wrapped.
 pub async fn not_wrapped_by(
     db: &Db,
     table: Wrapped,
     target: &str,
+    after: &str,
     limit: i64,
 ) -> Result<Vec<WrappedRow>, sqlx::Error> {
     let (name, id_col, wrapped_col) = table.columns();
     sqlx::query_as(&format!(
         "SELECT {id_col} AS id, master_key_id, {wrapped_col} AS wrapped FROM {name}
-         WHERE master_key_id <> $1 ORDER BY {id_col} LIMIT $2"
+         WHERE {id_col} > $3 AND master_key_id <> $1 ORDER BY {id_col} LIMIT $2"
     ))
     .bind(target)
     .bind(limit)
+    .bind(after)
     .fetch_all(db.pool())
     .await
 }

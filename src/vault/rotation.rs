@@ -48,6 +48,9 @@ enum Wrapped {
     NotBy,
 }
 
+/// Told `(done, total)` as a rotation re-wraps keys.
+pub type Progress = dyn Fn(u64, u64) + Send + Sync;
+
 impl Vault {
     pub async fn key_status(&self) -> Result<Vec<KeyStatus>, VaultError> {
         let ring = Keyring::load(self.keyring().path())?;
@@ -90,9 +93,18 @@ impl Vault {
     /// adding yet another key. The lease also keeps two writers of one key
     /// file from dropping each other's new key.
     pub async fn rotate(&self) -> Result<RotateReport, VaultError> {
+        self.rotate_with_progress(&|_, _| {}).await
+    }
+
+    /// [`Vault::rotate`], telling `progress` how many wrapped keys are done
+    /// of how many after each batch.
+    pub async fn rotate_with_progress(
+        &self,
+        progress: &Progress,
+    ) -> Result<RotateReport, VaultError> {
         let seen_newest = Keyring::load(self.keyring().path())?.newest().id.clone();
         let lease = JobLease::acquire(self.db(), &self.inner.clock, ROTATION_LEASE).await?;
-        let result = self.rotate_holding(&lease, &seen_newest).await;
+        let result = self.rotate_holding(&lease, &seen_newest, progress).await;
         let released = lease.release().await;
         let report = result?;
         released?;
@@ -103,6 +115,7 @@ impl Vault {
         &self,
         lease: &JobLease,
         seen_newest: &MasterKeyId,
+        progress: &Progress,
     ) -> Result<RotateReport, VaultError> {
         let mut ring = Keyring::load(self.keyring().path())?;
         // A crash between writing the key file and registering the key.
@@ -123,7 +136,7 @@ impl Vault {
         }
         let target = ring.newest().id.clone();
         self.set_keyring(ring);
-        let rewrapped = self.rewrap_all(&target, lease).await?;
+        let rewrapped = self.rewrap_all(&target, lease, progress).await?;
         Ok(RotateReport {
             target,
             added_key,
@@ -131,18 +144,27 @@ impl Vault {
         })
     }
 
-    async fn rewrap_all(&self, target: &MasterKeyId, lease: &JobLease) -> Result<u64, VaultError> {
+    async fn rewrap_all(
+        &self,
+        target: &MasterKeyId,
+        lease: &JobLease,
+        progress: &Progress,
+    ) -> Result<u64, VaultError> {
         let ring = self.keyring();
         let new_key = ring
             .get(target)
             .ok_or_else(|| VaultError::MasterKeyMissing(target.clone()))?;
+        let total = u64::try_from(self.count_wrapped(Wrapped::NotBy, target).await?).unwrap_or(0);
         let mut done = 0u64;
         for table in keys::Wrapped::ALL {
+            let mut after = String::new();
             loop {
-                let rows = keys::not_wrapped_by(self.db(), table, target.as_str(), BATCH).await?;
-                if rows.is_empty() {
+                let rows =
+                    keys::not_wrapped_by(self.db(), table, target.as_str(), &after, BATCH).await?;
+                let Some(last) = rows.last() else {
                     break;
-                }
+                };
+                after.clone_from(&last.id);
                 if !lease.renew().await? {
                     return Err(VaultError::KeyManagement(
                         "another process took over the key rotation; run `sealpost keys rotate` again".into(),
@@ -166,6 +188,7 @@ impl Vault {
                     done += u64::from(updated);
                 }
                 tx.commit().await?;
+                progress(done, total);
             }
         }
         Ok(done)

@@ -12,11 +12,8 @@ use crate::audit::AuditError;
 use crate::deliveries::DeliveryError;
 use crate::mail::MailError;
 use crate::settings::SettingsError;
-use crate::staff::AccountError;
-use crate::staff::links::LinkError;
+use crate::staff::StaffError;
 use crate::staff::password::HashError;
-use crate::staff::sign_in::SignInError;
-use crate::staff::totp::TotpError;
 use crate::vault::VaultError;
 
 /// What a shed request is told to wait, in seconds.
@@ -145,7 +142,6 @@ internal_from!(
     sqlx::Error,
     tower_sessions::session::Error,
     AuditError,
-    TotpError,
     tokio::task::JoinError,
     serde_json::Error,
     std::io::Error,
@@ -213,36 +209,18 @@ impl From<DeliveryError> for PageError {
     }
 }
 
-impl From<AccountError> for PageError {
-    fn from(e: AccountError) -> Self {
+impl From<StaffError> for PageError {
+    fn from(e: StaffError) -> Self {
         match e {
-            AccountError::NotFound => PageError::NotFound,
-            AccountError::Hash(e) => e.into(),
-            AccountError::InvalidEmail
-            | AccountError::InvalidRole
-            | AccountError::EmailTaken
-            | AccountError::WeakPassword(_) => PageError::BadRequest(e.to_string()),
-            other => PageError::internal(other),
-        }
-    }
-}
-
-impl From<LinkError> for PageError {
-    fn from(e: LinkError) -> Self {
-        match e {
-            LinkError::Hash(e) | LinkError::Account(AccountError::Hash(e)) => e.into(),
-            other => PageError::internal(other),
-        }
-    }
-}
-
-impl From<SignInError> for PageError {
-    fn from(e: SignInError) -> Self {
-        match e {
-            SignInError::Hash(e) => e.into(),
-            SignInError::Mail(e) => e.into(),
-            SignInError::InvalidCredentials => PageError::BadRequest(e.to_string()),
-            SignInError::Throttled { .. } => PageError::TooMany(e.to_string()),
+            StaffError::NotFound => PageError::NotFound,
+            StaffError::Hash(e) => e.into(),
+            StaffError::Mail(e) => e.into(),
+            StaffError::InvalidEmail
+            | StaffError::InvalidRole
+            | StaffError::EmailTaken
+            | StaffError::InvalidCredentials
+            | StaffError::WeakPassword(_) => PageError::BadRequest(e.to_string()),
+            StaffError::Throttled { .. } => PageError::TooMany(e.to_string()),
             other => PageError::internal(other),
         }
     }

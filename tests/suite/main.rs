@@ -29,6 +29,7 @@ mod portal_admin;
 mod portal_auth;
 mod portal_messages;
 mod proxies;
+mod query_plans;
 mod roundtrip;
 mod s3;
 mod schema_parity;

@@ -500,6 +500,14 @@ async fn revoke_shreds_and_the_audit_chain_holds() {
     assert!(err.contains(&format!("event #{revoked_row}")), "{err}");
 }
 
+/// The `href` of the page link with this `rel`, unescaped.
+fn page_link(body: &str, rel: &str) -> Option<String> {
+    let at = body.find(&format!("rel=\"{rel}\""))?;
+    let start = body[..at].rfind("href=\"")? + 6;
+    let end = start + body[start..].find('"')?;
+    Some(body[start..end].replace("&#38;", "&").replace("&amp;", "&"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_list_filters_searches_and_pages() {
     let env = TestEnv::new().await;
@@ -535,9 +543,35 @@ async fn sent_list_filters_searches_and_pages() {
     let page1 = message_links(&first.body);
     assert_eq!(page1.len(), 25);
     assert_eq!(page1[0], sent[26]);
-    assert!(first.body.contains("rel=\"next\""));
-    let page2 = message_links(&b.get("/sent?page=2").await.body);
+    assert!(
+        !first.body.contains("rel=\"prev\""),
+        "the newest page has no newer one"
+    );
+    // Page links carry a cursor (the last row's key), not a page number.
+    let older = page_link(&first.body, "next").expect("an older page");
+    assert!(
+        older.contains("older=") && !older.contains("page="),
+        "{older}"
+    );
+    // A message sent meanwhile does not shift the next page.
+    crate::support::compose::Compose::to("late@example.org")
+        .body("sent while paging")
+        .methods(&["email_code"])
+        .send(&mut b)
+        .await;
+    let second = b.get(&older).await;
+    let page2 = message_links(&second.body);
     assert_eq!(page2, vec![sent[1].clone(), sent[0].clone()]);
+    assert!(
+        page_link(&second.body, "next").is_none(),
+        "the oldest page has no older one"
+    );
+    // Back from page 2: the 25 rows newer than its first row.
+    let newer = page_link(&second.body, "prev").expect("a newer page");
+    assert_eq!(message_links(&b.get(&newer).await.body), page1);
+    // A forged or damaged cursor is refused, not guessed at.
+    assert_eq!(b.get("/sent?older=yesterday").await.status, 400);
+    assert_eq!(b.get("/sent?older=1_x&newer=2_y").await.status, 400);
     // Exact-address search through the blind index, any case.
     let found = message_links(&b.get("/sent?q=special%40example.org").await.body);
     assert_eq!(

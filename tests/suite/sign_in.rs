@@ -9,7 +9,7 @@ use argon2::password_hash::PasswordHasher;
 use sealpost::app::App;
 use sealpost::audit::{Actor, Verification};
 use sealpost::clock::ManualClock;
-use sealpost::staff::{Role, SignInError, StaffEmail};
+use sealpost::staff::{Role, StaffEmail, StaffError};
 use secrecy::SecretString;
 
 use crate::support::START;
@@ -69,7 +69,7 @@ fn wrong_unknown_and_disabled_get_the_same_answer() {
             .block_on(app.sign_in.authenticate(email, pw(password), me))
             .expect_err(email);
         assert!(
-            matches!(err, SignInError::InvalidCredentials),
+            matches!(err, StaffError::InvalidCredentials),
             "{email}: {err:?}"
         );
         answers.push(err.to_string());
@@ -134,16 +134,16 @@ fn repeated_failures_back_off_per_account_and_success_resets() {
     for _ in 0..4 {
         assert!(matches!(
             attempt("wrong guess"),
-            Err(SignInError::InvalidCredentials)
+            Err(StaffError::InvalidCredentials)
         ));
     }
     // The fifth failure starts a 30 s back-off; even the right password waits.
     assert!(matches!(
         attempt("wrong guess"),
-        Err(SignInError::InvalidCredentials)
+        Err(StaffError::InvalidCredentials)
     ));
     match attempt(PW) {
-        Err(SignInError::Throttled { retry_after_secs }) => assert_eq!(retry_after_secs, 30),
+        Err(StaffError::Throttled { retry_after_secs }) => assert_eq!(retry_after_secs, 30),
         other => panic!("expected throttling, got {other:?}"),
     }
     // Another instance on the same database enforces the same limit.
@@ -154,16 +154,16 @@ fn repeated_failures_back_off_per_account_and_success_resets() {
                 .sign_in
                 .authenticate("ann@example.com", pw(PW), me)
         ),
-        Err(SignInError::Throttled { .. })
+        Err(StaffError::Throttled { .. })
     ));
     clock.advance(31);
     // Each further failure doubles the wait.
     assert!(matches!(
         attempt("wrong again"),
-        Err(SignInError::InvalidCredentials)
+        Err(StaffError::InvalidCredentials)
     ));
     match attempt(PW) {
-        Err(SignInError::Throttled { retry_after_secs }) => assert_eq!(retry_after_secs, 60),
+        Err(StaffError::Throttled { retry_after_secs }) => assert_eq!(retry_after_secs, 60),
         other => panic!("expected throttling, got {other:?}"),
     }
     clock.advance(61);
@@ -172,7 +172,7 @@ fn repeated_failures_back_off_per_account_and_success_resets() {
     for _ in 0..4 {
         assert!(matches!(
             attempt("wrong guess"),
-            Err(SignInError::InvalidCredentials)
+            Err(StaffError::InvalidCredentials)
         ));
     }
     assert!(attempt(PW).is_ok());
@@ -195,7 +195,7 @@ fn many_failures_from_one_address_block_that_address_only() {
             ))
             .expect_err("unknown account");
         assert!(
-            matches!(err, SignInError::InvalidCredentials),
+            matches!(err, StaffError::InvalidCredentials),
             "{i}: {err:?}"
         );
     }
@@ -204,7 +204,7 @@ fn many_failures_from_one_address_block_that_address_only() {
             app.sign_in
                 .authenticate("ann@example.com", pw(PW), attacker)
         ),
-        Err(SignInError::Throttled { .. })
+        Err(StaffError::Throttled { .. })
     ));
     assert!(
         rt.block_on(
@@ -276,18 +276,18 @@ fn strangers_cannot_lock_a_known_account_out() {
     for _ in 0..5 {
         assert!(matches!(
             attempt("wrong guess", "203.0.113.9"),
-            Err(SignInError::InvalidCredentials)
+            Err(StaffError::InvalidCredentials)
         ));
     }
     assert!(matches!(
         attempt("wrong guess", "203.0.113.9"),
-        Err(SignInError::Throttled { .. })
+        Err(StaffError::Throttled { .. })
     ));
     // The owner at Y is not held back, and Y's success does not free X.
     assert!(attempt(PW, "198.51.100.4").is_ok());
     assert!(matches!(
         attempt(PW, "203.0.113.9"),
-        Err(SignInError::Throttled { .. })
+        Err(StaffError::Throttled { .. })
     ));
 
     // IPv6: one /64 is one client, whichever address in it is used.
@@ -295,12 +295,12 @@ fn strangers_cannot_lock_a_known_account_out() {
         let from = format!("2001:db8:1:2::{i}");
         assert!(matches!(
             attempt("wrong guess", &from),
-            Err(SignInError::InvalidCredentials)
+            Err(StaffError::InvalidCredentials)
         ));
     }
     assert!(matches!(
         attempt(PW, "2001:db8:1:2:ffff::99"),
-        Err(SignInError::Throttled { .. })
+        Err(StaffError::Throttled { .. })
     ));
     assert!(attempt(PW, "2001:db8:1:3::1").is_ok());
 }
@@ -334,7 +334,7 @@ fn the_account_wide_limit_trips_once_and_emails_the_owner() {
         for r in answers {
             let r = r.expect("task");
             assert!(
-                matches!(r, Err(SignInError::InvalidCredentials)),
+                matches!(r, Err(StaffError::InvalidCredentials)),
                 "{batch}: {r:?}"
             );
         }
@@ -354,7 +354,7 @@ fn the_account_wide_limit_trips_once_and_emails_the_owner() {
             app.sign_in
                 .authenticate("ann@example.com", pw(PW), ip("198.51.100.77"))
         ),
-        Err(SignInError::Throttled {
+        Err(StaffError::Throttled {
             retry_after_secs: 30
         })
     ));
@@ -367,7 +367,7 @@ fn the_account_wide_limit_trips_once_and_emails_the_owner() {
                 app.sign_in
                     .authenticate("ann@example.com", pw("wrong"), from)
             ),
-            Err(SignInError::InvalidCredentials)
+            Err(StaffError::InvalidCredentials)
         ));
     }
     assert_eq!(count(alerts), 1);
