@@ -4,16 +4,20 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 use secrecy::SecretString;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
 use crate::ids::StaffId;
+use crate::paging;
 use crate::settings::Method;
 use crate::store::deliveries::{self as rows, DeliveryRow, StatusFilter};
 use crate::store::{Db, Tx, outbox, pickup_codes};
 use crate::vault::{MessageId, Purpose, Vault, VaultError};
+
+mod visits;
 
 /// Where a message stands, as the sender sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +107,10 @@ pub enum DeliveryError {
     Vault(#[from] VaultError),
     #[error("{0}")]
     Audit(#[from] crate::audit::AuditError),
+    /// A batch of first visits failed to commit; every visitor in it
+    /// gets the one error.
+    #[error("recording a first visit failed")]
+    Visit(#[source] Arc<DeliveryError>),
 }
 
 #[derive(Clone, Debug)]
@@ -239,20 +247,11 @@ impl Cursor {
     }
 }
 
-/// Which way a page goes from its cursor.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PageStart {
-    OlderThan(Cursor),
-    NewerThan(Cursor),
-}
-
-/// One page of a staff list and where its neighbours start.
-#[derive(Debug, Default)]
-pub struct Page {
-    pub items: Vec<Delivery>,
-    pub newer: Option<Cursor>,
-    pub older: Option<Cursor>,
-}
+/// Where a sent-list page starts: after (older than) or before (newer
+/// than) a cursor's row.
+pub type PageStart = paging::PageStart<Cursor>;
+/// One page of the sent list.
+pub type Page = paging::Page<Delivery, Cursor>;
 
 #[derive(Clone)]
 pub struct Deliveries {
@@ -260,6 +259,8 @@ pub struct Deliveries {
     vault: Vault,
     audit: AuditLog,
     clock: SharedClock,
+    /// Started on first use, inside the server's runtime.
+    visits: Arc<OnceLock<visits::VisitWriter>>,
 }
 
 impl fmt::Debug for Deliveries {
@@ -275,6 +276,7 @@ impl Deliveries {
             vault,
             audit,
             clock,
+            visits: Arc::default(),
         }
     }
 
@@ -318,47 +320,27 @@ impl Deliveries {
             Status::Locked => StatusFilter::Locked,
             progress => StatusFilter::Progress(progress.as_str()),
         });
-        let (key, newer) = match &q.from {
-            None => (None, false),
-            Some(PageStart::OlderThan(c)) => (Some(c), false),
-            Some(PageStart::NewerThan(c)) => (Some(c), true),
-        };
-        let key_id = key.map(|c| c.id.to_string());
+        let start = q.from.as_ref().map(PageStart::parts);
+        let key_id = start
+            .and_then(|(c, _)| c)
+            .map(|c| (c.created_at, c.id.to_string()));
         let filter = rows::ListFilter {
             sender_id: sender.as_deref(),
             recipient_index: q.recipient_index.as_deref(),
             status,
-            from: key.zip(key_id.as_deref()).map(|(c, id)| rows::Keyset {
-                created_at: c.created_at,
-                message_id: id,
+            from: start.map(|(_, newer)| rows::Keyset {
+                key: key_id.as_ref().map(|(at, id)| (*at, id.as_str())),
                 newer,
             }),
             limit: q.limit + 1,
         };
         let found = rows::list(&self.db, &filter, self.clock.now()).await?;
-        let mut items = found
+        let items = found
             .into_iter()
             .map(Delivery::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let more = items.len() as i64 > q.limit;
-        items.truncate(usize::try_from(q.limit).unwrap_or(0));
-        if newer {
-            items.reverse();
-        }
-        let (first, last) = (items.first().map(Cursor::of), items.last().map(Cursor::of));
-        // Past the far end there is more when the query found more; back
-        // towards where we came from there is more whenever we came from
-        // somewhere.
-        let (newer_page, older_page) = if newer {
-            (first.filter(|_| more), last)
-        } else {
-            (first.filter(|_| key.is_some()), last.filter(|_| more))
-        };
-        Ok(Page {
-            items,
-            newer: newer_page,
-            older: older_page,
-        })
+        let limit = usize::try_from(q.limit).unwrap_or(0);
+        Ok(Page::from_rows(items, limit, q.from.as_ref(), Cursor::of))
     }
 
     /// Live messages locked after failed verifications (one sender's, or
@@ -631,22 +613,22 @@ impl Deliveries {
         id: MessageId,
         to: Status,
     ) -> Result<bool, DeliveryError> {
-        // The progress states, in the order `ALL` lists them.
-        let order: Vec<Status> = Status::ALL
-            .into_iter()
-            .filter(|s| s.is_progress())
-            .collect();
-        let Some(rank) = order.iter().position(|s| *s == to) else {
-            return Err(DeliveryError::Invalid("not a progress state"));
-        };
-        let earlier: Vec<&str> = order[..rank].iter().map(|s| s.as_str()).collect();
-        if earlier.is_empty() {
-            return Ok(false);
-        }
-        Ok(
-            rows::set_status_from(tx, &id.to_string(), to.as_str(), &earlier, self.clock.now())
-                .await?,
-        )
+        advance_in(tx, id, to, self.clock.now()).await
+    }
+
+    /// Notes a live link's first visit for the sender's timeline (status
+    /// "link visited" and its audit event, once per message). Concurrent
+    /// visits are written together ([`visits`]); this returns once this
+    /// one is committed.
+    pub async fn note_first_visit(
+        &self,
+        id: MessageId,
+        agent: &'static str,
+    ) -> Result<(), DeliveryError> {
+        let writer = self.visits.get_or_init(|| {
+            visits::VisitWriter::start(self.db.clone(), self.audit.clone(), self.clock.clone())
+        });
+        writer.note(id, agent).await
     }
 
     /// Records progress (emailed, visited, verified, …) in `tx`.
@@ -757,6 +739,29 @@ impl TryFrom<DeliveryRow> for Delivery {
             sealed_recipient: row.sealed_recipient,
         })
     }
+}
+
+/// [`Deliveries::advance`] with the time given: moves a message forward to
+/// `to` if it stands at an earlier progress state.
+async fn advance_in(
+    tx: &mut Tx,
+    id: MessageId,
+    to: Status,
+    now: i64,
+) -> Result<bool, DeliveryError> {
+    // The progress states, in the order `ALL` lists them.
+    let order: Vec<Status> = Status::ALL
+        .into_iter()
+        .filter(|s| s.is_progress())
+        .collect();
+    let Some(rank) = order.iter().position(|s| *s == to) else {
+        return Err(DeliveryError::Invalid("not a progress state"));
+    };
+    let earlier: Vec<&str> = order[..rank].iter().map(|s| s.as_str()).collect();
+    if earlier.is_empty() {
+        return Ok(false);
+    }
+    Ok(rows::set_status_from(tx, &id.to_string(), to.as_str(), &earlier, now).await?)
 }
 
 #[cfg(test)]

@@ -132,18 +132,9 @@ pub async fn visit(
         d.stored_status,
         Status::Queued | Status::Emailed | Status::DeliveryFailed
     ) {
-        let mut tx = app.db.begin().await?;
-        if app
-            .deliveries
-            .advance(&mut tx, d.message_id, Status::LinkVisited)
-            .await?
-        {
-            let event = Event::new(Actor::Anonymous, Action::LinkVisited)
-                .message(d.message_id)
-                .detail(serde_json::json!({ "agent": agent_class(ua) }));
-            app.audit.record(&mut tx, &event).await?;
-        }
-        tx.commit().await?;
+        app.deliveries
+            .note_first_visit(d.message_id, agent_class(ua))
+            .await?;
     }
     Ok(Step::Verify(Box::new(d)))
 }

@@ -498,3 +498,50 @@ async fn debug_request_logs_hold_no_link_secret_code_or_content() {
         assert!(!log.contains(secret), "log contains {secret:?}");
     }
 }
+
+/// First visits arriving together are written together: every one is
+/// answered, every message moves to "link visited", and each gets exactly
+/// one audit event however many visits of its link came at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_visits_are_each_recorded_once() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base, mut staff) = setup(&env).await;
+    let mut links = Vec::new();
+    for _ in 0..8 {
+        let id = compose(
+            &mut staff,
+            &["access_code"],
+            "Sesame-4711",
+            "",
+            "keep",
+            b"x",
+        )
+        .await;
+        links.push((id, fresh_link(&app, id).await));
+    }
+    let client = reqwest::Client::new();
+    // Three visits of each link, all in flight at once.
+    let visits = links.iter().cycle().take(links.len() * 3).map(|(_, link)| {
+        let request = client.get(format!("{base}{link}"));
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    });
+    let statuses = futures_util::future::join_all(visits).await;
+    assert!(
+        statuses.iter().all(|s| matches!(s, Ok(200))),
+        "{statuses:?}"
+    );
+    for (id, _) in &links {
+        let d = app.deliveries.get(*id).await.unwrap();
+        assert_eq!(d.stored_status, sealpost::deliveries::Status::LinkVisited);
+        let events = app.audit.events_for_message(*id).await.unwrap();
+        let visited = events
+            .iter()
+            .filter(|e| e.action == "pickup.link_visited")
+            .count();
+        assert_eq!(visited, 1, "{events:?}");
+    }
+    assert!(matches!(
+        app.audit.verify().await.unwrap(),
+        sealpost::audit::Verification::Intact { .. }
+    ));
+}
