@@ -12,6 +12,7 @@ pub mod deliveries;
 pub mod ids;
 pub mod mail;
 pub mod metrics;
+pub mod paging;
 pub mod pickup;
 pub mod portal;
 pub mod private_fs;

@@ -13,6 +13,8 @@ use axum::response::Redirect;
 use axum::routing::{get, post};
 
 use crate::app::App;
+use crate::paging::{LAST, Page, PageStart};
+use crate::web::PageError;
 
 pub use auth::CurrentStaff;
 
@@ -48,4 +50,57 @@ pub fn routes() -> Router<App> {
         .route("/messages/{id}/unlock", post(sent::unlock))
         .merge(admin::routes())
         .merge(setup::routes())
+}
+
+/// Where a list page starts, from its link's two cursor parameters (at
+/// most one set; none: the first page; "before" [`LAST`]: the last page). A cursor that does not parse is a
+/// bad link, not an empty page.
+fn page_start<C>(
+    after: &str,
+    before: &str,
+    parse: impl Fn(&str) -> Option<C>,
+) -> Result<Option<PageStart<C>>, PageError> {
+    let parse = |s: &str| {
+        parse(s).ok_or_else(|| PageError::BadRequest("This page link is not valid.".into()))
+    };
+    Ok(match (after, before) {
+        ("", "") => None,
+        ("", LAST) => Some(PageStart::Last),
+        (after, "") => Some(PageStart::After(parse(after)?)),
+        ("", before) => Some(PageStart::Before(parse(before)?)),
+        _ => return Err(PageError::BadRequest("This page link is not valid.".into())),
+    })
+}
+
+/// A list page's links to the first, previous, next and last pages (each
+/// only where there is such a page), for `portal/pager.html`.
+pub struct Pager {
+    first: Option<String>,
+    prev: Option<String>,
+    next: Option<String>,
+    last: Option<String>,
+    /// Newest first (sent items, audit): "Newest … Oldest"; otherwise
+    /// "First … Last".
+    dated: bool,
+}
+
+impl Pager {
+    /// `params`: the link parameters for a page after and before a cursor;
+    /// `link`: the list's URL with one of them set (none: the first page).
+    fn new<T, C>(
+        page: &Page<T, C>,
+        params: (&str, &str),
+        encode: impl Fn(&C) -> String,
+        link: impl Fn(Option<(&str, &str)>) -> String,
+        dated: bool,
+    ) -> Pager {
+        let (after, before) = params;
+        Pager {
+            first: page.prev.as_ref().map(|_| link(None)),
+            prev: page.prev.as_ref().map(|c| link(Some((before, &encode(c))))),
+            next: page.next.as_ref().map(|c| link(Some((after, &encode(c))))),
+            last: page.next.as_ref().map(|_| link(Some((before, LAST)))),
+            dated,
+        }
+    }
 }

@@ -7,6 +7,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect};
 use serde::Deserialize;
 
+use super::Pager;
 use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
@@ -37,8 +38,7 @@ struct SentPage {
     status: String,
     q: String,
     everyone: bool,
-    prev: Option<String>,
-    next: Option<String>,
+    pager: Pager,
     locked: i64,
 }
 
@@ -78,16 +78,15 @@ pub async fn list(
     let page = app.deliveries.list(&query).await?;
     // In-app alert: locked messages need the sender's attention.
     let locked = app.deliveries.count_locked(query.sender).await?;
-    let rows = rows(&app, page.items).await;
-    let link = |way: &str, at: Cursor| {
-        serde_urlencoded::to_string([
-            ("status", p.status.as_str()),
-            ("q", q.as_str()),
-            (way, &at.encode()),
-        ])
-        .map(|qs| format!("/sent?{qs}"))
-        .unwrap_or_else(|_| "/sent".to_owned())
+    let link = |cursor: Option<(&str, &str)>| {
+        let mut params = vec![("status", p.status.as_str()), ("q", q.as_str())];
+        params.extend(cursor);
+        serde_urlencoded::to_string(params)
+            .map(|qs| format!("/sent?{qs}"))
+            .unwrap_or_else(|_| "/sent".to_owned())
     };
+    let pager = Pager::new(&page, ("older", "newer"), Cursor::encode, link, true);
+    let rows = rows(&app, page.items).await;
     Ok(SentPage {
         nav: staff.nav(),
         rows,
@@ -98,8 +97,7 @@ pub async fn list(
         status: p.status.clone(),
         q: q.clone(),
         everyone: staff.is_admin(),
-        prev: page.newer.map(|c| link("newer", c)),
-        next: page.older.map(|c| link("older", c)),
+        pager,
         locked,
     }
     .into_response())
@@ -107,15 +105,7 @@ pub async fn list(
 
 /// Where the asked-for page starts (none: the newest page).
 fn page_start(p: &ListParams) -> Result<Option<PageStart>, PageError> {
-    let parse = |s: &str| {
-        Cursor::parse(s).ok_or_else(|| PageError::BadRequest("This page link is not valid.".into()))
-    };
-    Ok(match (p.older.as_str(), p.newer.as_str()) {
-        ("", "") => None,
-        (older, "") => Some(PageStart::OlderThan(parse(older)?)),
-        ("", newer) => Some(PageStart::NewerThan(parse(newer)?)),
-        _ => return Err(PageError::BadRequest("This page link is not valid.".into())),
-    })
+    super::page_start(&p.older, &p.newer, Cursor::parse)
 }
 
 /// The list's rows, with what the sealed metadata says of each.

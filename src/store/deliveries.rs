@@ -112,8 +112,9 @@ pub struct ListFilter<'a> {
 /// unique and stable while rows are added, unlike an offset.
 #[derive(Clone, Copy, Debug)]
 pub struct Keyset<'a> {
-    pub created_at: i64,
-    pub message_id: &'a str,
+    /// `(created_at, message_id)`; none: from the far end (the oldest
+    /// rows, when `newer`).
+    pub key: Option<(i64, &'a str)>,
     /// Rows newer than the key (read oldest first; the caller reverses
     /// them) rather than older.
     pub newer: bool,
@@ -177,11 +178,13 @@ fn list_statement<'a>(f: &ListFilter<'a>, now: i64) -> (String, Vec<Arg<'a>>) {
     let order = match f.from {
         Some(k) => {
             let (op, order) = if k.newer { (">", "ASC") } else { ("<", "DESC") };
-            sql += &format!(
-                " AND (d.created_at, d.message_id) {op} ({}, {})",
-                arg(Arg::Int(k.created_at)),
-                arg(Arg::Text(k.message_id))
-            );
+            if let Some((created_at, message_id)) = k.key {
+                sql += &format!(
+                    " AND (d.created_at, d.message_id) {op} ({}, {})",
+                    arg(Arg::Int(created_at)),
+                    arg(Arg::Text(message_id))
+                );
+            }
             order
         }
         None => "DESC",

@@ -42,6 +42,7 @@ pub const LAYERS: &[&[&str]] = &[
     &[
         "text",
         "ids",
+        "paging",
         "clock",
         "client_net",
         "private_fs",

@@ -13,7 +13,7 @@ use crate::support::compose::Compose;
 use crate::support::env::TestEnv;
 use crate::support::files::{bytes, files_below};
 use crate::support::http::{
-    Browser, Resp, create_staff, element_text, input_value, message_links, portal,
+    Browser, Resp, create_staff, element_text, input_value, message_links, page_link, portal,
 };
 
 const BODY: &str = "Canary-Body-Quasar: your IBAN is DE89 3704 0044 0532 0130 00";
@@ -500,14 +500,6 @@ async fn revoke_shreds_and_the_audit_chain_holds() {
     assert!(err.contains(&format!("event #{revoked_row}")), "{err}");
 }
 
-/// The `href` of the page link with this `rel`, unescaped.
-fn page_link(body: &str, rel: &str) -> Option<String> {
-    let at = body.find(&format!("rel=\"{rel}\""))?;
-    let start = body[..at].rfind("href=\"")? + 6;
-    let end = start + body[start..].find('"')?;
-    Some(body[start..end].replace("&#38;", "&").replace("&amp;", "&"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sent_list_filters_searches_and_pages() {
     let env = TestEnv::new().await;
@@ -569,6 +561,20 @@ async fn sent_list_filters_searches_and_pages() {
     // Back from page 2: the 25 rows newer than its first row.
     let newer = page_link(&second.body, "prev").expect("a newer page");
     assert_eq!(message_links(&b.get(&newer).await.body), page1);
+    // The oldest page, straight from the first: the 25 oldest rows, with
+    // links back only.
+    let oldest = page_link(&first.body, "last").expect("a link to the oldest page");
+    let last = b.get(&oldest).await;
+    let expected: Vec<String> = sent[..25].iter().rev().cloned().collect();
+    assert_eq!(message_links(&last.body), expected);
+    assert!(page_link(&last.body, "next").is_none() && page_link(&last.body, "last").is_none());
+    assert_eq!(
+        page_link(&last.body, "first").as_deref(),
+        Some("/sent?status=&q=")
+    );
+    let newer_than_oldest = page_link(&last.body, "prev").expect("a newer page");
+    let between = message_links(&b.get(&newer_than_oldest).await.body);
+    assert_eq!(between.len(), 3, "sent[26], sent[25] and the late one");
     // A forged or damaged cursor is refused, not guessed at.
     assert_eq!(b.get("/sent?older=yesterday").await.status, 400);
     assert_eq!(b.get("/sent?older=1_x&newer=2_y").await.status, 400);

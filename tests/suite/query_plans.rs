@@ -49,9 +49,12 @@ async fn staff_lists_and_maintenance_use_indexes() {
     let index = [7u8; 32];
     let sender = "00000000-0000-4000-8000-000000000001";
     let key = Keyset {
-        created_at: now,
-        message_id: "00000000-0000-4000-8000-000000000002",
+        key: Some((now, "00000000-0000-4000-8000-000000000002")),
         newer: false,
+    };
+    let oldest = Keyset {
+        key: None,
+        newer: true,
     };
     let statuses = [
         None,
@@ -62,7 +65,12 @@ async fn staff_lists_and_maintenance_use_indexes() {
     ];
     for who in [Some(sender), None] {
         for status in statuses {
-            for from in [None, Some(key), Some(Keyset { newer: true, ..key })] {
+            for from in [
+                None,
+                Some(key),
+                Some(Keyset { newer: true, ..key }),
+                Some(oldest),
+            ] {
                 for search in [None, Some(&index[..])] {
                     let f = ListFilter {
                         sender_id: who,
@@ -101,4 +109,32 @@ async fn an_address_search_starts_from_the_blind_index() {
         "the search does not use the blind index:\n{}",
         plan.join("\n")
     );
+}
+
+#[tokio::test]
+async fn the_locked_banner_counts_from_its_own_index() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    app.db.optimize().await.expect("optimize");
+    let sender = "00000000-0000-4000-8000-000000000001";
+    for (name, plan) in rows::maintenance_plans(&app.db, sender, now())
+        .await
+        .expect("plans")
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("count_locked"))
+    {
+        assert!(
+            plan.iter().any(|l| l.contains("deliveries_locked_live")),
+            "{name} does not count from deliveries_locked_live:\n{}",
+            plan.join("\n")
+        );
+        // SQLite says whether the index alone answers (no table rows read).
+        if app.db.backend() == sealpost::store::Backend::Sqlite {
+            assert!(
+                plan.iter().any(|l| l.contains("COVERING INDEX")),
+                "{name} reads table rows:\n{}",
+                plan.join("\n")
+            );
+        }
+    }
 }

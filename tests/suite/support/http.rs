@@ -299,3 +299,11 @@ pub fn link_in(mail: &str, prefix: &str) -> Option<String> {
         path.starts_with(prefix).then(|| path.to_owned())
     })
 }
+
+/// The `href` of the page link with this `rel`, unescaped.
+pub fn page_link(body: &str, rel: &str) -> Option<String> {
+    let at = body.find(&format!("rel=\"{rel}\""))?;
+    let start = body[..at].rfind("href=\"")? + 6;
+    let end = start + body[start..].find('"')?;
+    Some(body[start..end].replace("&#38;", "&").replace("&amp;", "&"))
+}
