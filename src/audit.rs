@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use hmac::Mac;
 
 use crate::clock::SharedClock;
+use crate::paging::{Page, PageStart};
 use crate::store::audit as store;
 use crate::store::{Db, Tx};
 use crate::vault::{MessageId, Vault};
@@ -390,6 +391,21 @@ impl AuditLog {
     /// Events in `[from, to)` (unix seconds), oldest first.
     pub async fn events_between(&self, from: i64, to: i64) -> Result<Vec<StoredEvent>, AuditError> {
         Ok(store::between(self.db(), from, to).await?)
+    }
+
+    /// A page of the log, newest first (the admin's audit page).
+    pub async fn page(
+        &self,
+        start: Option<&PageStart<i64>>,
+        limit: usize,
+    ) -> Result<Page<StoredEvent, i64>, AuditError> {
+        let from = start.map(|s| {
+            let (id, backwards) = s.parts();
+            (id.copied(), backwards)
+        });
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let rows = store::page(self.db(), from, fetch).await?;
+        Ok(Page::from_rows(rows, limit, start, |e| e.id))
     }
 
     /// A message's events in order: its timeline on the sender's page.

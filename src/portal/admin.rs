@@ -11,9 +11,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use super::Pager;
 use super::auth::{Admin, CurrentStaff};
 use crate::app::App;
 use crate::audit::{self, Action, Event, ExportFormat};
+use crate::paging::PageStart;
 use crate::settings::{
     MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS,
     Method, Settings, SettingsError,
@@ -387,6 +389,7 @@ struct StaffPage {
     nav: Option<Nav>,
     csrf: String,
     rows: Vec<StaffRow>,
+    pager: Pager,
     notice: Option<&'static str>,
     error: Option<String>,
     invite_email: String,
@@ -396,6 +399,7 @@ struct StaffPage {
 async fn render_staff(
     app: &App,
     staff: &CurrentStaff,
+    start: Option<PageStart<StaffId>>,
     notice: Option<&'static str>,
     error: Option<String>,
     invite_email: String,
@@ -404,10 +408,14 @@ async fn render_staff(
     // Invited accounts whose owner has not set a password yet.
     let pending = app.links.pending_invites().await?;
     let now = app.clock.now();
-    let rows = app
-        .accounts
-        .list()
-        .await?
+    let page = app.accounts.page(start.as_ref(), STAFF_PAGE_SIZE).await?;
+    let link = |cursor: Option<(&str, &str)>| match cursor {
+        Some((way, at)) => format!("/admin/staff?{way}={at}"),
+        None => "/admin/staff".to_owned(),
+    };
+    let pager = Pager::new(&page, ("after", "before"), StaffId::to_string, link, false);
+    let rows = page
+        .items
         .into_iter()
         .map(|s| {
             let id = s.account.id.to_string();
@@ -433,6 +441,7 @@ async fn render_staff(
         nav: staff.nav(),
         csrf: staff.csrf.clone(),
         rows,
+        pager,
         notice,
         error,
         invite_email,
@@ -440,11 +449,24 @@ async fn render_staff(
     })
 }
 
+/// Accounts per page of the staff list.
+const STAFF_PAGE_SIZE: usize = 50;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct StaffListParams {
+    done: String,
+    /// A staff id: the page of accounts after, or before, its address.
+    after: String,
+    before: String,
+}
+
 pub async fn staff_page(
     State(app): State<App>,
     Admin(staff): Admin,
-    Query(q): Query<DoneQuery>,
+    Query(q): Query<StaffListParams>,
 ) -> PageResult {
+    let start = super::page_start(&q.after, &q.before, StaffId::parse)?;
     let notice = match q.done.as_str() {
         "disabled" => Some("The account is disabled and its sessions have ended."),
         "totp-reset" => Some(
@@ -452,7 +474,16 @@ pub async fn staff_page(
         ),
         _ => None,
     };
-    let view = render_staff(&app, &staff, notice, None, String::new(), "agent".into()).await?;
+    let view = render_staff(
+        &app,
+        &staff,
+        start,
+        notice,
+        None,
+        String::new(),
+        "agent".into(),
+    )
+    .await?;
     Ok(view.into_response())
 }
 
@@ -517,6 +548,7 @@ async fn refuse_invite(
         app,
         staff,
         None,
+        None,
         Some(error),
         form.email.trim().to_owned(),
         form.role.clone(),
@@ -542,6 +574,7 @@ pub async fn disable(
         let view = render_staff(
             &app,
             &staff,
+            None,
             None,
             Some(error.to_owned()),
             String::new(),
@@ -582,6 +615,70 @@ struct AuditPage {
     to: String,
     format: String,
     error: Option<String>,
+    events: Vec<EventRow>,
+    pager: Pager,
+}
+
+/// An audit event as the admin's list shows it. Events hold ids, never
+/// customer data.
+struct EventRow {
+    id: i64,
+    at: String,
+    actor: String,
+    action: String,
+    message_id: Option<String>,
+    ip: String,
+    detail: String,
+}
+
+/// Events per page of the audit list.
+const AUDIT_PAGE_SIZE: usize = 50;
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct AuditListParams {
+    /// An event id: the page of events older, or newer, than it.
+    older: String,
+    newer: String,
+}
+
+/// The audit page: the export form (as typed, with what is wrong) over a
+/// page of the log, newest first.
+async fn audit_view(
+    app: &App,
+    staff: &CurrentStaff,
+    start: Option<PageStart<i64>>,
+    form: ExportForm,
+    error: Option<String>,
+) -> Result<AuditPage, PageError> {
+    let page = app.audit.page(start.as_ref(), AUDIT_PAGE_SIZE).await?;
+    let link = |cursor: Option<(&str, &str)>| match cursor {
+        Some((way, at)) => format!("/admin/audit?{way}={at}"),
+        None => "/admin/audit".to_owned(),
+    };
+    let pager = Pager::new(&page, ("older", "newer"), i64::to_string, link, true);
+    Ok(AuditPage {
+        nav: staff.nav(),
+        csrf: staff.csrf.clone(),
+        from: form.from,
+        to: form.to,
+        format: form.format,
+        error,
+        events: page
+            .items
+            .into_iter()
+            .map(|e| EventRow {
+                id: e.id,
+                at: format_time(e.at),
+                actor: e.actor,
+                action: e.action,
+                message_id: e.message_id,
+                ip: e.ip.unwrap_or_default(),
+                detail: e.detail.unwrap_or_default(),
+            })
+            .collect(),
+        pager,
+    })
 }
 
 /// `YYYY-MM-DD` of a unix time (UTC).
@@ -593,17 +690,21 @@ fn day_text(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-pub async fn audit_page(State(app): State<App>, Admin(staff): Admin) -> PageResult {
+pub async fn audit_page(
+    State(app): State<App>,
+    Admin(staff): Admin,
+    Query(p): Query<AuditListParams>,
+) -> PageResult {
+    let start = super::page_start(&p.older, &p.newer, |s| s.parse::<i64>().ok())?;
     let now = app.clock.now();
-    Ok(AuditPage {
-        nav: staff.nav(),
-        csrf: staff.csrf.clone(),
+    let form = ExportForm {
         from: day_text(now - 30 * 24 * 3600),
         to: day_text(now),
         format: "csv".to_owned(),
-        error: None,
-    }
-    .into_response())
+    };
+    Ok(audit_view(&app, &staff, start, form, None)
+        .await?
+        .into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -623,14 +724,12 @@ pub async fn export_audit(
     let ((from, to), format) = match checked {
         Ok(ok) => ok,
         Err(error) => {
-            let view = AuditPage {
-                nav: staff.nav(),
-                csrf: staff.csrf.clone(),
+            let typed = ExportForm {
                 from: form.from.trim().to_owned(),
                 to: form.to.trim().to_owned(),
                 format: form.format.clone(),
-                error: Some(error),
             };
+            let view = audit_view(&app, &staff, None, typed, Some(error)).await?;
             return Ok(page(StatusCode::UNPROCESSABLE_ENTITY, view));
         }
     };

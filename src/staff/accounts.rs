@@ -10,6 +10,7 @@ use super::StaffError;
 use super::password::{Hasher, NewPassword};
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
+use crate::paging::{Page, PageStart};
 use crate::store::staff::{self, StaffRow};
 use crate::store::{Db, Tx};
 
@@ -254,13 +255,24 @@ impl Accounts {
             .transpose()
     }
 
-    /// Every account, for the admin's staff list (by address).
-    pub async fn list(&self) -> Result<Vec<AccountState>, StaffError> {
-        staff::all(&self.db)
+    /// A page of the admin's staff list (by address).
+    pub async fn page(
+        &self,
+        start: Option<&PageStart<StaffId>>,
+        limit: usize,
+    ) -> Result<Page<AccountState, StaffId>, StaffError> {
+        let from = start.map(|s| {
+            let (id, backwards) = s.parts();
+            (id.map(StaffId::to_string), backwards)
+        });
+        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let from = from.as_ref().map(|(id, b)| (id.as_deref(), *b));
+        let rows = staff::page(&self.db, from, fetch)
             .await?
             .into_iter()
             .map(AccountState::try_from)
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(rows, limit, start, |s| s.account.id))
     }
 
     /// Disables by id (the admin page), ending the account's sessions.

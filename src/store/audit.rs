@@ -82,6 +82,32 @@ pub async fn chain_from(db: &Db, first: i64, limit: i64) -> Result<Vec<ChainedEv
     .await
 }
 
+/// Up to `limit` events next to id `from` in the newest-first list:
+/// older than it (backwards false, newest first) or newer than it (oldest
+/// first; with no id, the oldest); with no `from`, the newest. The id is
+/// the key, so any page costs the same.
+pub async fn page(
+    db: &Db,
+    from: Option<(Option<i64>, bool)>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let (condition, order) = match from {
+        None | Some((None, false)) => ("", "DESC"),
+        Some((None, true)) => ("", "ASC"),
+        Some((Some(_), false)) => ("WHERE id < $2", "DESC"),
+        Some((Some(_), true)) => ("WHERE id > $2", "ASC"),
+    };
+    let sql =
+        format!("SELECT {EVENT_COLUMNS} FROM audit_log {condition} ORDER BY id {order} LIMIT $1");
+    let query = sqlx::query_as(&sql).bind(limit);
+    match from {
+        Some((Some(id), _)) => query.bind(id),
+        _ => query,
+    }
+    .fetch_all(db.pool())
+    .await
+}
+
 /// Events in `[from, to)` (unix seconds), oldest first.
 pub async fn between(db: &Db, from: i64, to: i64) -> Result<Vec<StoredEvent>, sqlx::Error> {
     sqlx::query_as(&format!(

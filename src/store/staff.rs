@@ -60,11 +60,36 @@ pub async fn by_id(db: &Db, id: &str) -> Result<Option<StaffRow>, sqlx::Error> {
     .await
 }
 
-/// Every account, by address.
-pub async fn all(db: &Db) -> Result<Vec<StaffRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {COLUMNS} FROM staff_users ORDER BY email"))
-        .fetch_all(db.pool())
-        .await
+/// Up to `limit` accounts next to account `from` in address order: after
+/// it (backwards false), or before it, nearest first (with no id, the
+/// last); with no `from`, the first. Keyed by the (unique, indexed)
+/// address, looked up from the id so a page link carries no address.
+pub async fn page(
+    db: &Db,
+    from: Option<(Option<&str>, bool)>,
+    limit: i64,
+) -> Result<Vec<StaffRow>, sqlx::Error> {
+    let (condition, order) = match from {
+        None | Some((None, false)) => ("", "ASC"),
+        Some((None, true)) => ("", "DESC"),
+        Some((Some(_), false)) => (
+            "WHERE email > (SELECT email FROM staff_users WHERE id = $2)",
+            "ASC",
+        ),
+        Some((Some(_), true)) => (
+            "WHERE email < (SELECT email FROM staff_users WHERE id = $2)",
+            "DESC",
+        ),
+    };
+    let sql =
+        format!("SELECT {COLUMNS} FROM staff_users {condition} ORDER BY email {order} LIMIT $1");
+    let query = sqlx::query_as(&sql).bind(limit);
+    match from {
+        Some((Some(id), _)) => query.bind(id),
+        _ => query,
+    }
+    .fetch_all(db.pool())
+    .await
 }
 
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use crate::support::START;
 use crate::support::env::TestEnv;
 use crate::support::http::{
-    Browser, PASSWORD, Resp, create_staff, element_text, input_value, portal,
+    Browser, PASSWORD, Resp, create_staff, element_text, input_value, page_link, portal,
 };
 
 /// START as a day, for export ranges and file names.
@@ -875,4 +875,118 @@ async fn setup_link_expires_after_an_hour_and_needs_an_empty_installation() {
     assert_eq!(b.get(&path).await.status, 200);
     create_staff(&app, "cli@example.com", Role::Admin).await;
     assert_eq!(b.get(&path).await.status, 404);
+}
+
+/// The event ids of an audit list page, in page order.
+fn event_ids(body: &str) -> Vec<i64> {
+    body.split("<tr id=\"event-")
+        .skip(1)
+        .map(|rest| rest[..rest.find('"').unwrap()].parse().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_list_pages_by_event_id_newest_first() {
+    use sealpost::audit::{Action, Actor, Event, Verification};
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, "admin@example.com", Role::Admin).await;
+    let mut admin = Browser::signed_in(&base, "admin@example.com").await;
+    let note = || async {
+        let event = Event::new(Actor::Cli, Action::OrphansSwept);
+        app.audit.record_now(&event).await.unwrap()
+    };
+    for _ in 0..110 {
+        note().await;
+    }
+    let Verification::Intact { events } = app.audit.verify().await.unwrap() else {
+        panic!("the chain is intact");
+    };
+    let n = i64::try_from(events).unwrap();
+    let ids = |from: i64, to: i64| (from..=to).rev().collect::<Vec<_>>();
+
+    // Newest first, 50 a page; the first page links only onwards.
+    let first = admin.get("/admin/audit").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(event_ids(&first.body), ids(n - 49, n));
+    assert!(first.body.contains("blobs.swept"), "actions are shown");
+    assert!(page_link(&first.body, "prev").is_none() && page_link(&first.body, "first").is_none());
+    let next = page_link(&first.body, "next").expect("an older page");
+    assert_eq!(next, format!("/admin/audit?older={}", n - 49));
+    // Events recorded meanwhile do not shift the pages already linked.
+    note().await;
+    note().await;
+    let second = admin.get(&next).await;
+    assert_eq!(event_ids(&second.body), ids(n - 99, n - 50));
+    let third = admin.get(&page_link(&second.body, "next").unwrap()).await;
+    assert_eq!(event_ids(&third.body), ids(1, n - 100));
+    assert!(page_link(&third.body, "next").is_none() && page_link(&third.body, "last").is_none());
+    // Oldest: the 50 first events; newer from there, the 50 after them.
+    let last = admin.get(&page_link(&first.body, "last").unwrap()).await;
+    assert_eq!(event_ids(&last.body), ids(1, 50));
+    assert!(page_link(&last.body, "next").is_none());
+    let up = admin.get(&page_link(&last.body, "prev").unwrap()).await;
+    assert_eq!(event_ids(&up.body), ids(51, 100));
+    // Back from the second page: the 50 after it, and the two new ones
+    // beyond (so a newer page is linked).
+    let back = admin.get(&page_link(&second.body, "prev").unwrap()).await;
+    assert_eq!(event_ids(&back.body), ids(n - 49, n));
+    assert!(page_link(&back.body, "prev").is_some());
+    // A damaged link is refused, not guessed at.
+    for bad in [
+        "/admin/audit?older=x",
+        "/admin/audit?older=1&newer=2",
+        "/admin/audit?older=end",
+    ] {
+        assert_eq!(admin.get(bad).await.status, 400, "{bad}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_list_pages_by_address_with_ids_in_links() {
+    use sealpost::staff::StaffEmail;
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, "admin@example.com", Role::Admin).await;
+    let mut admin = Browser::signed_in(&base, "admin@example.com").await;
+    let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+    for i in 0..54 {
+        let email = StaffEmail::parse(&format!("staff-{i:02}@example.com")).unwrap();
+        let actor = sealpost::audit::Actor::Cli;
+        app.links
+            .invite(actor, loopback, &email, Role::Agent)
+            .await
+            .unwrap();
+    }
+    let rows = |body: &str| body.matches("<tr id=\"staff-").count();
+
+    // 55 accounts by address, 50 a page: admin@ and staff-00 … staff-48.
+    let first = admin.get("/admin/staff").await;
+    assert_eq!(first.status, 200);
+    assert_eq!(rows(&first.body), 50);
+    assert!(first.body.contains("admin@example.com") && first.body.contains("staff-48@"));
+    assert!(!first.body.contains("staff-49@"));
+    let next = page_link(&first.body, "next").expect("a next page");
+    assert!(
+        next.starts_with("/admin/staff?after=") && !next.contains('@'),
+        "{next}"
+    );
+    let second = admin.get(&next).await;
+    assert_eq!(rows(&second.body), 5);
+    assert!(second.body.contains("staff-49@") && second.body.contains("staff-53@"));
+    assert!(page_link(&second.body, "next").is_none());
+    // Last: the 50 last addresses (staff-04 … staff-53), linking back.
+    let last = admin.get(&page_link(&first.body, "last").unwrap()).await;
+    assert_eq!(rows(&last.body), 50);
+    assert!(last.body.contains("staff-04@") && last.body.contains("staff-53@"));
+    assert!(!last.body.contains("staff-03@"));
+    assert!(page_link(&last.body, "prev").is_some() && page_link(&last.body, "next").is_none());
+    let back = admin.get(&page_link(&second.body, "prev").unwrap()).await;
+    assert_eq!(rows(&back.body), 50);
+    assert!(back.body.contains("admin@example.com") && !back.body.contains("staff-49@"));
+    assert_eq!(
+        page_link(&second.body, "first").as_deref(),
+        Some("/admin/staff")
+    );
+    assert_eq!(admin.get("/admin/staff?after=nonsense").await.status, 400);
 }
