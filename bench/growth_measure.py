@@ -199,6 +199,15 @@ def staff(rounds, out, specs):
         ("status_locked", lambda last: "/sent?status=locked"),
         ("status_emailed", lambda last: "/sent?status=emailed"),
     ]
+    # Rows each page shows: a page of fewer rows is less work, and its
+    # figure is not comparable with a full one.
+    for op, path in ops:
+        shown = []
+        for name, conn, last in targets:
+            _, html, _, _ = conn.get(path(last))
+            rows = html.count('href="/messages/')
+            shown.append(f"{name}: {rows}")
+        print(f"  rows on {op}: {', '.join(shown)}", file=sys.stderr)
     for r in range(rounds):
         order = targets if r % 2 == 0 else targets[::-1]
         for op, path in ops:

@@ -60,6 +60,8 @@ const KNOWN_ADDRESS: &str = "known-customer@example.org";
 const KNOWN_MESSAGES: usize = 3;
 /// Templates made through the real API; the plan copies them.
 const TEMPLATES: usize = 200;
+/// Live locked messages at least: more than one page of the sent list.
+const MIN_LOCKED: usize = 30;
 /// `pickup::flow::LOCK_AFTER`: failures that lock a message.
 const LOCK_AFTER: i64 = 10;
 /// Plan rows per multi-row INSERT (within both drivers' bind limits).
@@ -488,7 +490,14 @@ fn draw_plan(count: usize, fresh: usize, now: i64, templates: &[Template]) -> Ve
             (known[k], now - [1, 6, 20][k % 3] * DAY, outcome, false)
         } else {
             let src = others[usize::try_from(rng.next()).unwrap_or(0) % others.len()];
-            let outcome = rng.pick(&OUTCOMES);
+            // A full page of live locked messages at every size, so the
+            // locked filter's pages compared do the same work (1,000
+            // messages' 2 % would fill only part of one).
+            let outcome = if n < fresh + known_count + MIN_LOCKED {
+                Outcome::Locked
+            } else {
+                rng.pick(&OUTCOMES)
+            };
             let oldest = now - 365 * DAY;
             let created = match outcome {
                 // Expired: sent at least two days ago.
