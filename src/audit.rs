@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use hmac::Mac;
 
 use crate::clock::SharedClock;
-use crate::paging::{Page, PageStart};
+use crate::paging::{Page, PageStart, rows_to_fetch};
 use crate::store::audit as store;
 use crate::store::{Db, Tx};
 use crate::vault::{MessageId, Vault};
@@ -399,12 +399,8 @@ impl AuditLog {
         start: Option<&PageStart<i64>>,
         limit: usize,
     ) -> Result<Page<StoredEvent, i64>, AuditError> {
-        let from = start.map(|s| {
-            let (id, backwards) = s.parts();
-            (id.copied(), backwards)
-        });
-        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
-        let rows = store::page(self.db(), from, fetch).await?;
+        let from = start.map(|s| s.keyed(|id| *id));
+        let rows = store::page(self.db(), from, rows_to_fetch(limit)).await?;
         Ok(Page::from_rows(rows, limit, start, |e| e.id))
     }
 

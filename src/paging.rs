@@ -28,6 +28,18 @@ impl<C> PageStart<C> {
             PageStart::Last => (None, true),
         }
     }
+
+    /// [`parts`](Self::parts) with the cursor turned into the store's key.
+    pub fn keyed<K>(&self, key: impl FnOnce(&C) -> K) -> (Option<K>, bool) {
+        let (cursor, backwards) = self.parts();
+        (cursor.map(key), backwards)
+    }
+}
+
+/// Rows a page's query asks for: one more than it shows tells whether
+/// the list goes on.
+pub fn rows_to_fetch(limit: usize) -> i64 {
+    i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX)
 }
 
 /// One page of a list and the cursors of its neighbours.

@@ -65,3 +65,44 @@ keyed_reads! {
     value_by(query_scalar, fetch_optional) -> Option where (T,);
     values_by(query_scalar, fetch_all) -> Vec where (T,);
 }
+
+/// Where a keyset page starts, as the store sees it: the key (none: from
+/// the far end) and whether the page is read backwards; none: the first
+/// page.
+pub type PageFrom<K> = Option<(Option<K>, bool)>;
+
+/// The condition and direction of a keyset page over a unique key:
+/// `after` and `before` select the rows after and before the key (`$2`) in
+/// the list's own `order` (`"ASC"` or `"DESC"`); a backwards page is read
+/// in the opposite direction (the caller puts it back).
+fn page_clause<K>(
+    from: &PageFrom<K>,
+    after: &'static str,
+    before: &'static str,
+    order: &'static str,
+) -> (&'static str, &'static str) {
+    let backwards = if order == "ASC" { "DESC" } else { "ASC" };
+    match from {
+        None | Some((None, false)) => ("", order),
+        Some((None, true)) => ("", backwards),
+        Some((Some(_), false)) => (after, order),
+        Some((Some(_), true)) => (before, backwards),
+    }
+}
+
+/// The rows of a keyset page statement: `$1` is the row limit, `$2` the
+/// key when the page starts from one.
+async fn page_rows<'q, T: Row>(
+    db: &Db,
+    sql: &'q str,
+    limit: i64,
+    key: Option<impl Key<'q>>,
+) -> Result<Vec<T>, sqlx::Error> {
+    let query = sqlx::query_as(sql).bind(limit);
+    match key {
+        Some(key) => query.bind(key),
+        None => query,
+    }
+    .fetch_all(db.pool())
+    .await
+}

@@ -10,7 +10,7 @@ use super::StaffError;
 use super::password::{Hasher, NewPassword};
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::paging::{Page, PageStart};
+use crate::paging::{Page, PageStart, rows_to_fetch};
 use crate::store::staff::{self, StaffRow};
 use crate::store::{Db, Tx};
 
@@ -261,13 +261,9 @@ impl Accounts {
         start: Option<&PageStart<StaffId>>,
         limit: usize,
     ) -> Result<Page<AccountState, StaffId>, StaffError> {
-        let from = start.map(|s| {
-            let (id, backwards) = s.parts();
-            (id.map(StaffId::to_string), backwards)
-        });
-        let fetch = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+        let from = start.map(|s| s.keyed(StaffId::to_string));
         let from = from.as_ref().map(|(id, b)| (id.as_deref(), *b));
-        let rows = staff::page(&self.db, from, fetch)
+        let rows = staff::page(&self.db, from, rows_to_fetch(limit))
             .await?
             .into_iter()
             .map(AccountState::try_from)

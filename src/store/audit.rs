@@ -1,7 +1,7 @@
 //! `audit_log`: the append-only, hash-chained event log. Appends are
 //! serialised (each event's hash covers the one before it).
 
-use super::{Backend, Db, Tx, exec, rows_by};
+use super::{Backend, Db, PageFrom, Tx, exec, page_clause, page_rows, rows_by};
 
 /// A stored event, as read back (and as exported).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
@@ -88,24 +88,13 @@ pub async fn chain_from(db: &Db, first: i64, limit: i64) -> Result<Vec<ChainedEv
 /// the key, so any page costs the same.
 pub async fn page(
     db: &Db,
-    from: Option<(Option<i64>, bool)>,
+    from: PageFrom<i64>,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let (condition, order) = match from {
-        None | Some((None, false)) => ("", "DESC"),
-        Some((None, true)) => ("", "ASC"),
-        Some((Some(_), false)) => ("WHERE id < $2", "DESC"),
-        Some((Some(_), true)) => ("WHERE id > $2", "ASC"),
-    };
+    let (condition, order) = page_clause(&from, "WHERE id < $2", "WHERE id > $2", "DESC");
     let sql =
         format!("SELECT {EVENT_COLUMNS} FROM audit_log {condition} ORDER BY id {order} LIMIT $1");
-    let query = sqlx::query_as(&sql).bind(limit);
-    match from {
-        Some((Some(id), _)) => query.bind(id),
-        _ => query,
-    }
-    .fetch_all(db.pool())
-    .await
+    page_rows(db, &sql, limit, from.and_then(|(key, _)| key)).await
 }
 
 /// Events in `[from, to)` (unix seconds), oldest first.

@@ -1,7 +1,7 @@
 //! `staff_users`: staff accounts (address, role, password hash, session
 //! epoch, disabled and second-factor state).
 
-use super::{Db, Tx, exec, row_by, value_by};
+use super::{Db, PageFrom, Tx, exec, page_clause, page_rows, row_by, value_by};
 
 /// An account with what the session layer checks on every request.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -64,32 +64,16 @@ pub async fn by_id(db: &Db, id: &str) -> Result<Option<StaffRow>, sqlx::Error> {
 /// it (backwards false), or before it, nearest first (with no id, the
 /// last); with no `from`, the first. Keyed by the (unique, indexed)
 /// address, looked up from the id so a page link carries no address.
-pub async fn page(
-    db: &Db,
-    from: Option<(Option<&str>, bool)>,
-    limit: i64,
-) -> Result<Vec<StaffRow>, sqlx::Error> {
-    let (condition, order) = match from {
-        None | Some((None, false)) => ("", "ASC"),
-        Some((None, true)) => ("", "DESC"),
-        Some((Some(_), false)) => (
-            "WHERE email > (SELECT email FROM staff_users WHERE id = $2)",
-            "ASC",
-        ),
-        Some((Some(_), true)) => (
-            "WHERE email < (SELECT email FROM staff_users WHERE id = $2)",
-            "DESC",
-        ),
-    };
+pub async fn page(db: &Db, from: PageFrom<&str>, limit: i64) -> Result<Vec<StaffRow>, sqlx::Error> {
+    let (condition, order) = page_clause(
+        &from,
+        "WHERE email > (SELECT email FROM staff_users WHERE id = $2)",
+        "WHERE email < (SELECT email FROM staff_users WHERE id = $2)",
+        "ASC",
+    );
     let sql =
         format!("SELECT {COLUMNS} FROM staff_users {condition} ORDER BY email {order} LIMIT $1");
-    let query = sqlx::query_as(&sql).bind(limit);
-    match from {
-        Some((Some(id), _)) => query.bind(id),
-        _ => query,
-    }
-    .fetch_all(db.pool())
-    .await
+    page_rows(db, &sql, limit, from.and_then(|(key, _)| key)).await
 }
 
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
