@@ -50,12 +50,22 @@ impl VisitWriter {
             let mut batch = Vec::with_capacity(BATCH);
             while waiting.recv_many(&mut batch, BATCH).await > 0 {
                 let ids: Vec<_> = batch.iter().map(|v: &Visit| (v.id, v.agent)).collect();
-                let result = write(&task_db, &task_audit, &task_clock, ids)
-                    .await
-                    .map_err(Arc::new);
+                let together = write(&task_db, &task_audit, &task_clock, ids).await;
+                let failed = together.is_err() && batch.len() > 1;
+                let together = together.map_err(Arc::new);
                 for visit in batch.drain(..) {
+                    // One failing visit (a deadlock victim, say) must not fail
+                    // the others: after a failed batch each is tried alone.
+                    let result = if failed {
+                        let alone = vec![(visit.id, visit.agent)];
+                        write(&task_db, &task_audit, &task_clock, alone)
+                            .await
+                            .map_err(Arc::new)
+                    } else {
+                        together.clone()
+                    };
                     // A visitor that went away (client gone) needs no answer.
-                    let _ = visit.done.send(result.clone());
+                    let _ = visit.done.send(result);
                 }
             }
         });
