@@ -9,6 +9,7 @@ pub mod client_net;
 pub mod clock;
 pub mod config;
 pub mod deliveries;
+pub mod filetype;
 pub mod ids;
 pub mod mail;
 pub mod metrics;

@@ -43,6 +43,7 @@ pub const LAYERS: &[&[&str]] = &[
         "text",
         "ids",
         "paging",
+        "filetype",
         "clock",
         "client_net",
         "private_fs",
