@@ -328,10 +328,8 @@ impl Deliveries {
             sender_id: sender.as_deref(),
             recipient_index: q.recipient_index.as_deref(),
             status,
-            from: start.map(|(_, newer)| rows::Keyset {
-                key: key_id.as_ref().map(|(at, id)| (*at, id.as_str())),
-                newer,
-            }),
+            from: start
+                .map(|(_, newer)| (key_id.as_ref().map(|(at, id)| (*at, id.as_str())), newer)),
             limit: q.limit + 1,
         };
         let found = rows::list(&self.db, &filter, self.clock.now()).await?;

@@ -53,8 +53,8 @@ pub fn routes() -> Router<App> {
 }
 
 /// Where a list page starts, from its link's two cursor parameters (at
-/// most one set; none: the first page; "before" [`LAST`]: the last page). A cursor that does not parse is a
-/// bad link, not an empty page.
+/// most one set; none: the first page; "before" [`LAST`]: the last page).
+/// A cursor that does not parse is a bad link, not an empty page.
 fn page_start<C>(
     after: &str,
     before: &str,
@@ -82,6 +82,14 @@ pub struct Pager {
     /// Newest first (sent items, audit): "Newest … Oldest"; otherwise
     /// "First … Last".
     dated: bool,
+}
+
+/// Page links of a list at `path` with no other parameters.
+fn cursor_link(path: &'static str) -> impl Fn(Option<(&str, &str)>) -> String {
+    move |cursor| match cursor {
+        Some((way, at)) => format!("{path}?{way}={at}"),
+        None => path.to_owned(),
+    }
 }
 
 impl Pager {

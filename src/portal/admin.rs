@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::Pager;
 use super::auth::{Admin, CurrentStaff};
+use super::{Pager, cursor_link};
 use crate::app::App;
 use crate::audit::{self, Action, Event, ExportFormat};
 use crate::paging::PageStart;
@@ -409,10 +409,7 @@ async fn render_staff(
     let pending = app.links.pending_invites().await?;
     let now = app.clock.now();
     let page = app.accounts.page(start.as_ref(), STAFF_PAGE_SIZE).await?;
-    let link = |cursor: Option<(&str, &str)>| match cursor {
-        Some((way, at)) => format!("/admin/staff?{way}={at}"),
-        None => "/admin/staff".to_owned(),
-    };
+    let link = cursor_link("/admin/staff");
     let pager = Pager::new(&page, ("after", "before"), StaffId::to_string, link, false);
     let rows = page
         .items
@@ -652,10 +649,7 @@ async fn audit_view(
     error: Option<String>,
 ) -> Result<AuditPage, PageError> {
     let page = app.audit.page(start.as_ref(), AUDIT_PAGE_SIZE).await?;
-    let link = |cursor: Option<(&str, &str)>| match cursor {
-        Some((way, at)) => format!("/admin/audit?{way}={at}"),
-        None => "/admin/audit".to_owned(),
-    };
+    let link = cursor_link("/admin/audit");
     let pager = Pager::new(&page, ("older", "newer"), i64::to_string, link, true);
     Ok(AuditPage {
         nav: staff.nav(),

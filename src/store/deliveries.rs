@@ -4,7 +4,7 @@
 //! change is one conditional statement, so concurrent requests cannot
 //! both win.
 
-use super::{Backend, Db, NativePool, Tx, exec, placeholders, row_by, value_by};
+use super::{Backend, Db, NativePool, PageFrom, Tx, exec, placeholders, row_by, value_by};
 
 /// Every column a [`DeliveryRow`] reads, qualified for joins.
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
@@ -102,22 +102,12 @@ pub struct ListFilter<'a> {
     pub sender_id: Option<&'a str>,
     pub recipient_index: Option<&'a [u8]>,
     pub status: Option<StatusFilter>,
-    /// Where the page starts: just past this row's key.
-    pub from: Option<Keyset<'a>>,
+    /// Where the page starts: just past the key `(created_at, message_id)`,
+    /// newer rows when read backwards (oldest first; the caller reverses
+    /// them); with no key, from the oldest.
+    pub from: PageFrom<(i64, &'a str)>,
     /// Rows to return (the caller asks one more to see whether a page follows).
     pub limit: i64,
-}
-
-/// A row's place in the newest-first order: `(created_at, message_id)`,
-/// unique and stable while rows are added, unlike an offset.
-#[derive(Clone, Copy, Debug)]
-pub struct Keyset<'a> {
-    /// `(created_at, message_id)`; none: from the far end (the oldest
-    /// rows, when `newer`).
-    pub key: Option<(i64, &'a str)>,
-    /// Rows newer than the key (read oldest first; the caller reverses
-    /// them) rather than older.
-    pub newer: bool,
 }
 
 /// A value a built statement binds.
@@ -175,10 +165,12 @@ fn list_statement<'a>(f: &ListFilter<'a>, now: i64) -> (String, Vec<Arg<'a>>) {
             );
         }
     }
+    // `(created_at, message_id)` is unique and stable while rows are
+    // added, unlike an offset.
     let order = match f.from {
-        Some(k) => {
-            let (op, order) = if k.newer { (">", "ASC") } else { ("<", "DESC") };
-            if let Some((created_at, message_id)) = k.key {
+        Some((key, newer)) => {
+            let (op, order) = if newer { (">", "ASC") } else { ("<", "DESC") };
+            if let Some((created_at, message_id)) = key {
                 sql += &format!(
                     " AND (d.created_at, d.message_id) {op} ({}, {})",
                     arg(Arg::Int(created_at)),
@@ -263,7 +255,8 @@ impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for PlanLine {
 }
 
 /// Live messages locked after failed verifications (one sender's, or
-/// everyone's): read from the small `deliveries_locked` partial index.
+/// everyone's): read from the `deliveries_locked_live` partial indexes
+/// alone (migration 0012).
 pub async fn count_locked(db: &Db, sender_id: Option<&str>, now: i64) -> Result<i64, sqlx::Error> {
     let (sql, args) = count_locked_statement(sender_id, now);
     let (count,): (i64,) = bind_all(sqlx::query_as(&sql), args)

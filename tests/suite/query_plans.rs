@@ -3,7 +3,7 @@
 //! scans ruled out) must not walk the whole `deliveries` or `messages`
 //! table, whatever the data grows to. Runs on the backend the suite runs on.
 
-use sealpost::store::deliveries::{self as rows, Keyset, ListFilter, StatusFilter};
+use sealpost::store::deliveries::{self as rows, ListFilter, StatusFilter};
 
 use crate::support::env::{TestEnv, now};
 
@@ -48,14 +48,14 @@ async fn staff_lists_and_maintenance_use_indexes() {
     let now = now();
     let index = [7u8; 32];
     let sender = "00000000-0000-4000-8000-000000000001";
-    let key = Keyset {
-        key: Some((now, "00000000-0000-4000-8000-000000000002")),
-        newer: false,
-    };
-    let oldest = Keyset {
-        key: None,
-        newer: true,
-    };
+    // Older than a key, newer than it, and the oldest page (no key).
+    let key = Some((now, "00000000-0000-4000-8000-000000000002"));
+    let starts = [
+        None,
+        Some((key, false)),
+        Some((key, true)),
+        Some((None, true)),
+    ];
     let statuses = [
         None,
         Some(StatusFilter::Locked),
@@ -65,12 +65,7 @@ async fn staff_lists_and_maintenance_use_indexes() {
     ];
     for who in [Some(sender), None] {
         for status in statuses {
-            for from in [
-                None,
-                Some(key),
-                Some(Keyset { newer: true, ..key }),
-                Some(oldest),
-            ] {
+            for from in starts {
                 for search in [None, Some(&index[..])] {
                     let f = ListFilter {
                         sender_id: who,
