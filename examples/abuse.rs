@@ -162,6 +162,8 @@ async fn seed_one(
                 access_code_hash: Some(access_hash.to_owned()),
                 known_fact_hash: None,
                 shred_after_pickup: false,
+                allow_reply: false,
+                conversation_id: None,
             },
         )
         .await?;

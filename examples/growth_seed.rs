@@ -431,6 +431,8 @@ async fn make_templates(
                         .contains(&Method::KnownFact)
                         .then(|| fact_hash.clone()),
                     shred_after_pickup: false,
+                    allow_reply: false,
+                    conversation_id: None,
                 },
             )
             .await?;

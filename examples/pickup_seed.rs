@@ -84,6 +84,8 @@ async fn main() -> Result<()> {
                     access_code_hash: Some(access_hash.clone()),
                     known_fact_hash: None,
                     shred_after_pickup: false,
+                    allow_reply: false,
+                    conversation_id: None,
                 },
             )
             .await?;

@@ -8,6 +8,7 @@ use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::deliveries::Deliveries;
+use crate::incoming::Incoming;
 use crate::mail::{MailError, Outbox};
 use crate::metrics::Metrics;
 use crate::settings::SettingsStore;
@@ -45,6 +46,7 @@ pub struct AppParts {
     pub links: StaffLinks,
     pub settings: SettingsStore,
     pub deliveries: Deliveries,
+    pub incoming: Incoming,
     pub outbox: Outbox,
     pub clock: SharedClock,
     pub metrics: Metrics,
@@ -53,6 +55,8 @@ pub struct AppParts {
     /// `sign_in`'s own lane; customers' verification in `pickup_hasher`.
     pub hasher: Hasher,
     pub pickup_hasher: Hasher,
+    /// The malware scanner customer uploads pass through, if configured.
+    pub scanner: Option<crate::scan::Scanner>,
 }
 
 impl std::fmt::Debug for App {
@@ -76,6 +80,8 @@ pub enum StartError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("clamd_url: {0}")]
+    Scanner(#[from] crate::scan::ScanError),
     #[error("cannot set up the S3 blob store {location}: {source}")]
     S3 {
         location: String,
@@ -170,6 +176,7 @@ impl App {
         let totp = Totp::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let settings = SettingsStore::new(db.clone(), audit.clone());
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
+        let incoming = Incoming::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let outbox = Outbox::new(
             &config,
             db.clone(),
@@ -198,6 +205,11 @@ impl App {
             hasher: hasher.clone(),
             public_url: config.public_url.clone(),
         });
+        let scanner = config
+            .clamd_url
+            .as_deref()
+            .map(crate::scan::Scanner::parse)
+            .transpose()?;
         crate::web::session::migrate(&db)
             .await
             .map_err(StartError::Sessions)?;
@@ -218,11 +230,13 @@ impl App {
             links,
             settings,
             deliveries,
+            incoming,
             outbox,
             clock,
             metrics,
             hasher,
             pickup_hasher,
+            scanner,
         })))
     }
 }

@@ -100,6 +100,18 @@ pub enum Action {
     MessageLocked,
     Downloaded,
     PickupDone,
+    /// A customer's secure answer to a message arrived (sealed).
+    ReplyReceived,
+    /// A customer's upload was refused (type, size, scan); nothing kept.
+    UploadRefused,
+    /// Staff opened an incoming item.
+    IncomingOpened,
+    /// Staff downloaded a file of an incoming item.
+    IncomingDownloaded,
+    /// Staff marked an incoming item done (its shred is scheduled).
+    IncomingDone,
+    /// An incoming item was shredded.
+    IncomingShredded,
     /// An outbox email was accepted by the SMTP server (or the dev mailbox).
     MailSent,
     /// An outbox email failed for good (SMTP 5xx, or retries ran out).
@@ -146,6 +158,12 @@ impl Action {
             Action::MessageLocked => "pickup.locked",
             Action::Downloaded => "pickup.downloaded",
             Action::PickupDone => "pickup.done",
+            Action::ReplyReceived => "incoming.reply_received",
+            Action::UploadRefused => "incoming.upload_refused",
+            Action::IncomingOpened => "incoming.opened",
+            Action::IncomingDownloaded => "incoming.downloaded",
+            Action::IncomingDone => "incoming.done",
+            Action::IncomingShredded => "incoming.shredded",
             Action::MailSent => "mail.sent",
             Action::MailFailed => "mail.failed",
         }

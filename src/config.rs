@@ -233,6 +233,17 @@ settings! {
                 its own, never the public one",
         load: |set| set.map(|set| net::metrics_bind(set, bind)).transpose()?,
     }
+    /// A ClamAV daemon that scans every file customers send before it is
+    /// accepted. Key `clamd_url`: `tcp://host:port` or
+    /// `unix:///run/clamav/clamd.ctl`; default none (no scan). While it is
+    /// set and unreachable, customer uploads are refused (fail closed).
+    clamd_url: Option<String> {
+        kind: Text,
+        default: "none: no malware scan",
+        about: "`tcp://127.0.0.1:3310` or `unix:///run/clamav/clamd.ctl`: scan customer uploads \
+                with clamd (`INSTREAM`); uploads are refused while it is unreachable",
+        load: |set| set.map(values::clamd_url).transpose()?,
+    }
     /// Log line format. Key `log_format`: `text` (default) or `json`.
     log_format: LogFormat {
         kind: Text,
@@ -350,6 +361,7 @@ mod tests {
                 "blob_url" => "s3://bucket/prefix",
                 "s3_endpoint" => "http://127.0.0.1:9000",
                 "metrics_bind" => "127.0.0.1:2",
+                "clamd_url" => "tcp://127.0.0.1:3310",
                 "log_format" => "json",
                 "trusted_proxies" => "10.0.0.0/8,192.0.2.7",
                 "shutdown_timeout_secs"

@@ -134,6 +134,13 @@ pub struct Delivery {
     pub shredded_at: Option<i64>,
     /// The recipient address, sealed (see [`Deliveries::open_recipient`]).
     pub sealed_recipient: Option<Vec<u8>>,
+    /// Whether the customer may answer securely.
+    pub allow_reply: bool,
+    /// The first message of the conversation this one belongs to (itself
+    /// when it started one).
+    pub conversation_id: MessageId,
+    /// Answers received so far.
+    pub replies: i64,
 }
 
 impl Delivery {
@@ -186,7 +193,15 @@ pub struct NewDelivery {
     pub access_code_hash: Option<String>,
     pub known_fact_hash: Option<String>,
     pub shred_after_pickup: bool,
+    pub allow_reply: bool,
+    /// `None` starts a conversation; an agent's answer continues one.
+    pub conversation_id: Option<MessageId>,
 }
+
+/// Answers a customer may send to one message: each is a sealed message
+/// of its own and an alert to the sender, so they are bounded; the agent's
+/// answer brings a new allowance.
+pub const MAX_REPLIES: i64 = 10;
 
 /// Why a message is shredded: decides which compare-and-set claims it
 /// and what the audit log records.
@@ -286,6 +301,7 @@ impl Deliveries {
         let methods = Method::join(&new.methods);
         let message_id = new.message_id.to_string();
         let sender_id = new.sender.to_string();
+        let conversation_id = new.conversation_id.unwrap_or(new.message_id).to_string();
         rows::insert(
             tx,
             &rows::NewRow {
@@ -298,10 +314,28 @@ impl Deliveries {
                 known_fact_hash: new.known_fact_hash.as_deref(),
                 shred_after_pickup: new.shred_after_pickup,
                 status: Status::Queued.as_str(),
+                allow_reply: new.allow_reply,
+                conversation_id: &conversation_id,
             },
         )
         .await?;
         Ok(())
+    }
+
+    /// Counts one answer from the customer in the transaction that stores
+    /// it: false when the message does not allow one (any more), or had
+    /// [`MAX_REPLIES`] already.
+    pub async fn take_reply(&self, tx: &mut Tx, id: MessageId) -> Result<bool, DeliveryError> {
+        Ok(rows::take_reply(tx, &id.to_string(), MAX_REPLIES).await?)
+    }
+
+    /// The messages of a conversation, oldest first.
+    pub async fn conversation(&self, id: MessageId) -> Result<Vec<Delivery>, DeliveryError> {
+        rows::in_conversation(&self.db, &id.to_string())
+            .await?
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect()
     }
 
     pub async fn get(&self, id: MessageId) -> Result<Delivery, DeliveryError> {
@@ -714,11 +748,12 @@ impl TryFrom<DeliveryRow> for Delivery {
     type Error = DeliveryError;
 
     fn try_from(row: DeliveryRow) -> Result<Delivery, DeliveryError> {
+        let message_id: MessageId = row
+            .message_id
+            .parse()
+            .map_err(|_| DeliveryError::Invalid("bad message id"))?;
         Ok(Delivery {
-            message_id: row
-                .message_id
-                .parse()
-                .map_err(|_| DeliveryError::Invalid("bad message id"))?,
+            message_id,
             sender: StaffId::parse(&row.sender_id)
                 .ok_or(DeliveryError::Invalid("bad sender id"))?,
             created_at: row.created_at,
@@ -735,6 +770,14 @@ impl TryFrom<DeliveryRow> for Delivery {
             shred_at: row.shred_at,
             shredded_at: row.shredded_at,
             sealed_recipient: row.sealed_recipient,
+            allow_reply: row.allow_reply != 0,
+            conversation_id: match row.conversation_id {
+                Some(c) => c
+                    .parse()
+                    .map_err(|_| DeliveryError::Invalid("bad conversation id"))?,
+                None => message_id,
+            },
+            replies: row.replies,
         })
     }
 }

@@ -53,6 +53,22 @@ impl FileKind {
         FileKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// The type a download of it is served as. Office formats of one kind
+    /// have several types; those are served as bytes (downloads are always
+    /// attachments, so only the file name matters to the browser).
+    pub fn mime(self) -> &'static str {
+        match self {
+            FileKind::Pdf => "application/pdf",
+            FileKind::Jpeg => "image/jpeg",
+            FileKind::Png => "image/png",
+            FileKind::Heic => "image/heic",
+            FileKind::Text => "text/plain",
+            FileKind::Document | FileKind::Spreadsheet | FileKind::Presentation => {
+                "application/octet-stream"
+            }
+        }
+    }
+
     /// What people call it, for pages and refusals.
     pub fn label(self) -> &'static str {
         match self {

@@ -34,6 +34,9 @@ pub enum Mail {
     VerificationCode { code: String, expires_at: i64 },
     /// To the sending agent: a PII-free alert about one of their messages.
     SenderAlert { alert: Alert, message_id: MessageId },
+    /// To the agent who owns an incoming item: something a customer sent
+    /// is waiting (the item's id and a portal link only).
+    IncomingAlert { incoming_id: MessageId },
     /// To a new staff member: the link that sets up their account.
     StaffInvite { url: String },
     /// To a staff member: many failed sign-ins on their account (no
@@ -48,6 +51,7 @@ impl Mail {
             Mail::PickupLink { .. } => "pickup_link",
             Mail::VerificationCode { .. } => "verification_code",
             Mail::SenderAlert { .. } => "sender_alert",
+            Mail::IncomingAlert { .. } => "incoming_alert",
             Mail::StaffInvite { .. } => "staff_invite",
             Mail::SignInAlert => "sign_in_alert",
         }
@@ -71,6 +75,10 @@ impl fmt::Debug for Mail {
                 .debug_struct("SenderAlert")
                 .field("alert", alert)
                 .field("message_id", message_id)
+                .finish(),
+            Mail::IncomingAlert { incoming_id } => f
+                .debug_struct("IncomingAlert")
+                .field("incoming_id", incoming_id)
                 .finish(),
             Mail::StaffInvite { .. } => f.debug_struct("StaffInvite").field("url", &"***").finish(),
             Mail::SignInAlert => f.write_str("SignInAlert"),

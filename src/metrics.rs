@@ -54,6 +54,8 @@ struct Inner {
     verifications_ok: Counter,
     verifications_failed: Counter,
     lockouts: Counter,
+    replies: Counter,
+    uploads_refused: Outcomes,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +133,19 @@ impl Metrics {
             "Messages locked after too many failed verifications",
             lockouts.clone(),
         );
+        let incoming = Outcomes::default();
+        registry.register(
+            "incoming",
+            "Items customers sent in, by kind: reply, request (submission) or inbox",
+            incoming.clone(),
+        );
+        let uploads_refused = Outcomes::default();
+        registry.register(
+            "uploads_refused",
+            "Customer uploads refused, by reason (file_type, too_large, malware, \
+             scanner_unavailable, …); nothing of them is kept",
+            uploads_refused.clone(),
+        );
         registry.register(
             "shreds",
             "Messages crypto-shredded (revoked, expired or picked up)",
@@ -150,6 +165,8 @@ impl Metrics {
                 verifications_ok: outcome(&verifications, "result", "ok"),
                 verifications_failed: outcome(&verifications, "result", "failed"),
                 lockouts,
+                replies: outcome(&incoming, "kind", "reply"),
+                uploads_refused,
                 registry,
             }),
         }
@@ -177,6 +194,18 @@ impl Metrics {
                 method,
                 status,
             })
+            .inc();
+    }
+
+    pub fn reply_received(&self) {
+        self.inner.replies.inc();
+    }
+
+    /// `reason` is one of a fixed set of classes (never a file name).
+    pub fn upload_refused(&self, reason: &'static str) {
+        self.inner
+            .uploads_refused
+            .get_or_create(&[("reason", reason)])
             .inc();
     }
 

@@ -6,6 +6,7 @@
 //! nothing but count as a failure.
 
 pub mod flow;
+pub mod reply;
 pub mod verify;
 pub mod view;
 
@@ -27,6 +28,11 @@ pub fn routes() -> Router<App> {
         .route("/pickup/{id}", get(view::message))
         .route("/pickup/{id}/files/{position}", get(view::download))
         .route("/pickup/{id}/done", post(view::done))
+        .route(
+            "/pickup/{id}/reply",
+            // Bounded by the size limit inside (the default 2 MiB is not it).
+            post(reply::reply).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
 }
 
 /// The landing page: read-only apart from the first-visit note, it needs

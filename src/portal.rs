@@ -5,6 +5,7 @@ pub mod account;
 pub mod admin;
 pub mod auth;
 pub mod compose;
+pub mod inbox;
 pub mod sent;
 pub mod setup;
 
@@ -43,6 +44,9 @@ pub fn routes() -> Router<App> {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/sent", get(sent::list))
+        .route("/inbox/{id}", get(inbox::item))
+        .route("/inbox/{id}/files/{position}", get(inbox::download))
+        .route("/inbox/{id}/done", post(inbox::done))
         .route("/messages/{id}", get(sent::message))
         .route("/messages/{id}/revoke", post(sent::revoke))
         .route("/messages/{id}/extend", post(sent::extend))

@@ -119,6 +119,10 @@ pub async fn serve(app: App) -> std::io::Result<()> {
             app.deliveries.clone(),
             stop.clone(),
         )),
+        tokio::spawn(crate::incoming::run_retention(
+            app.incoming.clone(),
+            stop.clone(),
+        )),
     ];
     let timeouts = HttpTimeouts::from_config(&app.config);
     let metrics = metrics_listener.map(|l| {

@@ -86,7 +86,15 @@ pub struct Settings {
     pub max_attachments: u32,
     pub methods: Vec<Method>,
     pub totp_required: bool,
+    /// Whether "allow a reply" starts ticked on the compose page.
+    pub reply_default: bool,
+    /// Days an incoming item is kept after an agent marked it done.
+    pub incoming_retention_days: u32,
 }
+
+/// Bounds on how long a handled incoming item is kept.
+pub const MIN_RETENTION_DAYS: u32 = 1;
+pub const MAX_RETENTION_DAYS: u32 = 3650;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -98,6 +106,8 @@ impl Default for Settings {
             max_attachments: DEFAULT_MAX_ATTACHMENTS,
             methods: Method::ALL.to_vec(),
             totp_required: false,
+            reply_default: true,
+            incoming_retention_days: 30,
         }
     }
 }
@@ -133,6 +143,11 @@ impl Settings {
         }
         if self.methods.is_empty() {
             return bad("Allow at least one verification method.");
+        }
+        if !(MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS).contains(&self.incoming_retention_days) {
+            return bad(&format!(
+                "Keep handled replies and uploads between {MIN_RETENTION_DAYS} and {MAX_RETENTION_DAYS} days."
+            ));
         }
         Ok(())
     }
@@ -247,6 +262,14 @@ impl SettingsStore {
                     }
                 }
                 "totp_required" => s.totp_required = value == "true",
+                "reply_default" => s.reply_default = value == "true",
+                "incoming_retention_days" => {
+                    s.incoming_retention_days = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS).contains(n))
+                        .unwrap_or(s.incoming_retention_days)
+                }
                 _ => {}
             }
         }
@@ -264,6 +287,11 @@ impl SettingsStore {
             ("methods", methods),
             ("totp_required", new.totp_required.to_string()),
             ("max_attachments", new.max_attachments.to_string()),
+            ("reply_default", new.reply_default.to_string()),
+            (
+                "incoming_retention_days",
+                new.incoming_retention_days.to_string(),
+            ),
         ];
         let mut tx = self.db.begin().await?;
         for (name, value) in &values {
@@ -275,6 +303,8 @@ impl SettingsStore {
             "max_attachments": new.max_attachments,
             "methods": values[4].1,
             "totp_required": new.totp_required,
+            "reply_default": new.reply_default,
+            "incoming_retention_days": new.incoming_retention_days,
         });
         self.commit_change(tx, actor, detail).await
     }

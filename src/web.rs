@@ -5,8 +5,10 @@
 pub mod client_ip;
 pub mod csrf;
 pub mod dev_mailbox;
+pub mod download;
 mod error;
 pub mod session;
+pub mod upload;
 
 pub use error::{BUSY_RETRY_AFTER_SECS, Nav, PageError, PageResult};
 

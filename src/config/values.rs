@@ -37,6 +37,24 @@ impl LogFormat {
     }
 }
 
+/// A clamd address: `tcp://host:port` or `unix:///absolute/path` (the
+/// scanner parses it in full when the app starts).
+pub(crate) fn clamd_url(set: Sourced<String>) -> Result<String, ConfigError> {
+    let v = set.value.trim();
+    let tcp = v.strip_prefix("tcp://").is_some_and(|rest| {
+        rest.rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+    });
+    let unix = v
+        .strip_prefix("unix://")
+        .is_some_and(|p| p.starts_with('/') && p.len() > 1);
+    if tcp || unix {
+        Ok(v.to_owned())
+    } else {
+        Err(set.invalid("`tcp://host:port` or `unix:///absolute/path`"))
+    }
+}
+
 /// A path setting; empty is refused because it would silently mean the
 /// current directory.
 pub(crate) fn path(set: Option<Sourced<String>>) -> Result<Option<PathBuf>, ConfigError> {

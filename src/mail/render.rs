@@ -201,6 +201,30 @@ pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
                 .map_err(err)?,
             }
         }
+        Mail::IncomingAlert { incoming_id } => {
+            let headline =
+                "A customer sent you a secure reply. It is waiting, encrypted, in Sealpost.";
+            let link = format!("{}/inbox/{incoming_id}", ctx.public_url);
+            Rendered {
+                subject: "Sealpost: a secure reply is waiting".to_owned(),
+                text: AlertText {
+                    ctx,
+                    headline,
+                    message_id: incoming_id.to_string(),
+                    link: link.clone(),
+                }
+                .render()
+                .map_err(err)?,
+                html: AlertHtml {
+                    ctx,
+                    headline,
+                    message_id: incoming_id.to_string(),
+                    link,
+                }
+                .render()
+                .map_err(err)?,
+            }
+        }
         Mail::SignInAlert => {
             let link = format!("{}/account", ctx.public_url);
             Rendered {

@@ -4,27 +4,28 @@
 
 use anyhow::Context as _;
 use std::collections::HashMap;
-use std::io::{self, BufReader, Read};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use super::flow::PICKUP_IDLE_SECS;
+use super::reply::{Entry, ReplyBox};
 use super::{Brand, Notice, notice};
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
-use crate::vault::{MessageId, PartKind, PartReader, VaultError};
+use crate::vault::{MessageId, PartKind, VaultError};
 use crate::web::PageError;
 use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
+use crate::web::download::{decrypting_body, file_headers};
 
 const PICKUP_KEY: &str = "pickup";
 /// However active, a "shred after pickup" message goes this long after
@@ -33,8 +34,6 @@ const SHRED_CAP_SECS: i64 = 4 * 3600;
 const TOUCH_EVERY_SECS: i64 = 60;
 /// Downloads one pickup session may have open at once.
 pub const DOWNLOADS_PER_SESSION: usize = 4;
-/// Plaintext handed to the client per body poll: one age chunk.
-const DOWNLOAD_CHUNK: usize = 64 * 1024;
 
 #[derive(Serialize, Deserialize)]
 struct Binding {
@@ -72,7 +71,7 @@ pub async fn bind_session(
     Ok(())
 }
 
-async fn require(app: &App, session: &Session, id: &str) -> Result<Delivery, Response> {
+pub(super) async fn require(app: &App, session: &Session, id: &str) -> Result<Delivery, Response> {
     let fail = |e: PageError| e.into_response();
     let binding = session
         .get::<Binding>(PICKUP_KEY)
@@ -120,51 +119,42 @@ async fn require(app: &App, session: &Session, id: &str) -> Result<Delivery, Res
     Ok(d)
 }
 
-struct FileRow {
-    position: u32,
-    name: String,
-    size: String,
+pub(super) struct FileRow {
+    pub position: u32,
+    pub name: String,
+    pub size: String,
 }
 
-#[derive(Template, WebTemplate)]
-#[template(path = "pickup/message.html")]
-struct MessagePage {
-    brand: Brand,
-    id: String,
-    csrf: String,
-    body: String,
-    files: Vec<FileRow>,
-    expires: String,
-    shred_after_pickup: bool,
+/// A sealed message opened for the customer: its text and its files.
+pub(super) struct Opened {
+    pub body: String,
+    pub files: Vec<FileRow>,
 }
 
-pub async fn message(
-    State(app): State<App>,
-    session: Session,
-    Path(id): Path<String>,
-) -> Result<Response, PageError> {
-    let d = match require(&app, &session, &id).await {
-        Ok(d) => d,
-        Err(r) => return Ok(r),
+/// Decrypts a message's text and file list; `None` once it is shredded.
+/// Only for a verified session (every caller went through [`require`]).
+pub(super) async fn open_message(app: &App, id: MessageId) -> Result<Option<Opened>, PageError> {
+    let key = match app.vault.unlock(id).await {
+        Ok(key) => Arc::new(key),
+        Err(VaultError::Shredded | VaultError::NotFound) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
-    let key = Arc::new(app.vault.unlock(d.message_id).await?);
     let mut body = String::new();
     let mut files = Vec::new();
-    for part in app.vault.parts(d.message_id).await? {
+    for part in app.vault.parts(id).await? {
         match part.kind {
             PartKind::Body => {
-                // Bounded at compose time, but still blob I/O (a network round
-                // trip with S3): off the async threads.
+                // Bounded when it was written, but still blob I/O (a network
+                // round trip with S3): off the async threads.
                 let vault = app.vault.clone();
                 let key = Arc::clone(&key);
-                let text = tokio::task::spawn_blocking(move || {
+                body = tokio::task::spawn_blocking(move || {
                     let mut out = zeroize::Zeroizing::new(Vec::new());
                     vault.open_part(&key, &part)?.copy_to(&mut *out)?;
                     Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
                 })
                 .await
                 .context("reading task failed")??;
-                body = text;
             }
             PartKind::Attachment => {
                 let meta = key.part_meta(&part)?;
@@ -178,16 +168,68 @@ pub async fn message(
             }
         }
     }
-    let page = MessagePage {
-        brand: Brand::load(&app).await,
+    Ok(Some(Opened { body, files }))
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "pickup/message.html")]
+pub(super) struct MessagePage {
+    brand: Brand,
+    id: String,
+    csrf: String,
+    body: String,
+    files: Vec<FileRow>,
+    expires: String,
+    shred_after_pickup: bool,
+    conversation: Vec<Entry>,
+    reply: Option<ReplyBox>,
+    replied: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct MessageParams {
+    replied: Option<u8>,
+}
+
+pub async fn message(
+    State(app): State<App>,
+    session: Session,
+    Path(id): Path<String>,
+    Query(params): Query<MessageParams>,
+) -> Result<Response, PageError> {
+    let d = match require(&app, &session, &id).await {
+        Ok(d) => d,
+        Err(r) => return Ok(r),
+    };
+    let reply = ReplyBox::new(&app, &d, Vec::new()).await?;
+    let page = render(&app, &session, &d, reply, params.replied == Some(1)).await?;
+    Ok(page.into_response())
+}
+
+/// The message page of a verified session: the message, the rest of its
+/// conversation, and the reply form when the sender allowed one.
+pub(super) async fn render(
+    app: &App,
+    session: &Session,
+    d: &Delivery,
+    reply: Option<ReplyBox>,
+    replied: bool,
+) -> Result<MessagePage, PageError> {
+    let Some(opened) = open_message(app, d.message_id).await? else {
+        return Err(PageError::NotFound);
+    };
+    Ok(MessagePage {
+        brand: Brand::load(app).await,
         id: d.message_id.to_string(),
-        csrf: csrf::token(&session).await?,
-        body,
-        files,
+        csrf: csrf::token(session).await?,
+        body: opened.body,
+        files: opened.files,
         expires: crate::text::format_time(d.expires_at),
         shred_after_pickup: d.shred_after_pickup,
-    };
-    Ok(page.into_response())
+        conversation: super::reply::conversation(app, d).await?,
+        reply,
+        replied,
+    })
 }
 
 /// A decrypted attachment. HEAD answers the headers only: it changes no
@@ -277,70 +319,6 @@ fn download_slot(id: MessageId, head: bool) -> Result<Option<DownloadSlot>, Page
     })
 }
 
-fn file_headers(headers: &mut HeaderMap, content_type: Option<&str>, size: u64, name: &str) {
-    headers.insert(header::CONTENT_TYPE, safe_content_type(content_type));
-    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
-        headers.insert(header::CONTENT_DISPOSITION, v);
-    }
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("sandbox; default-src 'none'"),
-    );
-}
-
-type Plaintext = PartReader<BufReader<Box<dyn Read + Send>>>;
-
-/// The body of a download: each poll decrypts the next chunk in a short
-/// blocking task, so at most one chunk is buffered and nothing runs while
-/// the client is not reading. A ciphertext failure mid-way (tampering,
-/// truncation: age checks every chunk's tag and the final-chunk flag at the
-/// end) ends the stream with an error, which aborts the connection: the
-/// client never sees a short file as complete.
-fn decrypting_body(reader: Plaintext, slot: DownloadSlot) -> Body {
-    let stream = futures_util::stream::unfold(Some((reader, slot)), |state| async move {
-        let (mut reader, slot) = state?;
-        let read = tokio::task::spawn_blocking(move || {
-            let chunk = next_chunk(&mut reader);
-            (reader, chunk)
-        })
-        .await;
-        match read {
-            Ok((reader, Ok(Some(chunk)))) => Some((Ok(chunk), Some((reader, slot)))),
-            Ok((_, Ok(None))) => None,
-            Ok((_, Err(e))) => {
-                tracing::warn!(error = %e, "download aborted: the attachment failed to decrypt");
-                Some((Err(io::Error::other("decryption failed")), None))
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "download aborted: the decrypting task failed");
-                Some((Err(io::Error::other("decryption failed")), None))
-            }
-        }
-    });
-    Body::from_stream(stream)
-}
-
-/// Up to one chunk of plaintext; `None` once the whole file was read and
-/// verified.
-fn next_chunk(reader: &mut Plaintext) -> io::Result<Option<Bytes>> {
-    let mut buf = vec![0u8; DOWNLOAD_CHUNK];
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if filled == 0 {
-        return Ok(None);
-    }
-    buf.truncate(filled);
-    Ok(Some(Bytes::from(buf)))
-}
-
 /// Open downloads per message, in this process. A message has at most one
 /// live pickup session (its link is consumed by one verification, and a new
 /// link ends sessions of the old one), so this caps downloads per session.
@@ -384,49 +362,6 @@ impl Drop for DownloadSlot {
     }
 }
 
-/// The stored type if it is a plain `type/subtype`, else a byte stream.
-fn safe_content_type(stored: Option<&str>) -> HeaderValue {
-    let ok = |t: &str| {
-        let mut halves = t.split('/');
-        let valid = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(&b))
-        };
-        matches!((halves.next(), halves.next(), halves.next()), (Some(a), Some(b), None) if valid(a) && valid(b))
-    };
-    stored
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| ok(t))
-        .and_then(|t| HeaderValue::from_str(&t).ok())
-        .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"))
-}
-
-/// RFC 6266: an ASCII fallback plus the exact name as RFC 8187 UTF-8.
-fn content_disposition(name: &str) -> String {
-    let fallback: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
-}
-
 #[derive(Deserialize)]
 pub struct DoneForm {}
 
@@ -458,34 +393,4 @@ pub async fn done(
         app.deliveries.shred_due().await?;
     }
     Ok(notice(&app, Notice::Done, None).await)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dispositions_follow_rfc_6266() {
-        assert_eq!(
-            content_disposition("tax 2025.pdf"),
-            "attachment; filename=\"tax 2025.pdf\"; filename*=UTF-8''tax%202025.pdf"
-        );
-        assert_eq!(
-            content_disposition("Zeugnis \"Müller\".pdf"),
-            "attachment; filename=\"Zeugnis _M_ller_.pdf\"; filename*=UTF-8''Zeugnis%20%22M%C3%BCller%22.pdf"
-        );
-    }
-
-    #[test]
-    fn content_types_are_checked() {
-        assert_eq!(
-            safe_content_type(Some("application/pdf")),
-            "application/pdf"
-        );
-        assert_eq!(
-            safe_content_type(Some("text/html; charset=x")),
-            "application/octet-stream"
-        );
-        assert_eq!(safe_content_type(None), "application/octet-stream");
-    }
 }

@@ -17,8 +17,8 @@ use crate::app::App;
 use crate::audit::{self, Action, Event, ExportFormat};
 use crate::paging::PageStart;
 use crate::settings::{
-    MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS,
-    Method, Settings, SettingsError,
+    MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_RETENTION_DAYS,
+    MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS, MIN_RETENTION_DAYS, Method, Settings, SettingsError,
 };
 use crate::staff::{Role, StaffEmail, StaffError, StaffId};
 use crate::text::format_time;
@@ -88,6 +88,8 @@ struct SettingsFields {
     max_attachments: String,
     methods: Vec<(&'static str, &'static str, bool)>,
     totp_required: bool,
+    reply_default: bool,
+    incoming_retention_days: String,
 }
 
 impl SettingsFields {
@@ -103,6 +105,8 @@ impl SettingsFields {
                 .map(|m| (m.as_str(), m.label(), s.allows(*m)))
                 .collect(),
             totp_required: s.totp_required,
+            reply_default: s.reply_default,
+            incoming_retention_days: s.incoming_retention_days.to_string(),
         }
     }
 }
@@ -122,6 +126,8 @@ struct SettingsPage {
     max_mib: u64,
     max_attachments: u32,
     max_logo_kib: usize,
+    min_retention: u32,
+    max_retention: u32,
 }
 
 async fn render_settings(
@@ -145,6 +151,8 @@ async fn render_settings(
         max_mib: MAX_SIZE_LIMIT_MIB,
         max_attachments: MAX_ATTACHMENTS_LIMIT,
         max_logo_kib: MAX_LOGO_BYTES / 1024,
+        min_retention: MIN_RETENTION_DAYS,
+        max_retention: MAX_RETENTION_DAYS,
     })
 }
 
@@ -196,6 +204,9 @@ fn parse_settings(
             .map(|m| (m.as_str(), m.label(), chosen.contains(&m.as_str())))
             .collect(),
         totp_required: pairs.iter().any(|(k, _)| k == "totp_required"),
+        reply_default: pairs.iter().any(|(k, _)| k == "reply_default"),
+        incoming_retention_days: sent("incoming_retention_days")
+            .unwrap_or_else(|| current.incoming_retention_days.to_string()),
     };
     let mut errors = Vec::new();
     let hours = f.default_expiry_hours.parse::<u32>().unwrap_or_else(|_| {
@@ -216,6 +227,15 @@ fn parse_settings(
         ));
         0
     });
+    let retention = f
+        .incoming_retention_days
+        .parse::<u32>()
+        .unwrap_or_else(|_| {
+            errors.push(format!(
+                "Enter how long to keep handled replies and uploads as a whole number of days ({MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS})."
+            ));
+            0
+        });
     let mut methods = Vec::new();
     for c in &chosen {
         match c.parse::<Method>() {
@@ -232,6 +252,8 @@ fn parse_settings(
         max_attachments,
         methods,
         totp_required: f.totp_required,
+        reply_default: f.reply_default,
+        incoming_retention_days: retention,
     };
     if errors.is_empty()
         && let Err(SettingsError::Invalid(m)) = settings.validate()

@@ -4,7 +4,6 @@
 //! audit event commit in one transaction once every part is stored.
 
 mod flow;
-mod upload;
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -15,24 +14,21 @@ use axum::response::{IntoResponse, Redirect};
 use secrecy::{ExposeSecret, SecretString};
 
 use self::flow::{Checked, Sent, begin, commit};
-use self::upload::{UploadName, clean_file_name, seal_field, upload_name};
 use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Settings};
 use crate::vault::{Draft, MessageId, PartKind, PartMeta, Purpose};
 use crate::web::csrf;
+use crate::web::upload::{
+    Budget, MAX_FORM_BYTES, UploadName, clean_file_name, interrupted, seal_field, upload_name,
+};
 use crate::web::{Nav, PageError, PageResult};
 
 /// Room for the text fields and multipart framing on top of the size limit.
 const FORM_OVERHEAD: u64 = MAX_FORM_BYTES as u64 + 1024 * 1024;
 const MAX_BODY_CHARS: usize = 200_000;
 const MAX_SHORT_FIELD: usize = 1024;
-/// Parts other than attachments a form may have (the page sends about 12):
-/// each is parsed and kept, so a flood of small fields must end early.
-const MAX_FIELDS: usize = 64;
-/// Bytes of every non-file field together, the body included.
-const MAX_FORM_BYTES: usize = 1024 * 1024;
 /// Session key of an access code generated at compose time, shown to the
 /// sender once on the message page.
 pub const GENERATED_CODE_KEY: &str = "generated_access_code";
@@ -48,6 +44,9 @@ struct Fields {
     access_code: String,
     known_fact: String,
     retention: String,
+    allow_reply: bool,
+    /// The conversation an answer continues (a message id), or empty.
+    conversation: String,
 }
 
 #[derive(Template, WebTemplate)]
@@ -94,9 +93,32 @@ fn render(
     }
 }
 
-pub async fn page(State(app): State<App>, staff: CurrentStaff) -> PageResult {
+#[derive(serde::Deserialize, Default)]
+pub struct PageParams {
+    conversation: Option<String>,
+}
+
+pub async fn page(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    axum::extract::Query(params): axum::extract::Query<PageParams>,
+) -> PageResult {
     let settings = app.settings.load().await?;
+    // An answer: to the conversation's customer, who may answer again.
+    let (conversation, recipient) = match params.conversation.filter(|c| !c.is_empty()) {
+        Some(c) => {
+            let id = c.parse::<MessageId>().map_err(|_| PageError::NotFound)?;
+            match flow::conversation_recipient(&app, &staff, id).await? {
+                Ok(address) => (id.to_string(), address),
+                Err(e) => return Err(PageError::BadRequest(e)),
+            }
+        }
+        None => (String::new(), String::new()),
+    };
     let f = Fields {
+        recipient,
+        conversation,
+        allow_reply: settings.reply_default,
         expiry_hours: settings.default_expiry_hours.to_string(),
         methods: settings
             .methods
@@ -273,7 +295,7 @@ impl FormReader {
             );
         }
         if name == "attachments" {
-            return self.attachment(app, settings, upload, field).await;
+            return self.attachment(app, staff, settings, upload, field).await;
         }
         if upload != UploadName::None {
             return refuse(
@@ -303,6 +325,10 @@ impl FormReader {
         };
         let value = self.budget.text(field, cap).await?;
         let f = &mut self.fields;
+        if name == "allow_reply" {
+            f.allow_reply = true;
+            return Ok(Ok(()));
+        }
         if name == "method" {
             // Several methods may be chosen, each once.
             if f.methods.contains(&value) {
@@ -320,6 +346,7 @@ impl FormReader {
             "access_code" => ("access_code", &mut f.access_code),
             "known_fact" => ("known_fact", &mut f.known_fact),
             "retention" => ("retention", &mut f.retention),
+            "conversation" => ("conversation", &mut f.conversation),
             // Unknown fields are ignored, but they counted above.
             _ => return Ok(Ok(())),
         };
@@ -338,13 +365,14 @@ impl FormReader {
     async fn attachment(
         &mut self,
         app: &App,
+        staff: &CurrentStaff,
         settings: &Settings,
         upload: UploadName,
         mut field: Field<'_>,
     ) -> Result<Result<(), Refusal>, PageError> {
         let (d, checked) = match self.draft.take() {
             Some(d) => d,
-            None => match begin(app, settings, &self.fields).await? {
+            None => match begin(app, staff, settings, &self.fields).await? {
                 Ok(d) => d,
                 Err(errors) => return Ok(Err(errors)),
             },
@@ -405,7 +433,7 @@ impl FormReader {
         let f = self.fields;
         let (draft, checked) = match self.draft {
             Some(d) => d,
-            None => match begin(app, settings, &f).await? {
+            None => match begin(app, staff, settings, &f).await? {
                 Ok(d) => d,
                 Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
             },
@@ -421,56 +449,8 @@ impl FormReader {
     }
 }
 
-fn interrupted() -> PageError {
-    PageError::BadRequest("The upload was interrupted. Please try again.".to_owned())
-}
-
 fn repeated(field: &str) -> String {
     format!(
         "The form sent the field \"{field}\" more than once. Nothing was sent; please reload the page and try again."
     )
-}
-
-/// What the non-file fields of one form have used so far: a count and
-/// their bytes together, each capped, checked while streaming so nothing
-/// over the limit is ever held. Over either cap the request is refused
-/// with a short page that echoes nothing.
-#[derive(Default)]
-struct Budget {
-    fields: usize,
-    bytes: usize,
-}
-
-impl Budget {
-    fn count(&mut self) -> Result<(), PageError> {
-        self.fields += 1;
-        if self.fields > MAX_FIELDS {
-            return Err(PageError::TooLarge(format!(
-                "The form has too many fields (at most {MAX_FIELDS}). Nothing was sent or kept."
-            )));
-        }
-        Ok(())
-    }
-
-    /// Reads a text field of at most `cap` bytes.
-    async fn text(&mut self, mut field: Field<'_>, cap: usize) -> Result<String, PageError> {
-        let mut out = Vec::new();
-        while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
-            if out.len() + chunk.len() > cap {
-                return Err(PageError::TooLarge(
-                    "A form field is longer than allowed. Nothing was sent or kept.".to_owned(),
-                ));
-            }
-            if self.bytes + out.len() + chunk.len() > MAX_FORM_BYTES {
-                return Err(PageError::TooLarge(format!(
-                    "The form's text is larger than {} MiB altogether. Nothing was sent or kept.",
-                    MAX_FORM_BYTES / (1024 * 1024)
-                )));
-            }
-            out.extend_from_slice(&chunk);
-        }
-        self.bytes += out.len();
-        String::from_utf8(out)
-            .map_err(|_| PageError::BadRequest("The form contained invalid text.".into()))
-    }
 }

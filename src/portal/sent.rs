@@ -181,6 +181,54 @@ struct TimelineEntry {
     what: String,
 }
 
+/// One item of the message's conversation, on its page.
+struct ConversationRow {
+    href: String,
+    what: String,
+    at: String,
+    current: bool,
+}
+
+/// The conversation a message belongs to, oldest first: the sent
+/// messages and what the customer sent back (ids, times and states only).
+async fn conversation(app: &App, d: &Delivery) -> Result<Vec<ConversationRow>, PageError> {
+    let now = app.clock.now();
+    let mut rows: Vec<(i64, ConversationRow)> = Vec::new();
+    for m in app.deliveries.conversation(d.conversation_id).await? {
+        rows.push((
+            m.created_at,
+            ConversationRow {
+                href: format!("/messages/{}", m.message_id),
+                what: format!("Sent: {}", m.status(now).label()),
+                at: format_time(m.created_at),
+                current: m.message_id == d.message_id,
+            },
+        ));
+    }
+    for item in app.incoming.conversation(d.conversation_id).await? {
+        let state = if item.shredded_at.is_some() {
+            "shredded"
+        } else if item.done_at.is_some() {
+            "done"
+        } else if item.read_at.is_some() {
+            "read"
+        } else {
+            "unread"
+        };
+        rows.push((
+            item.received_at,
+            ConversationRow {
+                href: format!("/inbox/{}", item.id),
+                what: format!("{} received ({state})", item.kind.label()),
+                at: format_time(item.received_at),
+                current: false,
+            },
+        ));
+    }
+    rows.sort_by_key(|(at, _)| *at);
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
+}
+
 struct Attachment {
     name: String,
     size: String,
@@ -210,6 +258,9 @@ struct MessagePage {
     generated_code: Option<String>,
     sender_is_me: bool,
     max_hours: u32,
+    allow_reply: bool,
+    conversation_id: String,
+    conversation: Vec<ConversationRow>,
 }
 
 #[derive(Deserialize, Default)]
@@ -255,6 +306,9 @@ pub async fn message(
         generated_code,
         sender_is_me: d.sender == staff.id(),
         max_hours: crate::settings::MAX_EXPIRY_HOURS,
+        allow_reply: d.allow_reply,
+        conversation_id: d.conversation_id.to_string(),
+        conversation: conversation(&app, &d).await?,
     }
     .into_response())
 }
@@ -354,6 +408,8 @@ fn describe(action: &str, actor: &str) -> String {
         "message.access_denied" => "Access refused",
         "message.shredded" => "Shredded",
         "message.exported" => "Exported for escrow",
+        "incoming.reply_received" => "Reply received",
+        "incoming.upload_refused" => "A reply was refused (nothing kept)",
         other => other,
     };
     format!("{what} ({who})")

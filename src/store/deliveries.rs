@@ -9,7 +9,8 @@ use super::{Backend, Db, NativePool, PageFrom, Tx, exec, placeholders, row_by, v
 /// Every column a [`DeliveryRow`] reads, qualified for joins.
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
      d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
-     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient";
+     d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient, d.allow_reply, \
+     d.conversation_id, d.replies";
 
 /// A `deliveries` row as stored, read by column name.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -31,6 +32,10 @@ pub struct DeliveryRow {
     pub shred_at: Option<i64>,
     pub shredded_at: Option<i64>,
     pub sealed_recipient: Option<Vec<u8>>,
+    pub allow_reply: i64,
+    /// `NULL` only for a row inserted by a build before 0013 migrated.
+    pub conversation_id: Option<String>,
+    pub replies: i64,
 }
 
 /// A new row, in the transaction that commits its message.
@@ -44,12 +49,15 @@ pub struct NewRow<'a> {
     pub known_fact_hash: Option<&'a str>,
     pub shred_after_pickup: bool,
     pub status: &'a str,
+    pub allow_reply: bool,
+    pub conversation_id: &'a str,
 }
 
 pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
-             access_code_hash, known_fact_hash, shred_after_pickup, status, status_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3)";
+             access_code_hash, known_fact_hash, shred_after_pickup, status, status_at,
+             allow_reply, conversation_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3, $10, $11)";
     exec(
         &mut **tx,
         sqlx::query(sql)
@@ -61,10 +69,38 @@ pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
             .bind(new.access_code_hash)
             .bind(new.known_fact_hash)
             .bind(i64::from(new.shred_after_pickup))
-            .bind(new.status),
+            .bind(new.status)
+            .bind(i64::from(new.allow_reply))
+            .bind(new.conversation_id),
     )
     .await
     .map(drop)
+}
+
+/// Counts one more answer to a message that allows them, if it has had
+/// fewer than `max`: true for a caller that got one (B3: parallel replies
+/// cannot pass the limit).
+pub async fn take_reply(tx: &mut Tx, id: &str, max: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE deliveries SET replies = replies + 1
+         WHERE message_id = $1 AND allow_reply = 1 AND replies < $2
+           AND revoked_at IS NULL AND shredded_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(id).bind(max)).await? == 1)
+}
+
+/// The messages of a conversation, oldest first.
+pub async fn in_conversation(
+    db: &Db,
+    conversation_id: &str,
+) -> Result<Vec<DeliveryRow>, sqlx::Error> {
+    super::rows_by(
+        db.pool(),
+        &format!(
+            "SELECT {COLUMNS} FROM deliveries d WHERE d.conversation_id = $1
+             ORDER BY d.created_at, d.message_id"
+        ),
+        conversation_id,
+    )
+    .await
 }
 
 pub async fn get(db: &Db, id: &str) -> Result<Option<DeliveryRow>, sqlx::Error> {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::audit::AuditError;
 use crate::deliveries::DeliveryError;
+use crate::incoming::IncomingError;
 use crate::mail::MailError;
 use crate::settings::SettingsError;
 use crate::staff::StaffError;
@@ -204,6 +205,16 @@ impl From<DeliveryError> for PageError {
             DeliveryError::NotFound => PageError::NotFound,
             DeliveryError::Invalid(m) => PageError::BadRequest(m.to_owned()),
             DeliveryError::Vault(v) => v.into(),
+            other => PageError::internal(other),
+        }
+    }
+}
+
+impl From<IncomingError> for PageError {
+    fn from(e: IncomingError) -> Self {
+        match e {
+            IncomingError::NotFound => PageError::NotFound,
+            IncomingError::Vault(v) => v.into(),
             other => PageError::internal(other),
         }
     }

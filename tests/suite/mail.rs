@@ -100,6 +100,8 @@ async fn send_message(app: &App, sender: StaffId, url: &str) -> MessageId {
                 access_code_hash: None,
                 known_fact_hash: None,
                 shred_after_pickup: false,
+                allow_reply: false,
+                conversation_id: None,
             },
         )
         .await

@@ -16,6 +16,7 @@
 //! - `moto`: an S3 server; `webdriver`: Chromium.
 
 pub mod canaries;
+pub mod clamd;
 pub mod cluster;
 pub mod compose;
 pub mod db;

@@ -34,6 +34,8 @@ pub(super) struct Checked {
     generated_code: bool,
     known_fact: Option<SecretString>,
     shred_after_pickup: bool,
+    allow_reply: bool,
+    conversation: Option<MessageId>,
 }
 
 pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked, Vec<String>> {
@@ -110,6 +112,19 @@ pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked
             false
         }
     };
+    let conversation = match f.conversation.trim() {
+        "" => None,
+        c => match c.parse::<MessageId>() {
+            Ok(id) => Some(id),
+            Err(_) => {
+                errors.push(
+                    "The conversation to answer is not valid; open it again from its message."
+                        .to_owned(),
+                );
+                None
+            }
+        },
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -126,7 +141,33 @@ pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked
         generated_code,
         known_fact,
         shred_after_pickup,
+        allow_reply: f.allow_reply,
+        conversation,
     })
+}
+
+/// The address a conversation's messages go to, for an answer from
+/// `staff` (who sent one of them, or is an administrator). An answer shows
+/// the customer the whole conversation, so it may go only to the address
+/// its live messages went to; once all were shredded it cannot be known,
+/// and the conversation cannot be continued.
+pub(super) async fn conversation_recipient(
+    app: &App,
+    staff: &CurrentStaff,
+    id: MessageId,
+) -> Result<Result<String, String>, PageError> {
+    let messages = app.deliveries.conversation(id).await?;
+    if messages.is_empty() || !(staff.is_admin() || messages.iter().any(|d| d.sender == staff.id()))
+    {
+        return Err(PageError::NotFound);
+    }
+    let Some(live) = messages.iter().rev().find(|d| d.sealed_recipient.is_some()) else {
+        return Ok(Err(
+            "This conversation's messages were all shredded, so it cannot be continued. Write a new message instead.".to_owned(),
+        ));
+    };
+    let address = app.deliveries.open_recipient(live)?;
+    Ok(Ok(address.expose_secret().to_owned()))
 }
 
 /// Eight digits in two groups: easy to read out on the phone, and the
@@ -141,6 +182,7 @@ fn generate_access_code() -> SecretString {
 /// Checks the text fields and starts the draft with the body as part 0.
 pub(super) async fn begin(
     app: &App,
+    staff: &CurrentStaff,
     settings: &Settings,
     f: &Fields,
 ) -> Result<Result<(Draft, Checked), Vec<String>>, PageError> {
@@ -153,6 +195,23 @@ pub(super) async fn begin(
         Ok(c) => c,
         Err(errors) => return Ok(Err(errors)),
     };
+    if let Some(conversation) = checked.conversation {
+        let to = checked
+            .meta
+            .recipient_address
+            .as_deref()
+            .unwrap_or_default();
+        match conversation_recipient(app, staff, conversation).await? {
+            Ok(address) if app.vault.recipient_index(&address) == app.vault.recipient_index(to) => {
+            }
+            Ok(_) => {
+                return Ok(Err(vec![
+                    "An answer goes to the customer of the conversation; to write to someone else, start a new message.".to_owned(),
+                ]));
+            }
+            Err(e) => return Ok(Err(vec![e])),
+        }
+    }
     let mut draft = app.vault.begin_message();
     draft.set_size_limit(settings.size_limit_bytes());
     let body = zeroize::Zeroizing::new(f.body.clone().into_bytes());
@@ -209,6 +268,8 @@ pub(super) async fn commit(
                 access_code_hash,
                 known_fact_hash,
                 shred_after_pickup: checked.shred_after_pickup,
+                allow_reply: checked.allow_reply,
+                conversation_id: checked.conversation,
             },
         )
         .await
@@ -244,6 +305,8 @@ pub(super) async fn commit(
             "methods": methods,
             "expires_at": checked.expires_at,
             "shred_after_pickup": checked.shred_after_pickup,
+            "allow_reply": checked.allow_reply,
+            "answer": checked.conversation.is_some(),
         }));
     app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;

@@ -38,6 +38,9 @@ pub struct Compose {
     pub known_fact: String,
     pub retention: String,
     pub attachments: Vec<Attachment>,
+    pub allow_reply: bool,
+    /// The conversation an answer continues.
+    pub conversation: Option<MessageId>,
 }
 
 impl Compose {
@@ -55,6 +58,8 @@ impl Compose {
             known_fact: String::new(),
             retention: "keep".to_owned(),
             attachments: Vec::new(),
+            allow_reply: false,
+            conversation: None,
         }
     }
 
@@ -100,6 +105,18 @@ impl Compose {
         self
     }
 
+    /// Lets the customer answer securely.
+    pub fn allow_reply(mut self) -> Compose {
+        self.allow_reply = true;
+        self
+    }
+
+    /// An answer in the conversation of message `id`.
+    pub fn in_conversation(mut self, id: MessageId) -> Compose {
+        self.conversation = Some(id);
+        self
+    }
+
     pub fn attach(mut self, name: &str, data: &[u8]) -> Compose {
         self.attachments.push(Attachment {
             name: name.to_owned(),
@@ -120,9 +137,11 @@ impl Compose {
 
     /// The multipart form, with `csrf` first as the page has it.
     pub fn form(&self, csrf: &str) -> Form {
-        let mut form = Form::new()
-            .text("csrf", csrf.to_owned())
-            .text("recipient", self.recipient.clone());
+        let mut form = Form::new().text("csrf", csrf.to_owned());
+        if let Some(c) = self.conversation {
+            form = form.text("conversation", c.to_string());
+        }
+        form = form.text("recipient", self.recipient.clone());
         if let Some(phone) = &self.phone {
             form = form.text("phone", phone.clone());
         }
@@ -139,6 +158,9 @@ impl Compose {
             .text("access_code", self.access_code.clone())
             .text("known_fact", self.known_fact.clone())
             .text("retention", self.retention.clone());
+        if self.allow_reply {
+            form = form.text("allow_reply", "on");
+        }
         for a in &self.attachments {
             let mut part = Part::bytes(a.data.clone()).file_name(a.name.clone());
             if let Some(mime) = &a.mime {

@@ -1,42 +1,167 @@
-//! Attachments as they arrive: the file name a part's header gives
-//! (cleaned for display), and streaming one part into the draft on a
-//! blocking thread with constant memory.
+//! Files as they arrive in a multipart form (staff attachments, customer
+//! replies): the file name a part's header gives (cleaned for display),
+//! the budget of the text fields beside them, and streaming one part into
+//! a draft on a blocking thread with constant memory, after checking what
+//! its content is when the sender is a customer.
 
 use anyhow::Context as _;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 
 use axum::body::Bytes;
 use axum::extract::multipart::Field;
 use axum::http::{HeaderMap, header};
 use tokio::sync::mpsc;
 
+use crate::filetype::{FileKind, HEAD_BYTES, sniff};
+use crate::scan::{ScanError, ScanStream, Scanner, Verdict};
 use crate::vault::{Draft, PartKind, PartMeta, VaultError};
 use crate::web::PageError;
+
+/// What a customer's file must pass before it is kept. Staff attachments
+/// pass [`Checks::none`].
+#[derive(Clone, Debug, Default)]
+pub struct Checks {
+    /// The kinds accepted, judged by content; `None` accepts anything.
+    pub kinds: Option<Vec<FileKind>>,
+    /// The malware scanner every byte also goes to, when configured.
+    pub scanner: Option<Scanner>,
+}
+
+impl Checks {
+    pub fn none() -> Checks {
+        Checks::default()
+    }
+}
+
+/// Why a file was not kept. The caller refuses the whole form, which
+/// drops the draft and with it every blob already written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Its content is not one of the accepted kinds (whatever its name).
+    Kind,
+    /// Nothing in it.
+    Empty,
+    /// The scanner found malware.
+    Infected,
+    /// The scanner is configured but could not be reached or failed: the
+    /// file cannot be checked, so it is refused (fail closed).
+    ScannerUnavailable,
+    /// Larger than the scanner accepts.
+    TooLargeToScan,
+}
+
+impl Refused {
+    /// The audit log's class of the refusal (never the file's name).
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::Kind => "file_type",
+            Refused::Empty => "empty_file",
+            Refused::Infected => "malware",
+            Refused::ScannerUnavailable => "scanner_unavailable",
+            Refused::TooLargeToScan => "too_large_to_scan",
+        }
+    }
+
+    /// What the customer is told, naming their file and what is accepted.
+    pub fn message(self, file_name: &str, accepted: &[FileKind]) -> String {
+        match self {
+            Refused::Kind => {
+                let kinds: Vec<&str> = accepted.iter().map(|k| k.label()).collect();
+                format!(
+                    "\u{201c}{file_name}\u{201d} is not a kind of file we can accept. Accepted: {}. Nothing was sent.",
+                    kinds.join(", ")
+                )
+            }
+            Refused::Empty => {
+                format!("\u{201c}{file_name}\u{201d} is empty. Nothing was sent.")
+            }
+            Refused::Infected => format!(
+                "\u{201c}{file_name}\u{201d} was refused: our malware check found something harmful in it. Nothing was sent."
+            ),
+            Refused::ScannerUnavailable => "Files cannot be accepted right now because our malware check is unavailable. Nothing was sent; please try again later.".to_owned(),
+            Refused::TooLargeToScan => format!(
+                "\u{201c}{file_name}\u{201d} is too large for our malware check. Nothing was sent."
+            ),
+        }
+    }
+}
+
+/// What sealing one field came to: the draft with the part added (and
+/// the kind its content showed, when checked), or a refusal.
+pub type Sealed = Result<(Draft, Option<FileKind>), Refused>;
 
 /// Streams one multipart field (whose `first` chunk was already read) into
 /// the draft on a blocking thread; chunks cross over a small bounded
 /// channel, so memory stays constant. If the request is abandoned, the
 /// draft is dropped with the task and its blobs deleted.
-pub(super) async fn seal_field(
-    mut draft: Draft,
+pub async fn seal_field(
+    draft: Draft,
     kind: PartKind,
     meta: PartMeta,
     first: Option<Bytes>,
-    mut field: Field<'_>,
+    field: Field<'_>,
 ) -> Result<Draft, PageError> {
+    match seal_checked(draft, kind, meta, first, field, Checks::none()).await? {
+        Ok((draft, _)) => Ok(draft),
+        Err(refused) => Err(PageError::bug(refused.reason())),
+    }
+}
+
+/// [`seal_field`] with `checks`: the first [`HEAD_BYTES`] are read and
+/// judged before anything is written, so a refused kind leaves nothing.
+pub async fn seal_checked(
+    mut draft: Draft,
+    kind: PartKind,
+    mut meta: PartMeta,
+    first: Option<Bytes>,
+    mut field: Field<'_>,
+    checks: Checks,
+) -> Result<Sealed, PageError> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(4);
     let sealer = tokio::task::spawn_blocking(move || {
-        let result = draft.seal_part(
-            kind,
-            &meta,
-            ChannelReader {
-                rx,
-                buf: Bytes::new(),
-            },
-        );
-        (draft, result)
+        let mut input = ChannelReader {
+            rx,
+            buf: Bytes::new(),
+        };
+        let mut head = Vec::with_capacity(HEAD_BYTES);
+        if let Err(e) = (&mut input).take(HEAD_BYTES as u64).read_to_end(&mut head) {
+            return (draft, Err(VaultError::Input(e)));
+        }
+        let sniffed = sniff(&head);
+        if let Some(kinds) = &checks.kinds {
+            match sniffed {
+                _ if head.is_empty() => return (draft, Ok(Err(Refused::Empty))),
+                Some(k) if kinds.contains(&k) => meta.content_type = Some(k.mime().to_owned()),
+                _ => return (draft, Ok(Err(Refused::Kind))),
+            }
+        }
+        let mut scan = match checks.scanner.as_ref().map(Scanner::start).transpose() {
+            Ok(scan) => scan,
+            Err(e) => {
+                tracing::warn!(error = %e, "the malware scanner is unavailable; upload refused");
+                return (draft, Ok(Err(Refused::ScannerUnavailable)));
+            }
+        };
+        let input = Tee {
+            input: io::Cursor::new(head).chain(input),
+            copy: scan.as_mut(),
+        };
+        if let Err(e) = draft.seal_part(kind, &meta, input) {
+            return (draft, Err(e));
+        }
+        let verdict = match scan.map(ScanStream::finish).transpose() {
+            Ok(None | Some(Verdict::Clean)) => Ok(sniffed),
+            Ok(Some(Verdict::Infected(_))) => Err(Refused::Infected),
+            Err(ScanError::TooLarge) => Err(Refused::TooLargeToScan),
+            Err(e) => {
+                tracing::warn!(error = %e, "the malware scan failed; upload refused");
+                Err(Refused::ScannerUnavailable)
+            }
+        };
+        (draft, Ok(verdict))
     });
-    // A send fails only when the sealer stopped (size limit): stop feeding it.
+    // A send fails only when the sealer stopped (refusal, size limit):
+    // stop feeding it.
     let stopped = match first {
         Some(first) => tx.send(Ok(first)).await.is_err(),
         None => false,
@@ -60,11 +185,32 @@ pub(super) async fn seal_field(
     drop(tx);
     let (draft, result) = sealer.await.context("sealing task failed")?;
     match result {
-        Ok(_) => Ok(draft),
+        Ok(Ok(kind)) => Ok(Ok((draft, kind))),
+        Ok(Err(refused)) => Ok(Err(refused)),
         Err(VaultError::Input(_)) => Err(PageError::BadRequest(
             "The upload was interrupted. Nothing was sent; please try again.".to_owned(),
         )),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A reader that also hands every byte read to the scanner. A failed
+/// scanner write is not a failed upload: the scanner stream keeps its
+/// error and [`ScanStream::finish`] reports it.
+struct Tee<'a, R> {
+    input: R,
+    copy: Option<&'a mut ScanStream>,
+}
+
+impl<R: Read> Read for Tee<'_, R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let n = self.input.read(out)?;
+        if let Some(scan) = self.copy.as_deref_mut()
+            && scan.write_all(&out[..n]).is_err()
+        {
+            self.copy = None;
+        }
+        Ok(n)
     }
 }
 
@@ -88,9 +234,63 @@ impl Read for ChannelReader {
     }
 }
 
+/// Parts other than files a form may have (the compose page sends about
+/// 12): each is parsed and kept, so a flood of small fields must end early.
+pub const MAX_FIELDS: usize = 64;
+/// Bytes of every non-file field together, a message body included.
+pub const MAX_FORM_BYTES: usize = 1024 * 1024;
+
+pub fn interrupted() -> PageError {
+    PageError::BadRequest("The upload was interrupted. Please try again.".to_owned())
+}
+
+/// What the non-file fields of one form have used so far: a count and
+/// their bytes together, each capped, checked while streaming so nothing
+/// over the limit is ever held. Over either cap the request is refused
+/// with a short page that echoes nothing.
+#[derive(Default)]
+pub struct Budget {
+    fields: usize,
+    bytes: usize,
+}
+
+impl Budget {
+    pub fn count(&mut self) -> Result<(), PageError> {
+        self.fields += 1;
+        if self.fields > MAX_FIELDS {
+            return Err(PageError::TooLarge(format!(
+                "The form has too many fields (at most {MAX_FIELDS}). Nothing was sent or kept."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads a text field of at most `cap` bytes.
+    pub async fn text(&mut self, mut field: Field<'_>, cap: usize) -> Result<String, PageError> {
+        let mut out = Vec::new();
+        while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
+            if out.len() + chunk.len() > cap {
+                return Err(PageError::TooLarge(
+                    "A form field is longer than allowed. Nothing was sent or kept.".to_owned(),
+                ));
+            }
+            if self.bytes + out.len() + chunk.len() > MAX_FORM_BYTES {
+                return Err(PageError::TooLarge(format!(
+                    "The form's text is larger than {} MiB altogether. Nothing was sent or kept.",
+                    MAX_FORM_BYTES / (1024 * 1024)
+                )));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        self.bytes += out.len();
+        String::from_utf8(out)
+            .map_err(|_| PageError::BadRequest("The form contained invalid text.".into()))
+    }
+}
+
 /// A part's file name as its `Content-Disposition` gives it.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum UploadName {
+pub enum UploadName {
     /// No `filename` parameter: a plain form field.
     None,
     Name(String),
@@ -104,7 +304,7 @@ pub(super) enum UploadName {
 /// nameless part. Here `filename*` wins when it decodes; a plain `filename`
 /// that is not UTF-8 is read as ISO-8859-1 (HTTP's historical header
 /// charset), so the file keeps a readable name.
-pub(super) fn upload_name(headers: &HeaderMap) -> UploadName {
+pub fn upload_name(headers: &HeaderMap) -> UploadName {
     let Some(value) = headers.get(header::CONTENT_DISPOSITION) else {
         return UploadName::None;
     };
@@ -237,7 +437,7 @@ fn decode_ext_value(raw: &[u8]) -> Option<String> {
 /// zero-width characters) or line/paragraph separator characters, at most
 /// 255 chars: some browsers send a full client path, and an invisible
 /// U+202E would make "invoice\u{202E}fdp.exe" look like "invoiceexe.pdf".
-pub(super) fn clean_file_name(raw: &str) -> String {
+pub fn clean_file_name(raw: &str) -> String {
     let base = raw.rsplit(['/', '\\']).next().unwrap_or_default();
     base.chars()
         .filter(|c| !c.is_control() && !is_invisible_format(*c))

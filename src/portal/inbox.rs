@@ -1,0 +1,239 @@
+//! What customers sent in, as staff see it: one item's page (decrypted
+//! for its owner, for anyone while unclaimed, and for administrators),
+//! its files as decrypted downloads, and "mark done", which schedules its
+//! shred. Opening and downloading are audited.
+
+use anyhow::Context as _;
+use askama::Template;
+use askama_web::WebTemplate;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::Method;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::auth::CurrentStaff;
+use crate::app::App;
+use crate::audit::{Action, Event};
+use crate::incoming::{IncomingError, Item};
+use crate::text::{format_time, human_size};
+use crate::vault::{MessageId, PartKind, VaultError};
+use crate::web::csrf::CsrfForm;
+use crate::web::download::{decrypting_body, file_headers};
+use crate::web::{Nav, PageError, PageResult};
+
+/// The item if `staff` may see it; otherwise the attempt is audited and
+/// answered as if there were no such item.
+async fn authorised(
+    app: &App,
+    staff: &CurrentStaff,
+    id: &str,
+    what: &str,
+) -> Result<Item, PageError> {
+    let item = match id.parse::<MessageId>() {
+        Ok(mid) => match app.incoming.get(mid).await {
+            Ok(item) if item.visible_to(staff.id(), staff.is_admin()) => return Ok(item),
+            Ok(_) | Err(IncomingError::NotFound) => Some(mid),
+            Err(e) => return Err(e.into()),
+        },
+        Err(_) => None,
+    };
+    let mut event = Event::new(staff.actor(), Action::AccessDenied)
+        .ip(staff.ip)
+        .detail(serde_json::json!({ "attempted": what }));
+    if let Some(mid) = item {
+        event = event.message(mid);
+    }
+    app.audit.record_now(&event).await?;
+    Err(PageError::NotFound)
+}
+
+struct FileRow {
+    position: u32,
+    name: String,
+    size: String,
+}
+
+struct TimelineEntry {
+    at: String,
+    what: String,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "portal/incoming.html")]
+struct ItemPage {
+    nav: Option<Nav>,
+    csrf: String,
+    id: String,
+    kind: &'static str,
+    from: String,
+    received: String,
+    body: String,
+    files: Vec<FileRow>,
+    in_reply_to: Option<String>,
+    conversation: Option<String>,
+    done: Option<String>,
+    shred: Option<String>,
+    shredded: bool,
+    timeline: Vec<TimelineEntry>,
+}
+
+pub async fn item(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+) -> PageResult {
+    let item = authorised(&app, &staff, &id, "view_incoming").await?;
+    app.incoming
+        .opened(staff.actor(), item.id, Some(staff.ip))
+        .await?;
+    let mut page = ItemPage {
+        nav: staff.nav(),
+        csrf: staff.csrf.clone(),
+        id: item.id.to_string(),
+        kind: item.kind.label(),
+        from: String::new(),
+        received: format_time(item.received_at),
+        body: String::new(),
+        files: Vec::new(),
+        in_reply_to: item.in_reply_to.map(|m| m.to_string()),
+        conversation: item.conversation_id.map(|m| m.to_string()),
+        done: item.done_at.map(format_time),
+        shred: item.shred_at.map(format_time),
+        shredded: item.shredded_at.is_some(),
+        timeline: Vec::new(),
+    };
+    if !page.shredded {
+        open_into(&app, item.id, &mut page).await?;
+    }
+    page.timeline = app
+        .audit
+        .events_for_message(item.id)
+        .await?
+        .into_iter()
+        .map(|e| TimelineEntry {
+            at: format_time(e.at),
+            what: describe(&e.action),
+        })
+        .collect();
+    Ok(page.into_response())
+}
+
+/// Decrypts the item's sender address, text and file list into the page.
+async fn open_into(app: &App, id: MessageId, page: &mut ItemPage) -> Result<(), PageError> {
+    let key = match app.vault.unlock(id).await {
+        Ok(key) => std::sync::Arc::new(key),
+        Err(VaultError::Shredded) => {
+            page.shredded = true;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    page.from = key.meta()?.recipient_address.unwrap_or_default();
+    for part in app.vault.parts(id).await? {
+        match part.kind {
+            PartKind::Body => {
+                let vault = app.vault.clone();
+                let key = std::sync::Arc::clone(&key);
+                page.body = tokio::task::spawn_blocking(move || {
+                    let mut out = zeroize::Zeroizing::new(Vec::new());
+                    vault.open_part(&key, &part)?.copy_to(&mut *out)?;
+                    Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
+                })
+                .await
+                .context("reading task failed")??;
+            }
+            PartKind::Attachment => {
+                let meta = key.part_meta(&part)?;
+                page.files.push(FileRow {
+                    position: part.position,
+                    name: meta
+                        .file_name
+                        .unwrap_or_else(|| format!("file-{}", part.position)),
+                    size: human_size(part.plain_size),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn describe(action: &str) -> String {
+    match action {
+        "incoming.opened" => "Opened in the portal",
+        "incoming.downloaded" => "File downloaded",
+        "incoming.done" => "Marked done",
+        "incoming.shredded" => "Shredded",
+        "message.access_denied" => "Access refused",
+        other => other,
+    }
+    .to_owned()
+}
+
+/// A decrypted file of the item. HEAD answers the headers only and is
+/// not recorded; GET streams the plaintext and is audited.
+pub async fn download(
+    State(app): State<App>,
+    method: Method,
+    staff: CurrentStaff,
+    Path((id, position)): Path<(String, u32)>,
+) -> PageResult<Response> {
+    let item = authorised(&app, &staff, &id, "download_incoming").await?;
+    let key = app.vault.unlock(item.id).await?;
+    let part = app
+        .vault
+        .parts(item.id)
+        .await?
+        .into_iter()
+        .find(|p| p.position == position && p.kind == PartKind::Attachment)
+        .ok_or(PageError::NotFound)?;
+    let meta = key.part_meta(&part)?;
+    let name = meta.file_name.unwrap_or_else(|| format!("file-{position}"));
+    let plain_size = part.plain_size;
+    let body = if method == Method::HEAD {
+        Body::empty()
+    } else {
+        let vault = app.vault.clone();
+        let reader = tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
+            .await
+            .context("opening task failed")??;
+        let event = Event::new(staff.actor(), Action::IncomingDownloaded)
+            .message(item.id)
+            .ip(staff.ip)
+            .detail(serde_json::json!({ "part": position }));
+        app.audit.record_now(&event).await?;
+        decrypting_body(reader, ())
+    };
+    let mut response = body.into_response();
+    file_headers(
+        response.headers_mut(),
+        meta.content_type.as_deref(),
+        plain_size,
+        &name,
+    );
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct DoneForm {}
+
+/// Marks the item handled: it is shredded after the organisation's
+/// retention for incoming items.
+pub async fn done(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    CsrfForm(_): CsrfForm<DoneForm>,
+) -> PageResult {
+    let item = authorised(&app, &staff, &id, "done_incoming").await?;
+    let settings = app.settings.load().await?;
+    app.incoming
+        .mark_done(
+            staff.actor(),
+            item.id,
+            settings.incoming_retention_days,
+            Some(staff.ip),
+        )
+        .await?;
+    Ok(Redirect::to(&format!("/inbox/{}", item.id)).into_response())
+}

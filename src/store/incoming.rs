@@ -1,0 +1,120 @@
+//! `incoming`: one row per item a customer sent in (a reply, a request's
+//! submission, a secure-inbox upload): ids, times and states. What it says
+//! lives sealed in the vault under the same id.
+
+use super::{Db, Tx, exec, row_by, rows_by};
+
+const COLUMNS: &str = "message_id, kind, conversation_id, in_reply_to, owner_id, received_at, \
+     claimed_at, read_at, done_at, shred_at, shredded_at";
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct IncomingRow {
+    pub message_id: String,
+    pub kind: String,
+    pub conversation_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    pub owner_id: Option<String>,
+    pub received_at: i64,
+    pub claimed_at: Option<i64>,
+    pub read_at: Option<i64>,
+    pub done_at: Option<i64>,
+    pub shred_at: Option<i64>,
+    pub shredded_at: Option<i64>,
+}
+
+pub struct NewIncoming<'a> {
+    pub message_id: &'a str,
+    pub kind: &'a str,
+    pub conversation_id: Option<&'a str>,
+    pub in_reply_to: Option<&'a str>,
+    pub owner_id: Option<&'a str>,
+    pub received_at: i64,
+}
+
+/// In the transaction that commits the sealed message.
+pub async fn insert(tx: &mut Tx, new: &NewIncoming<'_>) -> Result<(), sqlx::Error> {
+    let sql = "INSERT INTO incoming (message_id, kind, conversation_id, in_reply_to, owner_id,
+             received_at, claimed_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)";
+    exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(new.message_id)
+            .bind(new.kind)
+            .bind(new.conversation_id)
+            .bind(new.in_reply_to)
+            .bind(new.owner_id)
+            .bind(new.received_at)
+            // An item with an owner is claimed from the start.
+            .bind(new.owner_id.map(|_| new.received_at)),
+    )
+    .await
+    .map(drop)
+}
+
+pub async fn get(db: &Db, id: &str) -> Result<Option<IncomingRow>, sqlx::Error> {
+    row_by(
+        db.pool(),
+        &format!("SELECT {COLUMNS} FROM incoming WHERE message_id = $1"),
+        id,
+    )
+    .await
+}
+
+/// The items of a conversation, oldest first.
+pub async fn in_conversation(
+    db: &Db,
+    conversation_id: &str,
+) -> Result<Vec<IncomingRow>, sqlx::Error> {
+    rows_by(
+        db.pool(),
+        &format!(
+            "SELECT {COLUMNS} FROM incoming WHERE conversation_id = $1
+             ORDER BY received_at, message_id"
+        ),
+        conversation_id,
+    )
+    .await
+}
+
+/// The first opening by staff: true for the one caller that set it.
+pub async fn mark_read(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE incoming SET read_at = $1 WHERE message_id = $2 AND read_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
+}
+
+/// Marks an item done and schedules its shred: true for the one caller
+/// that did.
+pub async fn mark_done(
+    tx: &mut Tx,
+    id: &str,
+    now: i64,
+    shred_at: i64,
+) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE incoming SET done_at = $1, shred_at = $2
+         WHERE message_id = $3 AND done_at IS NULL AND shredded_at IS NULL";
+    Ok(exec(
+        &mut **tx,
+        sqlx::query(sql).bind(now).bind(shred_at).bind(id),
+    )
+    .await?
+        == 1)
+}
+
+/// Ids of items whose shred time has come.
+pub async fn due_for_shred(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    let sql = "SELECT message_id FROM incoming
+         WHERE shred_at <= $1 AND shredded_at IS NULL
+         ORDER BY shred_at LIMIT $2";
+    sqlx::query_scalar(sql)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(db.pool())
+        .await
+}
+
+/// Claims an item's shred: true for the one caller that set `shredded_at`.
+pub async fn claim_shred(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE incoming SET shredded_at = $1 WHERE message_id = $2 AND shredded_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
+}
