@@ -231,36 +231,8 @@ pub struct ListQuery {
     pub limit: i64,
 }
 
-/// A row's place in a staff list, newest first: its creation time, then
-/// its id. Pages start just past one (keyset paging), so a page costs the
-/// same however deep it is, and rows sent meanwhile do not shift pages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at: i64,
-    pub id: MessageId,
-}
-
-impl Cursor {
-    fn of(d: &Delivery) -> Cursor {
-        Cursor {
-            created_at: d.created_at,
-            id: d.message_id,
-        }
-    }
-
-    /// The form a page link carries.
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.created_at, self.id)
-    }
-
-    pub fn parse(s: &str) -> Option<Cursor> {
-        let (at, id) = s.split_once('_')?;
-        Some(Cursor {
-            created_at: at.parse().ok()?,
-            id: id.parse().ok()?,
-        })
-    }
-}
+/// A row's place in the sent list (see [`crate::ids::Cursor`]).
+pub use crate::ids::Cursor;
 
 /// Where a sent-list page starts: after (older than) or before (newer
 /// than) a cursor's row.
@@ -355,9 +327,7 @@ impl Deliveries {
             progress => StatusFilter::Progress(progress.as_str()),
         });
         let start = q.from.as_ref().map(PageStart::parts);
-        let key_id = start
-            .and_then(|(c, _)| c)
-            .map(|c| (c.created_at, c.id.to_string()));
+        let key_id = start.and_then(|(c, _)| c).map(|c| (c.at, c.id.to_string()));
         let filter = rows::ListFilter {
             sender_id: sender.as_deref(),
             recipient_index: q.recipient_index.as_deref(),
@@ -372,7 +342,15 @@ impl Deliveries {
             .map(Delivery::try_from)
             .collect::<Result<Vec<_>, _>>()?;
         let limit = usize::try_from(q.limit).unwrap_or(0);
-        Ok(Page::from_rows(items, limit, q.from.as_ref(), Cursor::of))
+        Ok(Page::from_rows(
+            items,
+            limit,
+            q.from.as_ref(),
+            |d: &Delivery| Cursor {
+                at: d.created_at,
+                id: d.message_id,
+            },
+        ))
     }
 
     /// Live messages locked after failed verifications (one sender's, or

@@ -57,3 +57,28 @@ impl FromStr for MessageId {
         Uuid::parse_str(s).map(MessageId)
     }
 }
+
+/// A row's place in a staff list, newest first: its time (sent,
+/// received), then its id. Pages start just past one (keyset paging), so a
+/// page costs the same however deep it is, and rows added meanwhile do not
+/// shift pages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub at: i64,
+    pub id: MessageId,
+}
+
+impl Cursor {
+    /// The form a page link carries.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.at, self.id)
+    }
+
+    pub fn parse(s: &str) -> Option<Cursor> {
+        let (at, id) = s.split_once('_')?;
+        Some(Cursor {
+            at: at.parse().ok()?,
+            id: id.parse().ok()?,
+        })
+    }
+}

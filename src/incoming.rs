@@ -9,7 +9,8 @@ use std::str::FromStr;
 
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
-use crate::ids::StaffId;
+use crate::ids::{Cursor, StaffId};
+use crate::paging;
 use crate::store::incoming::{self as rows, IncomingRow};
 use crate::store::{Db, Tx};
 use crate::vault::{MessageId, Vault, VaultError};
@@ -77,6 +78,19 @@ pub struct Item {
 }
 
 impl Item {
+    /// Where it stands, for lists: unread, read, done or shredded.
+    pub fn state(&self) -> &'static str {
+        if self.shredded_at.is_some() {
+            "shredded"
+        } else if self.done_at.is_some() {
+            "done"
+        } else if self.read_at.is_some() {
+            "read"
+        } else {
+            "unread"
+        }
+    }
+
     /// Whether `staff` may see it: its owner, anyone while it is
     /// unclaimed, and administrators.
     pub fn visible_to(&self, staff: StaffId, admin: bool) -> bool {
@@ -92,6 +106,21 @@ pub struct NewItem {
     pub in_reply_to: Option<MessageId>,
     pub owner: Option<StaffId>,
 }
+
+/// Which items a list shows.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// `None` for an administrator: everyone's.
+    pub visible_to: Option<StaffId>,
+    pub unread: bool,
+    pub from: Option<PageStart>,
+    pub limit: usize,
+}
+
+/// Where an inbox page starts.
+pub type PageStart = paging::PageStart<Cursor>;
+/// One page of the inbox.
+pub type Page = paging::Page<Item, Cursor>;
 
 #[derive(Clone)]
 pub struct Incoming {
@@ -147,6 +176,43 @@ impl Incoming {
             .await?
             .ok_or(IncomingError::NotFound)?
             .try_into()
+    }
+
+    /// One page, newest first, with the cursors of the pages around it.
+    pub async fn list(&self, q: &ListQuery) -> Result<Page, IncomingError> {
+        let owner = q.visible_to.map(|s| s.to_string());
+        let start = q
+            .from
+            .as_ref()
+            .map(|s| s.keyed(|c| (c.at, c.id.to_string())));
+        let filter = rows::ListFilter {
+            visible_to: owner.as_deref(),
+            unread: q.unread,
+            from: start
+                .as_ref()
+                .map(|(key, newer)| (key.as_ref().map(|(at, id)| (*at, id.as_str())), *newer)),
+            limit: paging::rows_to_fetch(q.limit),
+        };
+        let items = rows::list(&self.db, &filter)
+            .await?
+            .into_iter()
+            .map(Item::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page::from_rows(
+            items,
+            q.limit,
+            q.from.as_ref(),
+            |i: &Item| Cursor {
+                at: i.received_at,
+                id: i.id,
+            },
+        ))
+    }
+
+    /// Unread items `visible_to` may see (`None`: an administrator, all).
+    pub async fn count_unread(&self, visible_to: Option<StaffId>) -> Result<i64, IncomingError> {
+        let owner = visible_to.map(|s| s.to_string());
+        Ok(rows::count_unread(&self.db, owner.as_deref()).await?)
     }
 
     /// The items of a conversation, oldest first.

@@ -44,6 +44,7 @@ pub fn routes() -> Router<App> {
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
         .route("/sent", get(sent::list))
+        .route("/inbox", get(inbox::list))
         .route("/inbox/{id}", get(inbox::item))
         .route("/inbox/{id}/files/{position}", get(inbox::download))
         .route("/inbox/{id}/done", post(inbox::done))

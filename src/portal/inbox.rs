@@ -7,20 +7,129 @@ use anyhow::Context as _;
 use askama::Template;
 use askama_web::WebTemplate;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use super::Pager;
 use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
-use crate::incoming::{IncomingError, Item};
+use crate::ids::Cursor;
+use crate::incoming::{IncomingError, Item, ListQuery};
 use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind, VaultError};
 use crate::web::csrf::CsrfForm;
 use crate::web::download::{decrypting_body, file_headers};
 use crate::web::{Nav, PageError, PageResult};
+
+/// Rows per page of the inbox, and unread items listed above it at most.
+const PAGE_SIZE: usize = 25;
+const UNREAD_SHOWN: usize = 50;
+
+struct ListRow {
+    id: String,
+    kind: &'static str,
+    from: String,
+    received: String,
+    state: &'static str,
+    owner: &'static str,
+}
+
+#[derive(Template, WebTemplate)]
+#[template(path = "portal/inbox.html")]
+struct ListPage {
+    nav: Option<Nav>,
+    unread: Vec<ListRow>,
+    more_unread: bool,
+    rows: Vec<ListRow>,
+    everyone: bool,
+    pager: Pager,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct ListParams {
+    older: String,
+    newer: String,
+}
+
+/// `/inbox`: what customers sent in that this staff member may see
+/// (their own and unclaimed items; everything for an administrator),
+/// unread first, then everything newest first, page by page.
+pub async fn list(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Query(p): Query<ListParams>,
+) -> PageResult {
+    let visible_to = (!staff.is_admin()).then(|| staff.id());
+    let from = super::page_start(&p.older, &p.newer, Cursor::parse)?;
+    let unread = if from.is_none() {
+        app.incoming
+            .list(&ListQuery {
+                visible_to,
+                unread: true,
+                from: None,
+                limit: UNREAD_SHOWN,
+            })
+            .await?
+    } else {
+        Default::default()
+    };
+    let page = app
+        .incoming
+        .list(&ListQuery {
+            visible_to,
+            unread: false,
+            from,
+            limit: PAGE_SIZE,
+        })
+        .await?;
+    let pager = Pager::new(
+        &page,
+        ("older", "newer"),
+        Cursor::encode,
+        super::cursor_link("/inbox"),
+        true,
+    );
+    Ok(ListPage {
+        nav: staff.nav(),
+        more_unread: unread.next.is_some(),
+        unread: list_rows(&app, &staff, unread.items).await,
+        rows: list_rows(&app, &staff, page.items).await,
+        everyone: staff.is_admin(),
+        pager,
+    }
+    .into_response())
+}
+
+async fn list_rows(app: &App, staff: &CurrentStaff, items: Vec<Item>) -> Vec<ListRow> {
+    let mut rows = Vec::with_capacity(items.len());
+    for item in items {
+        let from = match app.vault.unlock(item.id).await.and_then(|k| k.meta()) {
+            Ok(meta) => meta.recipient_address.unwrap_or_default(),
+            Err(VaultError::Shredded) => "(shredded)".to_owned(),
+            Err(e) => {
+                tracing::warn!(item = %item.id, error = %e, "cannot open an incoming item's metadata");
+                "(unavailable)".to_owned()
+            }
+        };
+        rows.push(ListRow {
+            id: item.id.to_string(),
+            kind: item.kind.label(),
+            from,
+            received: format_time(item.received_at),
+            state: item.state(),
+            owner: match item.owner {
+                None => "Unclaimed",
+                Some(o) if o == staff.id() => "You",
+                Some(_) => "A colleague",
+            },
+        });
+    }
+    rows
+}
 
 /// The item if `staff` may see it; otherwise the attempt is audited and
 /// answered as if there were no such item.

@@ -206,15 +206,7 @@ async fn conversation(app: &App, d: &Delivery) -> Result<Vec<ConversationRow>, P
         ));
     }
     for item in app.incoming.conversation(d.conversation_id).await? {
-        let state = if item.shredded_at.is_some() {
-            "shredded"
-        } else if item.done_at.is_some() {
-            "done"
-        } else if item.read_at.is_some() {
-            "read"
-        } else {
-            "unread"
-        };
+        let state = item.state();
         rows.push((
             item.received_at,
             ConversationRow {

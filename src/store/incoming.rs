@@ -2,7 +2,7 @@
 //! submission, a secure-inbox upload): ids, times and states. What it says
 //! lives sealed in the vault under the same id.
 
-use super::{Db, Tx, exec, row_by, rows_by};
+use super::{Db, PageFrom, Tx, exec, row_by, rows_by};
 
 const COLUMNS: &str = "message_id, kind, conversation_id, in_reply_to, owner_id, received_at, \
      claimed_at, read_at, done_at, shred_at, shredded_at";
@@ -117,4 +117,73 @@ pub async fn due_for_shred(db: &Db, now: i64, limit: i64) -> Result<Vec<String>,
 pub async fn claim_shred(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE incoming SET shredded_at = $1 WHERE message_id = $2 AND shredded_at IS NULL";
     Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
+}
+
+/// A page of the staff inbox, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter<'a> {
+    /// An agent's view: their own items and unclaimed ones; `None`: all.
+    pub visible_to: Option<&'a str>,
+    /// Only items nobody opened yet and not done.
+    pub unread: bool,
+    /// Just past the key `(received_at, message_id)`; read backwards
+    /// (oldest first, the caller reverses) for a newer page.
+    pub from: PageFrom<(i64, &'a str)>,
+    /// Rows to return (one more than shown tells whether a page follows).
+    pub limit: i64,
+}
+
+pub async fn list(db: &Db, f: &ListFilter<'_>) -> Result<Vec<IncomingRow>, sqlx::Error> {
+    let mut sql = format!("SELECT {COLUMNS} FROM incoming WHERE 1 = 1");
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    if f.visible_to.is_some() {
+        sql += &format!(" AND (owner_id = {} OR owner_id IS NULL)", next());
+    }
+    if f.unread {
+        sql += " AND read_at IS NULL AND done_at IS NULL AND shredded_at IS NULL";
+    }
+    let (key, order) = match f.from {
+        None => (None, "DESC"),
+        Some((key, newer)) => (key, if newer { "ASC" } else { "DESC" }),
+    };
+    if key.is_some() {
+        let op = if order == "ASC" { ">" } else { "<" };
+        sql += &format!(
+            " AND (received_at, message_id) {op} ({}, {})",
+            next(),
+            next()
+        );
+    }
+    sql += &format!(
+        " ORDER BY received_at {order}, message_id {order} LIMIT {}",
+        next()
+    );
+    let mut query = sqlx::query_as(&sql);
+    if let Some(owner) = f.visible_to {
+        query = query.bind(owner);
+    }
+    if let Some((at, id)) = key {
+        query = query.bind(at).bind(id);
+    }
+    query.bind(f.limit).fetch_all(db.pool()).await
+}
+
+/// Items nobody opened yet that `visible_to` (none: an admin) may see:
+/// the count in the portal's navigation.
+pub async fn count_unread(db: &Db, visible_to: Option<&str>) -> Result<i64, sqlx::Error> {
+    let base = "SELECT COUNT(*) FROM incoming
+         WHERE read_at IS NULL AND done_at IS NULL AND shredded_at IS NULL";
+    match visible_to {
+        Some(owner) => {
+            sqlx::query_scalar(&format!("{base} AND (owner_id = $1 OR owner_id IS NULL)"))
+                .bind(owner)
+                .fetch_one(db.pool())
+                .await
+        }
+        None => sqlx::query_scalar(base).fetch_one(db.pool()).await,
+    }
 }

@@ -513,3 +513,69 @@ async fn a_real_clamd_scans_every_file_and_an_unreachable_one_refuses_all() {
     assert!(reasons[0].contains("malware"), "{reasons:?}");
     assert!(reasons[1].contains("scanner_unavailable"), "{reasons:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_inbox_lists_unread_first_pages_and_shows_each_agent_their_own() {
+    let env = TestEnv::new().await;
+    let (app, _clock, mut agent, mut customer, first) = verified(&env).await;
+    let empty = agent.get("/inbox").await;
+    assert_eq!(empty.status, 200);
+    assert!(empty.body.contains("id=\"inbox-empty\""));
+
+    // 10 replies to each of three messages: 30 items, more than a page.
+    let mut messages = vec![first];
+    for _ in 0..2 {
+        let id = Compose::to(CUSTOMER)
+            .methods(&["access_code"])
+            .access_code(CODE)
+            .allow_reply()
+            .send(&mut agent)
+            .await;
+        messages.push(id);
+    }
+    for (n, id) in messages.iter().enumerate() {
+        if n > 0 {
+            customer = customer_verifies(&app, &customer.base, *id).await;
+        }
+        for i in 0..MAX_REPLIES {
+            let r = reply(&mut customer, *id, &format!("reply {n}.{i}"), &[]).await;
+            assert_eq!(r.status, 303, "{}", r.body);
+        }
+    }
+    let page = agent.get("/inbox").await;
+    let unread = inner(&page.body, "unread", "</table>").expect("unread items");
+    assert_eq!(unread.matches("/inbox/").count(), 30);
+    assert!(unread.contains(CUSTOMER), "the sender address, decrypted");
+    let listed = inner(&page.body, "inbox", "</table>").expect("items");
+    assert_eq!(listed.matches("/inbox/").count(), 25);
+    let next = crate::support::http::page_link(&page.body, "next").expect("a next page");
+    let rest = agent.get(&next).await;
+    assert_eq!(rest.status, 200);
+    assert!(
+        rest.body.find("id=\"unread\"").is_none(),
+        "unread only on the first page"
+    );
+    let listed = inner(&rest.body, "inbox", "</table>").expect("items");
+    assert_eq!(listed.matches("/inbox/").count(), 5);
+
+    // Opening one takes it off the unread list.
+    let items = app.incoming.conversation(first).await.unwrap();
+    assert_eq!(
+        agent.get(&format!("/inbox/{}", items[0].id)).await.status,
+        200
+    );
+    let page = agent.get("/inbox").await;
+    let unread = inner(&page.body, "unread", "</table>").expect("unread items");
+    assert_eq!(unread.matches("/inbox/").count(), 29);
+    assert!(!unread.contains(&format!("/inbox/{}", items[0].id)));
+    assert_eq!(app.incoming.count_unread(None).await.unwrap(), 29);
+
+    // Another agent sees none of them.
+    create_staff(&app, "other@example.com", Role::Agent).await;
+    let mut other = Browser::signed_in(&agent.base, "other@example.com").await;
+    let page = other.get("/inbox").await;
+    assert!(page.body.contains("id=\"inbox-empty\""), "{}", page.body);
+    assert!(!page.body.contains(CUSTOMER));
+    // A forged cursor is a bad link, not an empty page.
+    assert_eq!(other.get("/inbox?older=nonsense").await.status, 400);
+}
