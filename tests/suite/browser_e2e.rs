@@ -106,3 +106,193 @@ async fn agent_sends_and_customer_picks_up_in_chromium() {
     );
     chrome.quit().await;
 }
+
+/// The newest pickup link in the customer's mail, made absolute.
+async fn pickup_link(app: &App, smtp: &SmtpServer, base: &str) -> String {
+    let mail = next_mail(app, smtp, "customer@example.org").await;
+    let at = mail.find("/p/").expect("link in the email");
+    let token: String = mail[at + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    format!("{base}/p/{token}")
+}
+
+/// The customer opens `link` in a fresh browser and verifies with the
+/// emailed code.
+async fn customer_opens(
+    app: &App,
+    smtp: &SmtpServer,
+    link: &str,
+    downloads: &std::path::Path,
+) -> Chrome {
+    let mut chrome = Chrome::start(downloads).await;
+    chrome.goto(link).await;
+    chrome.wait_for("You have a secure message").await;
+    chrome.click("#send-code").await;
+    chrome.wait_for("We sent a 6-digit code").await;
+    let mail = next_mail(app, smtp, "customer@example.org").await;
+    let code: String = mail
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .expect("code in the email")
+        .to_owned();
+    chrome.type_into("#code", &code).await;
+    chrome.click("#open").await;
+    chrome.wait_for("Your message").await;
+    chrome
+}
+
+async fn downloaded(path: &std::path::Path, len: usize) -> Vec<u8> {
+    for _ in 0..100 {
+        if path.exists() && std::fs::metadata(path).unwrap().len() == len as u64 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::fs::read(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
+    let env = TestEnv::new().await;
+    let smtp = SmtpServer::start();
+    let mut vars = env.env_vars();
+    vars.push(("SEALPOST_SMTP_URL".to_owned(), smtp.url()));
+    let config = sealpost::config::Config::load(None, vars).unwrap();
+    let clock = sealpost::clock::ManualClock::new(crate::support::env::now());
+    let app = App::open_with_clock(config, Arc::new(clock)).await.unwrap();
+    let base = serve(app.clone()).await;
+    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let payslip = env.dir.path().join("Lohnabrechnung Mai.pdf");
+    let mut payslip_data = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
+    payslip_data.extend(bytes(700_000, 7));
+    std::fs::write(&payslip, &payslip_data).unwrap();
+    let photo = env.dir.path().join("passport-photo.png");
+    let mut photo_data = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec();
+    photo_data.extend(bytes(300_000, 8));
+    std::fs::write(&photo, &photo_data).unwrap();
+
+    // The agent sends a message; "allow a reply" is ticked by default.
+    let mut chrome = Chrome::start(downloads.path()).await;
+    chrome.goto(&format!("{base}/sign-in")).await;
+    chrome.type_into("#email", "agent@example.com").await;
+    chrome.type_into("#password", PASSWORD).await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for("sent messages").await;
+    chrome.goto(&format!("{base}/compose")).await;
+    chrome.type_into("#recipient", "customer@example.org").await;
+    chrome
+        .type_into("#body", "Please send your payslip and a photo.")
+        .await;
+    chrome
+        .click("form[action='/compose'] button[type=submit]")
+        .await;
+    chrome.wait_for("Encrypted and queued").await;
+    chrome.quit().await;
+
+    // The customer verifies and replies with text and two files.
+    let link = pickup_link(&app, &smtp, &base).await;
+    let mut customer = customer_opens(&app, &smtp, &link, downloads.path()).await;
+    customer
+        .type_into("#reply-body", "Here they are. Account 4711-0815.")
+        .await;
+    customer
+        .type_into(
+            "#reply-files",
+            &format!("{}\n{}", payslip.display(), photo.display()),
+        )
+        .await;
+    customer.click("#send-reply").await;
+    let page = customer
+        .wait_for("Your reply was encrypted and sent securely")
+        .await;
+    assert!(
+        page.contains("Account 4711-0815."),
+        "the reply in the conversation"
+    );
+    customer.quit().await;
+
+    // The agent's alert, as the SMTP server got it: a link, no customer data.
+    app.outbox.run_once().await.unwrap();
+    let raw = smtp
+        .accepted()
+        .into_iter()
+        .rev()
+        .find(|m| header(m, "To").is_some_and(|t| t.contains("agent@example.com")))
+        .expect("an alert to the agent");
+    let (text, html) = parts(&raw);
+    let head = String::from_utf8_lossy(&raw);
+    let head = head.split("\r\n\r\n").next().unwrap_or_default();
+    for secret in [
+        "customer@example.org",
+        "4711-0815",
+        "Lohnabrechnung",
+        "passport-photo",
+        "payslip",
+    ] {
+        for part in [&text, &html, head] {
+            assert!(!part.contains(secret), "{secret} in the alert: {part}");
+        }
+    }
+    let at = text.find("/inbox/").expect("a link to the reply");
+    let inbox_path: String = text[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+
+    // The agent reads it, downloads both files byte-identical, answers.
+    let mut chrome = Chrome::start(downloads.path()).await;
+    chrome.goto(&format!("{base}/sign-in")).await;
+    chrome.type_into("#email", "agent@example.com").await;
+    chrome.type_into("#password", PASSWORD).await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for("sent messages").await;
+    chrome.goto(&format!("{base}{inbox_path}")).await;
+    let page = chrome.wait_for("Reply received").await;
+    assert!(page.contains("customer@example.org"));
+    assert!(page.contains("Here they are. Account 4711-0815."));
+    chrome.click("#incoming-files li:nth-child(1) a").await;
+    assert_eq!(
+        downloaded(
+            &downloads.path().join("Lohnabrechnung Mai.pdf"),
+            payslip_data.len()
+        )
+        .await,
+        payslip_data
+    );
+    chrome.click("#incoming-files li:nth-child(2) a").await;
+    assert_eq!(
+        downloaded(
+            &downloads.path().join("passport-photo.png"),
+            photo_data.len()
+        )
+        .await,
+        photo_data
+    );
+    chrome.click("#answer").await;
+    chrome.wait_for("Answer in the conversation").await;
+    chrome
+        .type_into("#body", "Thank you, both files arrived.")
+        .await;
+    chrome
+        .click("form[action='/compose'] button[type=submit]")
+        .await;
+    let page = chrome.wait_for("Encrypted and queued").await;
+    assert!(
+        page.contains("id=\"conversation\""),
+        "the conversation is listed"
+    );
+    chrome.quit().await;
+
+    // The customer's new link shows the whole conversation.
+    let link = pickup_link(&app, &smtp, &base).await;
+    let customer = customer_opens(&app, &smtp, &link, downloads.path()).await;
+    let page = customer.source().await;
+    assert!(page.contains("Thank you, both files arrived."));
+    assert!(page.contains("Please send your payslip and a photo."));
+    assert!(page.contains("Here they are. Account 4711-0815."));
+    assert!(page.contains("Lohnabrechnung Mai.pdf"));
+    customer.quit().await;
+}

@@ -579,3 +579,88 @@ async fn the_inbox_lists_unread_first_pages_and_shows_each_agent_their_own() {
     // A forged cursor is a bad link, not an empty page.
     assert_eq!(other.get("/inbox?older=nonsense").await.status, 400);
 }
+
+/// Canaries in a reply (its text, a file's name and content, the
+/// customer's address, a refused file's name) appear nowhere: not in the
+/// database, the blobs, the real binary's debug log or any email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_reply_text_file_name_or_address_at_rest_in_logs_or_mail() {
+    use crate::support::canaries::assert_no_canaries;
+    const ADDRESS: &str = "canary-cust-3e9c@example.com";
+    const TEXT: &str = "CANARY-REPLY-6d1f my IBAN is DE00";
+    const FILE: &str = "CANARY-REPLYFILE-88ab.pdf";
+    const CONTENT: &str = "CANARY-REPLY-CONTENT-41c7";
+    const REFUSED: &str = "CANARY-REFUSED-1a2b.pdf";
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let log_path = env.dir.path().join("serve.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
+        .arg("serve")
+        .envs(env.env_vars())
+        .env("SEALPOST_BIND", format!("127.0.0.1:{port}"))
+        .env("SEALPOST_LOG", "debug")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut agent = Browser::signed_in(&base, AGENT).await;
+    let id = Compose::to(ADDRESS)
+        .methods(&["access_code"])
+        .access_code(CODE)
+        .allow_reply()
+        .send(&mut agent)
+        .await;
+    let mut customer = customer_verifies(&app, &base, id).await;
+    let mut content = b"%PDF-1.7\n".to_vec();
+    content.extend_from_slice(CONTENT.as_bytes());
+    let r = reply(&mut customer, id, TEXT, &[(REFUSED, &program(1000))]).await;
+    assert_eq!(r.status, 422);
+    let r = reply(&mut customer, id, TEXT, &[(FILE, &content)]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let item = app.incoming.conversation(id).await.unwrap()[0].id;
+    let page = agent.get(&format!("/inbox/{item}")).await;
+    assert!(
+        page.body.contains(TEXT) && page.body.contains(FILE),
+        "the reply is there"
+    );
+    assert_eq!(
+        agent.download(&format!("/inbox/{item}/files/1")).await,
+        content
+    );
+    agent.get("/inbox").await;
+    let mails = dev_mail(&app, &mut agent, AGENT).await;
+    assert!(!mails.is_empty(), "the alert was sent");
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let canaries = [ADDRESS, TEXT, FILE, CONTENT, REFUSED];
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains("/pickup/{id}/reply"),
+        "requests are logged: {log}"
+    );
+    for c in canaries {
+        assert!(!log.contains(c), "log contains {c:?}");
+        for mail in &mails {
+            assert!(!mail.contains(c), "mail contains {c:?}: {mail}");
+        }
+    }
+    assert_no_canaries("database", &env.database_bytes(&app).await, &canaries);
+    for blob in files_below(&env.blob_dir()) {
+        assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), &canaries);
+    }
+}
