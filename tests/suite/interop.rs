@@ -220,3 +220,56 @@ fn export_without_escrow_recipients_is_refused() {
     ]);
     assert!(!bad.status.success());
 }
+
+/// A customer's reply is a vault message like any other: `sealpost export`
+/// gives the escrow holder its text and file, decryptable with the age CLI.
+#[test]
+fn a_customer_reply_exports_for_escrow_like_a_message() {
+    let rt = runtime();
+    let (_keys, escrow, env) = escrowed_env(&rt);
+    let (app, _clock, base) =
+        rt.block_on(crate::support::http::portal(&env, crate::support::START));
+    let file = crate::replies::pdf(9, 10_000);
+    let item = rt.block_on(async {
+        let (_agent, mut customer, id) = crate::replies::verified_on(&app, &base).await;
+        let r = crate::replies::reply(
+            &mut customer,
+            id,
+            "CANARY-ESCROW-REPLY-5e21",
+            &[("CANARY-ESCROW-FILE-90d3.pdf", &file)],
+        )
+        .await;
+        assert_eq!(r.status, 303, "{}", r.body);
+        app.incoming.conversation(id).await.expect("items")[0].id
+    });
+    let out_dir = env.dir.path().join("export-reply");
+    let out = env.sealpost(&[
+        "export",
+        &item.to_string(),
+        "--out",
+        out_dir.to_str().expect("utf8"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&read_file(&out_dir.join("manifest.json"))).expect("manifest");
+    let parts = manifest["parts"].as_array().expect("parts");
+    assert_eq!(parts.len(), 2);
+    let body = out_dir.join(parts[0]["file"].as_str().expect("file"));
+    let pdf = out_dir.join(parts[1]["file"].as_str().expect("file"));
+    assert_eq!(
+        age_decrypt(&escrow.identity_file, &body),
+        b"CANARY-ESCROW-REPLY-5e21"
+    );
+    assert_eq!(age_decrypt(&escrow.identity_file, &pdf), file);
+    let metadata = age_decrypt(&escrow.identity_file, &out_dir.join("metadata.age"));
+    let metadata = String::from_utf8(metadata).expect("utf8");
+    assert!(
+        metadata.contains("CANARY-ESCROW-FILE-90d3.pdf"),
+        "{metadata}"
+    );
+    assert!(metadata.contains("customer@example.org"), "{metadata}");
+}

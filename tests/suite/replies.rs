@@ -25,7 +25,7 @@ const CUSTOMER: &str = "customer@example.org";
 const CODE: &str = "Sesame-4711";
 const REPLY: &str = "Here are my <b>documents</b> & my payslip.";
 
-fn pdf(seed: u64, len: usize) -> Vec<u8> {
+pub fn pdf(seed: u64, len: usize) -> Vec<u8> {
     let mut v = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n".to_vec();
     v.extend(bytes(len, seed));
     v
@@ -75,7 +75,7 @@ async fn verified(
 }
 
 /// [`verified`] on a running app: (agent, customer, message id).
-async fn verified_on(app: &App, base: &str) -> (Browser, Browser, MessageId) {
+pub async fn verified_on(app: &App, base: &str) -> (Browser, Browser, MessageId) {
     create_staff(app, AGENT, Role::Agent).await;
     let mut agent = Browser::signed_in(base, AGENT).await;
     let id = Compose::to(CUSTOMER)
@@ -115,7 +115,12 @@ fn reply_form(csrf: &str, text: &str, files: &[(&str, &[u8])]) -> Form {
     form
 }
 
-async fn reply(customer: &mut Browser, id: MessageId, text: &str, files: &[(&str, &[u8])]) -> Resp {
+pub async fn reply(
+    customer: &mut Browser,
+    id: MessageId,
+    text: &str,
+    files: &[(&str, &[u8])],
+) -> Resp {
     let csrf = customer.csrf(&format!("/pickup/{id}")).await;
     customer
         .post_multipart(
