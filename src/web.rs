@@ -89,10 +89,25 @@ pub async fn log_request(
     response
 }
 
-/// No inline script, no plugins, no framing, no third-party anything.
-/// Pages that need more say so explicitly (e.g. downloads set a sandbox).
-const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
-                   form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+/// The one script: upload progress on forms marked `data-progress`
+/// (compose, the customer's reply). Inline, allowed by its hash; without
+/// it the plain form works the same.
+pub const PROGRESS_SCRIPT: &str = include_str!("../templates/static/progress.js");
+
+/// No script but [`PROGRESS_SCRIPT`] (by hash), no plugins, no framing, no
+/// third-party anything; requests only to this origin (the script's
+/// upload). Pages that need less say so (downloads set a sandbox).
+static CSP: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(PROGRESS_SCRIPT.as_bytes()));
+    format!(
+        "default-src 'none'; script-src 'sha256-{hash}'; connect-src 'self'; style-src 'self'; \
+         img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
+         object-src 'none'"
+    )
+});
 
 /// Adds the security headers to every response (unless a handler set its
 /// own). HSTS only when the public address is https: on plain http it
@@ -102,7 +117,7 @@ pub fn with_security_headers<S: Clone + Send + Sync + 'static>(
     https: bool,
 ) -> Router<S> {
     let mut headers: Vec<(HeaderName, &'static str)> = vec![
-        (header::CONTENT_SECURITY_POLICY, CSP),
+        (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::REFERRER_POLICY, "no-referrer"),
         (header::X_FRAME_OPTIONS, "DENY"),

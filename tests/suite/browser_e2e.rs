@@ -182,6 +182,9 @@ async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
     chrome.click("button[type=submit]").await;
     chrome.wait_for("sent messages").await;
     chrome.goto(&format!("{base}/compose")).await;
+    // The progress script ran (its hash is in the CSP): the form goes
+    // through it from here on.
+    chrome.wait_for("data-enhanced=\"1\"").await;
     chrome.type_into("#recipient", "customer@example.org").await;
     chrome
         .type_into("#body", "Please send your payslip and a photo.")
@@ -195,6 +198,7 @@ async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
     // The customer verifies and replies with text and two files.
     let link = pickup_link(&app, &smtp, &base).await;
     let mut customer = customer_opens(&app, &smtp, &link, downloads.path()).await;
+    customer.wait_for("data-enhanced=\"1\"").await;
     customer
         .type_into("#reply-body", "Here they are. Account 4711-0815.")
         .await;
@@ -295,4 +299,41 @@ async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
     assert!(page.contains("Here they are. Account 4711-0815."));
     assert!(page.contains("Lohnabrechnung Mai.pdf"));
     customer.quit().await;
+}
+
+/// Compose through the progress script shows the answer page itself, so an
+/// access code generated for the message (shown once) is still shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_through_the_progress_script_still_shows_a_generated_code() {
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    let base = serve(app.clone()).await;
+    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let upload = env.dir.path().join("contract.pdf");
+    std::fs::write(&upload, bytes(2_000_000, 3)).unwrap();
+    let mut chrome = Chrome::start(downloads.path()).await;
+    chrome.goto(&format!("{base}/sign-in")).await;
+    chrome.type_into("#email", "agent@example.com").await;
+    chrome.type_into("#password", PASSWORD).await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for("sent messages").await;
+    chrome.goto(&format!("{base}/compose")).await;
+    chrome.wait_for("data-enhanced=\"1\"").await;
+    chrome.type_into("#recipient", "customer@example.org").await;
+    chrome.type_into("#body", "Your contract.").await;
+    chrome.click("input[name=method][value=access_code]").await;
+    chrome
+        .type_into("#attachments", &upload.display().to_string())
+        .await;
+    chrome
+        .click("form[action='/compose'] button[type=submit]")
+        .await;
+    let page = chrome.wait_for("generated-access-code").await;
+    assert!(page.contains("Encrypted and queued"));
+    assert!(
+        chrome.url().await.contains("/messages/"),
+        "the address bar shows the message"
+    );
+    chrome.quit().await;
 }

@@ -669,3 +669,39 @@ async fn no_reply_text_file_name_or_address_at_rest_in_logs_or_mail() {
         assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), &canaries);
     }
 }
+
+/// The one inline script is allowed by its hash, and only it: the CSP of
+/// the pages that carry it names the SHA-256 of exactly what they embed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_script_is_allowed_by_its_hash_and_nothing_else_is() {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let env = TestEnv::new().await;
+    let (_app, _clock, mut agent, mut customer, id) = verified(&env).await;
+    for (b, path) in [
+        (&mut agent, "/compose".to_owned()),
+        (&mut customer, format!("/pickup/{id}")),
+    ] {
+        let page = b.get(&path).await;
+        let csp = page
+            .header("content-security-policy")
+            .expect("csp")
+            .to_owned();
+        let start = page.body.find("<script>").expect("the script") + 8;
+        let end = start + page.body[start..].find("</script>").expect("its end");
+        let script = &page.body[start..end];
+        assert_eq!(script, sealpost::web::PROGRESS_SCRIPT, "embedded verbatim");
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+        assert!(
+            csp.contains(&format!("script-src 'sha256-{hash}';")),
+            "{csp}"
+        );
+        assert_eq!(
+            page.body.matches("<script").count(),
+            1,
+            "{path}: one script"
+        );
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+        assert!(page.body.contains("data-progress="), "{path}");
+    }
+}
