@@ -125,6 +125,36 @@ struct InviteHtml<'a> {
     url: &'a str,
 }
 
+/// A PII-free alert to staff: a headline, the item's id and a portal link.
+fn alert_mail(
+    ctx: &Context,
+    subject: &str,
+    headline: &str,
+    id: &str,
+    link: String,
+) -> Result<Rendered, MailError> {
+    let err = |e: askama::Error| MailError::Build(e.to_string());
+    Ok(Rendered {
+        subject: subject.to_owned(),
+        text: AlertText {
+            ctx,
+            headline,
+            message_id: id.to_owned(),
+            link: link.clone(),
+        }
+        .render()
+        .map_err(err)?,
+        html: AlertHtml {
+            ctx,
+            headline,
+            message_id: id.to_owned(),
+            link,
+        }
+        .render()
+        .map_err(err)?,
+    })
+}
+
 pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
     let err = |e: askama::Error| MailError::Build(e.to_string());
     let rendered = match mail {
@@ -181,49 +211,19 @@ pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
                 ),
             };
             let link = format!("{}/messages/{message_id}", ctx.public_url);
-            Rendered {
-                subject: subject.to_owned(),
-                text: AlertText {
-                    ctx,
-                    headline,
-                    message_id: message_id.to_string(),
-                    link: link.clone(),
-                }
-                .render()
-                .map_err(err)?,
-                html: AlertHtml {
-                    ctx,
-                    headline,
-                    message_id: message_id.to_string(),
-                    link,
-                }
-                .render()
-                .map_err(err)?,
-            }
+            alert_mail(ctx, subject, headline, &message_id.to_string(), link)?
         }
         Mail::IncomingAlert { incoming_id } => {
             let headline =
                 "A customer sent you a secure reply. It is waiting, encrypted, in Sealpost.";
             let link = format!("{}/inbox/{incoming_id}", ctx.public_url);
-            Rendered {
-                subject: "Sealpost: a secure reply is waiting".to_owned(),
-                text: AlertText {
-                    ctx,
-                    headline,
-                    message_id: incoming_id.to_string(),
-                    link: link.clone(),
-                }
-                .render()
-                .map_err(err)?,
-                html: AlertHtml {
-                    ctx,
-                    headline,
-                    message_id: incoming_id.to_string(),
-                    link,
-                }
-                .render()
-                .map_err(err)?,
-            }
+            alert_mail(
+                ctx,
+                "Sealpost: a secure reply is waiting",
+                headline,
+                &incoming_id.to_string(),
+                link,
+            )?
         }
         Mail::SignInAlert => {
             let link = format!("{}/account", ctx.public_url);

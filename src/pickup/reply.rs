@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 use axum::extract::multipart::Field;
-use axum::extract::{FromRequest, Multipart, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Multipart, Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use secrecy::ExposeSecret;
 use tower_sessions::Session;
@@ -29,8 +29,8 @@ use crate::web::PageError;
 use crate::web::client_ip::ClientIp;
 use crate::web::csrf;
 use crate::web::upload::{
-    Budget, Checks, MAX_FORM_BYTES, UploadName, clean_file_name, interrupted, seal_checked,
-    upload_name,
+    Budget, Checks, UploadName, begin_with_text, clean_file_name, first_chunk, interrupted,
+    open_multipart, seal_checked, upload_name,
 };
 
 /// A reply's text, in characters: a note, not a document (those are files).
@@ -140,16 +140,12 @@ impl Drop for ReceivingSlot {
     }
 }
 
-/// Room for the text and multipart framing on top of the size limit.
-const FORM_OVERHEAD: u64 = MAX_FORM_BYTES as u64 + 1024 * 1024;
-
 /// `POST /pickup/{id}/reply`: only in a session verified for this
 /// message and its current link.
 pub async fn reply(
     State(app): State<App>,
     session: Session,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
     Path(id): Path<String>,
     request: axum::extract::Request,
 ) -> Result<Response, PageError> {
@@ -169,18 +165,9 @@ pub async fn reply(
         ));
     };
     let settings = app.settings.load().await?;
-    let limit = settings.size_limit_bytes();
-    let cap = usize::try_from(limit + FORM_OVERHEAD).unwrap_or(usize::MAX);
-    let request =
-        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, cap)));
-    let mut multipart = Multipart::from_request(request, &app)
-        .await
-        .map_err(|_| PageError::BadRequest("The form was not a valid upload.".to_owned()))?;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let outcome = if declared.is_some_and(|n| n > limit + FORM_OVERHEAD) {
+    let (mut multipart, declared_too_large) =
+        open_multipart(request, &app, settings.size_limit_bytes()).await?;
+    let outcome = if declared_too_large {
         Err(too_large(&settings))
     } else {
         receive(&app, &session, &settings, &mut multipart).await
@@ -340,22 +327,7 @@ async fn receive(
 
 /// Starts the reply's sealed message with its text as part 0.
 async fn begin(app: &App, settings: &Settings, text: &str) -> Result<Draft, PageError> {
-    use anyhow::Context as _;
-    let mut draft = app.vault.begin_message();
-    draft.set_size_limit(settings.size_limit_bytes());
-    let body = zeroize::Zeroizing::new(text.as_bytes().to_vec());
-    let meta = PartMeta {
-        file_name: None,
-        content_type: Some("text/plain; charset=utf-8".to_owned()),
-    };
-    let (draft, result) = tokio::task::spawn_blocking(move || {
-        let result = draft.seal_part(PartKind::Body, &meta, &body[..]);
-        (draft, result)
-    })
-    .await
-    .context("sealing task failed")?;
-    result?;
-    Ok(draft)
+    begin_with_text(&app.vault, settings.size_limit_bytes(), text).await
 }
 
 enum FileOutcome {
@@ -378,13 +350,7 @@ async fn file(
         UploadName::Name(raw) => Some(clean_file_name(&raw)).filter(|n| !n.is_empty()),
         _ => None,
     };
-    let mut first = None;
-    while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
-        if !chunk.is_empty() {
-            first = Some(chunk);
-            break;
-        }
-    }
+    let first = first_chunk(&mut field).await?;
     if first.is_none() && file_name.is_none() {
         budget.count()?;
         return Ok(FileOutcome::Empty(draft));

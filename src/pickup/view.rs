@@ -2,13 +2,11 @@
 //! downloads, and "I'm done". Every request checks the session is bound to
 //! this message, to its current link and still fresh.
 
-use anyhow::Context as _;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Response};
@@ -25,7 +23,7 @@ use crate::vault::{MessageId, PartKind, VaultError};
 use crate::web::PageError;
 use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
-use crate::web::download::{decrypting_body, file_headers};
+use crate::web::download::{Attachment, read_text};
 
 const PICKUP_KEY: &str = "pickup";
 /// However active, a "shred after pickup" message goes this long after
@@ -143,19 +141,7 @@ pub(super) async fn open_message(app: &App, id: MessageId) -> Result<Option<Open
     let mut files = Vec::new();
     for part in app.vault.parts(id).await? {
         match part.kind {
-            PartKind::Body => {
-                // Bounded when it was written, but still blob I/O (a network
-                // round trip with S3): off the async threads.
-                let vault = app.vault.clone();
-                let key = Arc::clone(&key);
-                body = tokio::task::spawn_blocking(move || {
-                    let mut out = zeroize::Zeroizing::new(Vec::new());
-                    vault.open_part(&key, &part)?.copy_to(&mut *out)?;
-                    Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
-                })
-                .await
-                .context("reading task failed")??;
-            }
+            PartKind::Body => body = read_text(&app.vault, &key, part).await?,
             PartKind::Attachment => {
                 let meta = key.part_meta(&part)?;
                 files.push(FileRow {
@@ -251,38 +237,12 @@ pub async fn download(
         Err(r) => return Ok(r),
     };
     let slot = download_slot(d.message_id, method == Method::HEAD)?;
-    let key = app.vault.unlock(d.message_id).await?;
-    let part = app
-        .vault
-        .parts(d.message_id)
+    Attachment::find(&app.vault, d.message_id, position)
         .await?
-        .into_iter()
-        .find(|p| p.position == position && p.kind == PartKind::Attachment)
-        .ok_or(PageError::NotFound)?;
-    let meta = key.part_meta(&part)?;
-    let name = meta.file_name.unwrap_or_else(|| format!("file-{position}"));
-    let plain_size = part.plain_size;
-    let body = match slot {
-        None => Body::empty(),
-        Some(slot) => {
-            // Opening reads the age header: blob I/O, off the async threads.
-            let vault = app.vault.clone();
-            let reader =
-                tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
-                    .await
-                    .context("opening task failed")??;
-            record_download(&app, d.message_id, position, ip).await?;
-            decrypting_body(reader, slot)
-        }
-    };
-    let mut response = body.into_response();
-    file_headers(
-        response.headers_mut(),
-        meta.content_type.as_deref(),
-        plain_size,
-        &name,
-    );
-    Ok(response)
+        .respond(&app.vault, slot, async || {
+            record_download(&app, d.message_id, position, ip).await
+        })
+        .await
 }
 
 /// A download that is starting: the status moves on, the audit log notes

@@ -9,7 +9,7 @@ use askama::Template;
 use askama_web::WebTemplate;
 use axum::extract::multipart::Field;
 use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -21,12 +21,11 @@ use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Settings};
 use crate::vault::{Draft, MessageId, PartKind, PartMeta, Purpose};
 use crate::web::csrf;
 use crate::web::upload::{
-    Budget, MAX_FORM_BYTES, UploadName, clean_file_name, interrupted, seal_field, upload_name,
+    Budget, UploadName, clean_file_name, first_chunk, interrupted, open_multipart, seal_field,
+    upload_name,
 };
 use crate::web::{Nav, PageError, PageResult};
 
-/// Room for the text fields and multipart framing on top of the size limit.
-const FORM_OVERHEAD: u64 = MAX_FORM_BYTES as u64 + 1024 * 1024;
 const MAX_BODY_CHARS: usize = 200_000;
 const MAX_SHORT_FIELD: usize = 1024;
 /// Session key of an access code generated at compose time, shown to the
@@ -140,37 +139,18 @@ enum Outcome {
 pub async fn send(
     State(app): State<App>,
     staff: CurrentStaff,
-    headers: HeaderMap,
     request: axum::extract::Request,
 ) -> PageResult {
-    use axum::extract::FromRequest;
     let settings = app.settings.load().await?;
-    let limit = settings.size_limit_bytes();
-    // The whole request is bounded as well: the caps on fields and files
-    // count their contents, not multipart framing, and a part's header is
-    // buffered whole until its blank line.
-    let cap = usize::try_from(limit + FORM_OVERHEAD).unwrap_or(usize::MAX);
-    let request =
-        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, cap)));
-    let mut multipart = Multipart::from_request(request, &app)
-        .await
-        .map_err(|_| PageError::BadRequest("The form was not a valid upload.".to_owned()))?;
-    let too_large = || {
-        PageError::TooLarge(format!(
-            "The message and its attachments are larger than the limit of {} MiB. Nothing was sent or kept.",
-            settings.size_limit_mib
-        ))
-    };
-    // Browsers send the length up front: refuse an obviously oversized
-    // upload before reading it.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit + FORM_OVERHEAD) {
+    let (mut multipart, declared_too_large) =
+        open_multipart(request, &app, settings.size_limit_bytes()).await?;
+    if declared_too_large {
         audit_failure(&app, &staff, "too_large").await;
         crate::web::linger(multipart);
-        return Err(too_large());
+        return Err(PageError::TooLarge(format!(
+            "The message and its attachments are larger than the limit of {} MiB. Nothing was sent or kept.",
+            settings.size_limit_mib
+        )));
     }
     match receive(&app, &staff, &settings, &mut multipart).await {
         Ok(Outcome::Sent(id, generated)) => {
@@ -381,15 +361,7 @@ impl FormReader {
             UploadName::Name(raw) => Some(clean_file_name(&raw)).filter(|n| !n.is_empty()),
             _ => None,
         };
-        // The first bytes tell an empty part from a file (multer may
-        // hand out an empty chunk first).
-        let mut first = None;
-        while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
-            if !chunk.is_empty() {
-                first = Some(chunk);
-                break;
-            }
-        }
+        let first = first_chunk(&mut field).await?;
         // An empty file input still sends one nameless, empty part; it
         // costs a field, so a flood of them ends like any other.
         if first.is_none() && file_name.is_none() {

@@ -3,10 +3,8 @@
 //! its files as decrypted downloads, and "mark done", which schedules its
 //! shred. Opening and downloading are audited.
 
-use anyhow::Context as _;
 use askama::Template;
 use askama_web::WebTemplate;
-use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -21,7 +19,7 @@ use crate::incoming::{IncomingError, Item, ListQuery};
 use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind, VaultError};
 use crate::web::csrf::CsrfForm;
-use crate::web::download::{decrypting_body, file_headers};
+use crate::web::download::{Attachment, read_text};
 use crate::web::{Nav, PageError, PageResult};
 
 /// Rows per page of the inbox, and unread items listed above it at most.
@@ -241,17 +239,7 @@ async fn open_into(app: &App, id: MessageId, page: &mut ItemPage) -> Result<(), 
     page.from = key.meta()?.recipient_address.unwrap_or_default();
     for part in app.vault.parts(id).await? {
         match part.kind {
-            PartKind::Body => {
-                let vault = app.vault.clone();
-                let key = std::sync::Arc::clone(&key);
-                page.body = tokio::task::spawn_blocking(move || {
-                    let mut out = zeroize::Zeroizing::new(Vec::new());
-                    vault.open_part(&key, &part)?.copy_to(&mut *out)?;
-                    Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
-                })
-                .await
-                .context("reading task failed")??;
-            }
+            PartKind::Body => page.body = read_text(&app.vault, &key, part).await?,
             PartKind::Attachment => {
                 let meta = key.part_meta(&part)?;
                 page.files.push(FileRow {
@@ -288,39 +276,19 @@ pub async fn download(
     Path((id, position)): Path<(String, u32)>,
 ) -> PageResult<Response> {
     let item = authorised(&app, &staff, &id, "download_incoming").await?;
-    let key = app.vault.unlock(item.id).await?;
-    let part = app
-        .vault
-        .parts(item.id)
+    // Staff downloads are not capped like a customer session's.
+    let guard = (method != Method::HEAD).then_some(());
+    Attachment::find(&app.vault, item.id, position)
         .await?
-        .into_iter()
-        .find(|p| p.position == position && p.kind == PartKind::Attachment)
-        .ok_or(PageError::NotFound)?;
-    let meta = key.part_meta(&part)?;
-    let name = meta.file_name.unwrap_or_else(|| format!("file-{position}"));
-    let plain_size = part.plain_size;
-    let body = if method == Method::HEAD {
-        Body::empty()
-    } else {
-        let vault = app.vault.clone();
-        let reader = tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
-            .await
-            .context("opening task failed")??;
-        let event = Event::new(staff.actor(), Action::IncomingDownloaded)
-            .message(item.id)
-            .ip(staff.ip)
-            .detail(serde_json::json!({ "part": position }));
-        app.audit.record_now(&event).await?;
-        decrypting_body(reader, ())
-    };
-    let mut response = body.into_response();
-    file_headers(
-        response.headers_mut(),
-        meta.content_type.as_deref(),
-        plain_size,
-        &name,
-    );
-    Ok(response)
+        .respond(&app.vault, guard, async || {
+            let event = Event::new(staff.actor(), Action::IncomingDownloaded)
+                .message(item.id)
+                .ip(staff.ip)
+                .detail(serde_json::json!({ "part": position }));
+            app.audit.record_now(&event).await?;
+            Ok(())
+        })
+        .await
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,95 @@ use std::io::{self, BufReader, Read};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, header};
 
-use crate::vault::PartReader;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::response::{IntoResponse, Response};
+
+use crate::vault::{MessageId, MessageKey, PartKind, PartReader, StoredPart, Vault, VaultError};
+use crate::web::PageError;
+
+/// One attachment of a sealed message, found and ready to stream.
+pub struct Attachment {
+    key: MessageKey,
+    part: StoredPart,
+    name: String,
+    content_type: Option<String>,
+}
+
+impl Attachment {
+    /// Attachment `position` of message `id` (404 if there is none).
+    pub async fn find(vault: &Vault, id: MessageId, position: u32) -> Result<Self, PageError> {
+        let key = vault.unlock(id).await?;
+        let part = vault
+            .parts(id)
+            .await?
+            .into_iter()
+            .find(|p| p.position == position && p.kind == PartKind::Attachment)
+            .ok_or(PageError::NotFound)?;
+        let meta = key.part_meta(&part)?;
+        Ok(Attachment {
+            name: meta.file_name.unwrap_or_else(|| format!("file-{position}")),
+            content_type: meta.content_type,
+            key,
+            part,
+        })
+    }
+
+    /// The response: headers only when `guard` is `None` (a HEAD request:
+    /// nothing is decrypted), else the decrypting body holding `guard`
+    /// until it ends. `started` runs once the file opened, before the body
+    /// goes out (to record the download).
+    pub async fn respond<S: Send + 'static>(
+        self,
+        vault: &Vault,
+        guard: Option<S>,
+        started: impl AsyncFnOnce() -> Result<(), PageError>,
+    ) -> Result<Response, PageError> {
+        let Attachment {
+            key,
+            part,
+            name,
+            content_type,
+        } = self;
+        let size = part.plain_size;
+        let body = match guard {
+            None => Body::empty(),
+            Some(guard) => {
+                // Opening reads the age header: blob I/O, off the async threads.
+                let vault = vault.clone();
+                let reader =
+                    tokio::task::spawn_blocking(move || vault.open_part_unpipelined(&key, &part))
+                        .await
+                        .context("opening task failed")??;
+                started().await?;
+                decrypting_body(reader, guard)
+            }
+        };
+        let mut response = body.into_response();
+        file_headers(response.headers_mut(), content_type.as_deref(), size, &name);
+        Ok(response)
+    }
+}
+
+/// A message's text part, decrypted whole (bounded when it was written;
+/// still blob I/O, a network round trip with S3, so off the async threads).
+pub async fn read_text(
+    vault: &Vault,
+    key: &Arc<MessageKey>,
+    part: StoredPart,
+) -> Result<String, PageError> {
+    let vault = vault.clone();
+    let key = Arc::clone(key);
+    let text = tokio::task::spawn_blocking(move || {
+        let mut out = zeroize::Zeroizing::new(Vec::new());
+        vault.open_part(&key, &part)?.copy_to(&mut *out)?;
+        Ok::<_, VaultError>(String::from_utf8_lossy(&out).into_owned())
+    })
+    .await
+    .context("reading task failed")??;
+    Ok(text)
+}
 
 /// Plaintext handed to the client per body poll: one age chunk.
 const DOWNLOAD_CHUNK: usize = 64 * 1024;

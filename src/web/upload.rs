@@ -8,13 +8,14 @@ use anyhow::Context as _;
 use std::io::{self, Read, Write};
 
 use axum::body::Bytes;
+use axum::extract::Multipart;
 use axum::extract::multipart::Field;
 use axum::http::{HeaderMap, header};
 use tokio::sync::mpsc;
 
 use crate::filetype::{FileKind, HEAD_BYTES, sniff};
 use crate::scan::{ScanError, ScanStream, Scanner, Verdict};
-use crate::vault::{Draft, PartKind, PartMeta, VaultError};
+use crate::vault::{Draft, PartKind, PartMeta, Vault, VaultError};
 use crate::web::PageError;
 
 /// What a customer's file must pass before it is kept. Staff attachments
@@ -84,6 +85,69 @@ impl Refused {
             ),
         }
     }
+}
+
+/// Room for the text fields and multipart framing on top of a size limit.
+pub const FORM_OVERHEAD: u64 = MAX_FORM_BYTES as u64 + 1024 * 1024;
+
+/// A multipart form whose files may hold `limit` bytes. The whole body is
+/// capped as well (the caps on fields and files count their contents, not
+/// framing, and a part's header is buffered whole until its blank line).
+/// The flag: the declared length is already over the cap (browsers send it
+/// up front), so the upload can be refused before it is read.
+pub async fn open_multipart<S: Send + Sync>(
+    request: axum::extract::Request,
+    state: &S,
+    limit: u64,
+) -> Result<(Multipart, bool), PageError> {
+    use axum::extract::FromRequest;
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let cap = limit.saturating_add(FORM_OVERHEAD);
+    let request = request.map(|body| {
+        axum::body::Body::new(http_body_util::Limited::new(
+            body,
+            usize::try_from(cap).unwrap_or(usize::MAX),
+        ))
+    });
+    let multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|_| PageError::BadRequest("The form was not a valid upload.".to_owned()))?;
+    Ok((multipart, declared.is_some_and(|n| n > cap)))
+}
+
+/// Starts a draft capped at `limit` bytes with `text` as its body (part 0).
+/// Sealing writes and fsyncs a blob: off the async threads.
+pub async fn begin_with_text(vault: &Vault, limit: u64, text: &str) -> Result<Draft, PageError> {
+    let mut draft = vault.begin_message();
+    draft.set_size_limit(limit);
+    let body = zeroize::Zeroizing::new(text.as_bytes().to_vec());
+    let meta = PartMeta {
+        file_name: None,
+        content_type: Some("text/plain; charset=utf-8".to_owned()),
+    };
+    let (draft, result) = tokio::task::spawn_blocking(move || {
+        let result = draft.seal_part(PartKind::Body, &meta, &body[..]);
+        (draft, result)
+    })
+    .await
+    .context("sealing task failed")?;
+    result?;
+    Ok(draft)
+}
+
+/// A file field's first bytes, telling an empty part from a file (multer
+/// may hand out an empty chunk first).
+pub async fn first_chunk(field: &mut Field<'_>) -> Result<Option<Bytes>, PageError> {
+    while let Some(chunk) = field.chunk().await.map_err(|_| interrupted())? {
+        if !chunk.is_empty() {
+            return Ok(Some(chunk));
+        }
+    }
+    Ok(None)
 }
 
 /// What sealing one field came to: the draft with the part added (and

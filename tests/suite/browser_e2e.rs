@@ -13,6 +13,28 @@ use crate::support::http::{PASSWORD, create_staff, serve};
 use crate::support::smtp::{SmtpServer, header, parts};
 use crate::support::webdriver::Chrome;
 
+/// An app sending through a real SMTP server, served, with the agent.
+async fn with_smtp(env: &TestEnv) -> (SmtpServer, App, String) {
+    let smtp = SmtpServer::start();
+    let mut vars = env.env_vars();
+    vars.push(("SEALPOST_SMTP_URL".to_owned(), smtp.url()));
+    let config = sealpost::config::Config::load(None, vars).unwrap();
+    let clock = sealpost::clock::ManualClock::new(crate::support::env::now());
+    let app = App::open_with_clock(config, Arc::new(clock)).await.unwrap();
+    let base = serve(app.clone()).await;
+    create_staff(&app, "agent@example.com", Role::Agent).await;
+    (smtp, app, base)
+}
+
+/// The agent signs in through the form and lands on the sent list.
+async fn agent_signs_in(chrome: &mut Chrome, base: &str) {
+    chrome.goto(&format!("{base}/sign-in")).await;
+    chrome.type_into("#email", "agent@example.com").await;
+    chrome.type_into("#password", PASSWORD).await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for("sent messages").await;
+}
+
 /// Sends what the outbox holds and returns the text of the newest email to `to`.
 async fn next_mail(app: &App, smtp: &SmtpServer, to: &str) -> String {
     app.outbox.run_once().await.unwrap();
@@ -28,14 +50,7 @@ async fn next_mail(app: &App, smtp: &SmtpServer, to: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_sends_and_customer_picks_up_in_chromium() {
     let env = TestEnv::new().await;
-    let smtp = SmtpServer::start();
-    let mut vars = env.env_vars();
-    vars.push(("SEALPOST_SMTP_URL".to_owned(), smtp.url()));
-    let config = sealpost::config::Config::load(None, vars).unwrap();
-    let clock = sealpost::clock::ManualClock::new(crate::support::env::now());
-    let app = App::open_with_clock(config, Arc::new(clock)).await.unwrap();
-    let base = serve(app.clone()).await;
-    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let (smtp, app, base) = with_smtp(&env).await;
     let downloads = tempfile::tempdir().unwrap();
     let upload = env.dir.path().join("Steuerbescheid 2025.pdf");
     let data = bytes(1_500_000, 42);
@@ -43,11 +58,7 @@ async fn agent_sends_and_customer_picks_up_in_chromium() {
 
     let mut chrome = Chrome::start(downloads.path()).await;
     // The agent signs in and composes.
-    chrome.goto(&format!("{base}/sign-in")).await;
-    chrome.type_into("#email", "agent@example.com").await;
-    chrome.type_into("#password", PASSWORD).await;
-    chrome.click("button[type=submit]").await;
-    chrome.wait_for("sent messages").await;
+    agent_signs_in(&mut chrome, &base).await;
     chrome.goto(&format!("{base}/compose")).await;
     chrome.type_into("#recipient", "customer@example.org").await;
     chrome
@@ -62,13 +73,7 @@ async fn agent_sends_and_customer_picks_up_in_chromium() {
         .await;
     chrome.wait_for("Encrypted and queued").await;
     // The customer's email, read from the SMTP server.
-    let mail = next_mail(&app, &smtp, "customer@example.org").await;
-    let at = mail.find("/p/").expect("link in the email");
-    let token: String = mail[at + 3..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    let link = format!("{base}/p/{token}");
+    let link = pickup_link(&app, &smtp, &base).await;
 
     // The customer, in a fresh browser.
     chrome.quit().await;
@@ -156,14 +161,7 @@ async fn downloaded(path: &std::path::Path, len: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
     let env = TestEnv::new().await;
-    let smtp = SmtpServer::start();
-    let mut vars = env.env_vars();
-    vars.push(("SEALPOST_SMTP_URL".to_owned(), smtp.url()));
-    let config = sealpost::config::Config::load(None, vars).unwrap();
-    let clock = sealpost::clock::ManualClock::new(crate::support::env::now());
-    let app = App::open_with_clock(config, Arc::new(clock)).await.unwrap();
-    let base = serve(app.clone()).await;
-    create_staff(&app, "agent@example.com", Role::Agent).await;
+    let (smtp, app, base) = with_smtp(&env).await;
     let downloads = tempfile::tempdir().unwrap();
     let payslip = env.dir.path().join("Lohnabrechnung Mai.pdf");
     let mut payslip_data = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n".to_vec();
@@ -176,11 +174,7 @@ async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
 
     // The agent sends a message; "allow a reply" is ticked by default.
     let mut chrome = Chrome::start(downloads.path()).await;
-    chrome.goto(&format!("{base}/sign-in")).await;
-    chrome.type_into("#email", "agent@example.com").await;
-    chrome.type_into("#password", PASSWORD).await;
-    chrome.click("button[type=submit]").await;
-    chrome.wait_for("sent messages").await;
+    agent_signs_in(&mut chrome, &base).await;
     chrome.goto(&format!("{base}/compose")).await;
     // The progress script ran (its hash is in the CSP): the form goes
     // through it from here on.
@@ -248,11 +242,7 @@ async fn a_customer_replies_securely_and_the_agent_answers_in_chromium() {
 
     // The agent reads it, downloads both files byte-identical, answers.
     let mut chrome = Chrome::start(downloads.path()).await;
-    chrome.goto(&format!("{base}/sign-in")).await;
-    chrome.type_into("#email", "agent@example.com").await;
-    chrome.type_into("#password", PASSWORD).await;
-    chrome.click("button[type=submit]").await;
-    chrome.wait_for("sent messages").await;
+    agent_signs_in(&mut chrome, &base).await;
     chrome.goto(&format!("{base}{inbox_path}")).await;
     let page = chrome.wait_for("Reply received").await;
     assert!(page.contains("customer@example.org"));
@@ -313,11 +303,7 @@ async fn compose_through_the_progress_script_still_shows_a_generated_code() {
     let upload = env.dir.path().join("contract.pdf");
     std::fs::write(&upload, bytes(2_000_000, 3)).unwrap();
     let mut chrome = Chrome::start(downloads.path()).await;
-    chrome.goto(&format!("{base}/sign-in")).await;
-    chrome.type_into("#email", "agent@example.com").await;
-    chrome.type_into("#password", PASSWORD).await;
-    chrome.click("button[type=submit]").await;
-    chrome.wait_for("sent messages").await;
+    agent_signs_in(&mut chrome, &base).await;
     chrome.goto(&format!("{base}/compose")).await;
     chrome.wait_for("data-enhanced=\"1\"").await;
     chrome.type_into("#recipient", "customer@example.org").await;

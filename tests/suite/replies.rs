@@ -599,29 +599,8 @@ async fn no_reply_text_file_name_or_address_at_rest_in_logs_or_mail() {
     let env = TestEnv::new().await;
     let app = env.app().await;
     create_staff(&app, AGENT, Role::Agent).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let log_path = env.dir.path().join("serve.log");
-    let log_file = std::fs::File::create(&log_path).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"))
-        .arg("serve")
-        .envs(env.env_vars())
-        .env("SEALPOST_BIND", format!("127.0.0.1:{port}"))
-        .env("SEALPOST_LOG", "debug")
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
-    for _ in 0..100 {
-        if reqwest::get(format!("{base}/healthz")).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let mut serve = crate::support::serve::Serve::start(&env, &[("SEALPOST_LOG", "debug")]);
+    let base = serve.base.clone();
     let mut agent = Browser::signed_in(&base, AGENT).await;
     let id = Compose::to(ADDRESS)
         .methods(&["access_code"])
@@ -649,11 +628,15 @@ async fn no_reply_text_file_name_or_address_at_rest_in_logs_or_mail() {
     agent.get("/inbox").await;
     let mails = dev_mail(&app, &mut agent, AGENT).await;
     assert!(!mails.is_empty(), "the alert was sent");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    serve.sigterm();
+    serve.wait_exit(std::time::Duration::from_secs(30));
 
     let canaries = [ADDRESS, TEXT, FILE, CONTENT, REFUSED];
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    let log = [
+        serve.stdout.lock().unwrap().join("\n"),
+        serve.stderr.lock().unwrap().join("\n"),
+    ]
+    .join("\n");
     assert!(
         log.contains("/pickup/{id}/reply"),
         "requests are logged: {log}"

@@ -3,7 +3,6 @@
 //! (the vault's commit, the delivery record, the recipient, the one-time
 //! link, the pickup email and the audit event commit together or not at all).
 
-use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{Fields, MAX_BODY_CHARS};
@@ -15,8 +14,9 @@ use crate::portal::auth::CurrentStaff;
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
 use crate::staff::StaffEmail;
 use crate::text::{normalise_access_code, normalise_fact};
-use crate::vault::{Draft, MessageId, MessageMeta, PartKind, PartMeta};
+use crate::vault::{Draft, MessageId, MessageMeta};
 use crate::web::PageError;
+use crate::web::upload::begin_with_text;
 
 /// A message that was sent, and the access code generated for it (shown to
 /// the sender once).
@@ -212,21 +212,7 @@ pub(super) async fn begin(
             Err(e) => return Ok(Err(vec![e])),
         }
     }
-    let mut draft = app.vault.begin_message();
-    draft.set_size_limit(settings.size_limit_bytes());
-    let body = zeroize::Zeroizing::new(f.body.clone().into_bytes());
-    let meta = PartMeta {
-        file_name: None,
-        content_type: Some("text/plain; charset=utf-8".to_owned()),
-    };
-    // Sealing writes and fsyncs a blob: keep it off the async threads.
-    let (draft, result) = tokio::task::spawn_blocking(move || {
-        let result = draft.seal_part(PartKind::Body, &meta, &body[..]);
-        (draft, result)
-    })
-    .await
-    .context("sealing task failed")?;
-    result?;
+    let draft = begin_with_text(&app.vault, settings.size_limit_bytes(), &f.body).await?;
     Ok(Ok((draft, checked)))
 }
 
