@@ -107,3 +107,64 @@ async fn page_rows<'q, T: Row>(
     .fetch_all(db.pool())
     .await
 }
+
+/// A value a built statement binds.
+enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// Binds a built statement's arguments in order.
+fn bind_all<'q, O>(
+    mut query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+    args: Vec<Arg<'q>>,
+) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+    for a in args {
+        query = match a {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+            Arg::Bytes(v) => query.bind(v),
+        };
+    }
+    query
+}
+
+/// The plan of a built statement (SQLite's `EXPLAIN QUERY PLAN`,
+/// PostgreSQL's `EXPLAIN`), one line per step: the plan tests check that
+/// no staff list or job scans a whole table.
+async fn explain(db: &Db, sql: &str, args: Vec<Arg<'_>>) -> Result<Vec<String>, sqlx::Error> {
+    let mut conn = db.pool().acquire().await?;
+    let statement = match db.backend() {
+        Backend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
+        Backend::Postgres => {
+            // With a handful of test rows a sequential scan is cheapest
+            // anyway; ruling it out shows whether an index could serve.
+            sqlx::query("SET enable_seqscan = off")
+                .execute(&mut *conn)
+                .await?;
+            format!("EXPLAIN {sql}")
+        }
+    };
+    let rows = bind_all(sqlx::query_as::<_, PlanLine>(&statement), args)
+        .fetch_all(&mut *conn)
+        .await;
+    if db.backend() == Backend::Postgres {
+        sqlx::query("RESET enable_seqscan")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows?.into_iter().map(|r| r.0).collect())
+}
+
+/// One line of a query plan: SQLite's `detail` column, PostgreSQL's only one.
+struct PlanLine(String);
+
+impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for PlanLine {
+    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
+        use sqlx::Row as _;
+        row.try_get("detail")
+            .or_else(|_| row.try_get("QUERY PLAN"))
+            .map(PlanLine)
+    }
+}

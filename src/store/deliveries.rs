@@ -4,7 +4,9 @@
 //! change is one conditional statement, so concurrent requests cannot
 //! both win.
 
-use super::{Backend, Db, NativePool, PageFrom, Tx, exec, placeholders, row_by, value_by};
+use super::{
+    Arg, Db, NativePool, PageFrom, Tx, bind_all, exec, explain, placeholders, row_by, value_by,
+};
 
 /// Every column a [`DeliveryRow`] reads, qualified for joins.
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
@@ -146,13 +148,6 @@ pub struct ListFilter<'a> {
     pub limit: i64,
 }
 
-/// A value a built statement binds.
-enum Arg<'a> {
-    Int(i64),
-    Text(&'a str),
-    Bytes(&'a [u8]),
-}
-
 /// The list statement and its arguments. Each filter is a condition an
 /// index serves (migrations 0011): by sender and key, by sender, status
 /// and key, partial indexes for the rare locked and revoked rows, and the
@@ -224,20 +219,6 @@ fn list_statement<'a>(f: &ListFilter<'a>, now: i64) -> (String, Vec<Arg<'a>>) {
     (sql, args)
 }
 
-fn bind_all<'q, O>(
-    mut query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
-    args: Vec<Arg<'q>>,
-) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
-    for a in args {
-        query = match a {
-            Arg::Int(v) => query.bind(v),
-            Arg::Text(v) => query.bind(v),
-            Arg::Bytes(v) => query.bind(v),
-        };
-    }
-    query
-}
-
 /// One page of a staff list, in the order the key asks for.
 pub async fn list(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<DeliveryRow>, sqlx::Error> {
     let (sql, args) = list_statement(f, now);
@@ -252,42 +233,6 @@ pub async fn list(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<DeliveryR
 pub async fn list_plan(db: &Db, f: &ListFilter<'_>, now: i64) -> Result<Vec<String>, sqlx::Error> {
     let (sql, args) = list_statement(f, now);
     explain(db, &sql, args).await
-}
-
-async fn explain(db: &Db, sql: &str, args: Vec<Arg<'_>>) -> Result<Vec<String>, sqlx::Error> {
-    let mut conn = db.pool().acquire().await?;
-    let statement = match db.backend() {
-        Backend::Sqlite => format!("EXPLAIN QUERY PLAN {sql}"),
-        Backend::Postgres => {
-            // With a handful of test rows a sequential scan is cheapest
-            // anyway; ruling it out shows whether an index could serve.
-            sqlx::query("SET enable_seqscan = off")
-                .execute(&mut *conn)
-                .await?;
-            format!("EXPLAIN {sql}")
-        }
-    };
-    let rows = bind_all(sqlx::query_as::<_, PlanLine>(&statement), args)
-        .fetch_all(&mut *conn)
-        .await;
-    if db.backend() == Backend::Postgres {
-        sqlx::query("RESET enable_seqscan")
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(rows?.into_iter().map(|r| r.0).collect())
-}
-
-/// One line of a query plan: SQLite's `detail` column, PostgreSQL's only one.
-struct PlanLine(String);
-
-impl<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> for PlanLine {
-    fn from_row(row: &'r sqlx::any::AnyRow) -> Result<Self, sqlx::Error> {
-        use sqlx::Row as _;
-        row.try_get("detail")
-            .or_else(|_| row.try_get("QUERY PLAN"))
-            .map(PlanLine)
-    }
 }
 
 /// Live messages locked after failed verifications (one sender's, or

@@ -2,7 +2,7 @@
 //! submission, a secure-inbox upload): ids, times and states. What it says
 //! lives sealed in the vault under the same id.
 
-use super::{Db, PageFrom, Tx, exec, row_by, rows_by};
+use super::{Arg, Db, PageFrom, Tx, bind_all, exec, explain, row_by, rows_by};
 
 const COLUMNS: &str = "message_id, kind, conversation_id, in_reply_to, owner_id, received_at, \
      claimed_at, read_at, done_at, shred_at, shredded_at";
@@ -102,11 +102,12 @@ pub async fn mark_done(
 }
 
 /// Ids of items whose shred time has come.
+const DUE: &str = "SELECT message_id FROM incoming
+     WHERE shred_at <= $1 AND shredded_at IS NULL
+     ORDER BY shred_at LIMIT $2";
+
 pub async fn due_for_shred(db: &Db, now: i64, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-    let sql = "SELECT message_id FROM incoming
-         WHERE shred_at <= $1 AND shredded_at IS NULL
-         ORDER BY shred_at LIMIT $2";
-    sqlx::query_scalar(sql)
+    sqlx::query_scalar(DUE)
         .bind(now)
         .bind(limit)
         .fetch_all(db.pool())
@@ -133,15 +134,21 @@ pub struct ListFilter<'a> {
     pub limit: i64,
 }
 
-pub async fn list(db: &Db, f: &ListFilter<'_>) -> Result<Vec<IncomingRow>, sqlx::Error> {
-    let mut sql = format!("SELECT {COLUMNS} FROM incoming WHERE 1 = 1");
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        format!("${n}")
+/// The list statement and its arguments: an agent's view reads their own
+/// items and the unclaimed ones from `incoming_owner`, an admin's reads
+/// `incoming_received`; both by `(received_at, message_id)`.
+fn list_statement<'a>(f: &ListFilter<'a>) -> (String, Vec<Arg<'a>>) {
+    let mut args = Vec::new();
+    let mut arg = |a: Arg<'a>| {
+        args.push(a);
+        format!("${}", args.len())
     };
-    if f.visible_to.is_some() {
-        sql += &format!(" AND (owner_id = {} OR owner_id IS NULL)", next());
+    let mut sql = format!("SELECT {COLUMNS} FROM incoming WHERE 1 = 1");
+    if let Some(owner) = f.visible_to {
+        sql += &format!(
+            " AND (owner_id = {} OR owner_id IS NULL)",
+            arg(Arg::Text(owner))
+        );
     }
     if f.unread {
         sql += " AND read_at IS NULL AND done_at IS NULL AND shredded_at IS NULL";
@@ -150,26 +157,37 @@ pub async fn list(db: &Db, f: &ListFilter<'_>) -> Result<Vec<IncomingRow>, sqlx:
         None => (None, "DESC"),
         Some((key, newer)) => (key, if newer { "ASC" } else { "DESC" }),
     };
-    if key.is_some() {
+    if let Some((at, id)) = key {
         let op = if order == "ASC" { ">" } else { "<" };
         sql += &format!(
             " AND (received_at, message_id) {op} ({}, {})",
-            next(),
-            next()
+            arg(Arg::Int(at)),
+            arg(Arg::Text(id))
         );
     }
     sql += &format!(
         " ORDER BY received_at {order}, message_id {order} LIMIT {}",
-        next()
+        arg(Arg::Int(f.limit))
     );
-    let mut query = sqlx::query_as(&sql);
-    if let Some(owner) = f.visible_to {
-        query = query.bind(owner);
-    }
-    if let Some((at, id)) = key {
-        query = query.bind(at).bind(id);
-    }
-    query.bind(f.limit).fetch_all(db.pool()).await
+    (sql, args)
+}
+
+pub async fn list(db: &Db, f: &ListFilter<'_>) -> Result<Vec<IncomingRow>, sqlx::Error> {
+    let (sql, args) = list_statement(f);
+    bind_all(sqlx::query_as(&sql), args)
+        .fetch_all(db.pool())
+        .await
+}
+
+/// The plan of [`list`] (see `store::explain`).
+pub async fn list_plan(db: &Db, f: &ListFilter<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let (sql, args) = list_statement(f);
+    explain(db, &sql, args).await
+}
+
+/// The plan of the retention job's query.
+pub async fn due_plan(db: &Db, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    explain(db, DUE, vec![Arg::Int(now), Arg::Int(100)]).await
 }
 
 /// Items nobody opened yet that `visible_to` (none: an admin) may see:

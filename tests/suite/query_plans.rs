@@ -9,10 +9,18 @@ use crate::support::env::{TestEnv, now};
 
 /// A plan step that reads every row of a big table.
 fn full_scan(line: &str) -> bool {
-    let sqlite = ["SCAN d", "SCAN m", "SCAN deliveries", "SCAN messages"]
+    let sqlite = [
+        "SCAN d",
+        "SCAN m",
+        "SCAN deliveries",
+        "SCAN messages",
+        "SCAN incoming",
+    ]
+    .iter()
+    .any(|s| line.trim_start().starts_with(s) && !line.contains("USING"));
+    let postgres = ["deliveries", "messages", "incoming"]
         .iter()
-        .any(|s| line.trim_start().starts_with(s) && !line.contains("USING"));
-    let postgres = line.contains("Seq Scan on deliveries") || line.contains("Seq Scan on messages");
+        .any(|t| line.contains(&format!("Seq Scan on {t}")));
     sqlite || postgres
 }
 
@@ -132,4 +140,37 @@ async fn the_locked_banner_counts_from_its_own_index() {
             );
         }
     }
+}
+
+/// The staff inbox (an agent's and an admin's view, unread or all, every
+/// page start) and the retention job read indexes, never the whole table.
+#[tokio::test]
+async fn the_inbox_and_its_retention_use_indexes() {
+    use sealpost::store::incoming::{self as incoming, ListFilter};
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    app.db.optimize().await.expect("optimize");
+    let now = now();
+    let key = Some((now, "00000000-0000-4000-8000-000000000002"));
+    for visible_to in [Some("00000000-0000-4000-8000-000000000001"), None] {
+        for unread in [false, true] {
+            for from in [
+                None,
+                Some((key, false)),
+                Some((key, true)),
+                Some((None, true)),
+            ] {
+                let f = ListFilter {
+                    visible_to,
+                    unread,
+                    from,
+                    limit: 26,
+                };
+                let plan = incoming::list_plan(&app.db, &f).await.expect("plan");
+                assert_no_full_scan(&format!("{f:?}"), &plan);
+            }
+        }
+    }
+    let plan = incoming::due_plan(&app.db, now).await.expect("plan");
+    assert_no_full_scan("incoming due", &plan);
 }
