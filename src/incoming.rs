@@ -23,6 +23,8 @@ pub enum Kind {
 }
 
 impl Kind {
+    pub const ALL: [Kind; 1] = [Kind::Reply];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Reply => "reply",
@@ -39,10 +41,8 @@ impl Kind {
 impl FromStr for Kind {
     type Err = IncomingError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "reply" => Ok(Kind::Reply),
-            _ => Err(IncomingError::Invalid("unknown incoming kind")),
-        }
+        crate::text::by_name(&Kind::ALL, Kind::as_str, s)
+            .ok_or(IncomingError::Invalid("unknown incoming kind"))
     }
 }
 
@@ -207,12 +207,6 @@ impl Incoming {
                 id: i.id,
             },
         ))
-    }
-
-    /// Unread items `visible_to` may see (`None`: an administrator, all).
-    pub async fn count_unread(&self, visible_to: Option<StaffId>) -> Result<i64, IncomingError> {
-        let owner = visible_to.map(|s| s.to_string());
-        Ok(rows::count_unread(&self.db, owner.as_deref()).await?)
     }
 
     /// The items of a conversation, oldest first.

@@ -66,7 +66,8 @@ impl ReplyBox {
         if !d.allow_reply || d.replies >= MAX_REPLIES {
             return Ok(None);
         }
-        let settings = app.settings.load().await?;
+        // A customer page: the short-lived cache, like its branding.
+        let (settings, _) = app.settings.cached().await?;
         Ok(Some(ReplyBox {
             errors,
             limit_mib: settings.size_limit_mib,

@@ -189,19 +189,3 @@ pub async fn list_plan(db: &Db, f: &ListFilter<'_>) -> Result<Vec<String>, sqlx:
 pub async fn due_plan(db: &Db, now: i64) -> Result<Vec<String>, sqlx::Error> {
     explain(db, DUE, vec![Arg::Int(now), Arg::Int(100)]).await
 }
-
-/// Items nobody opened yet that `visible_to` (none: an admin) may see:
-/// the count in the portal's navigation.
-pub async fn count_unread(db: &Db, visible_to: Option<&str>) -> Result<i64, sqlx::Error> {
-    let base = "SELECT COUNT(*) FROM incoming
-         WHERE read_at IS NULL AND done_at IS NULL AND shredded_at IS NULL";
-    match visible_to {
-        Some(owner) => {
-            sqlx::query_scalar(&format!("{base} AND (owner_id = $1 OR owner_id IS NULL)"))
-                .bind(owner)
-                .fetch_one(db.pool())
-                .await
-        }
-        None => sqlx::query_scalar(base).fetch_one(db.pool()).await,
-    }
-}

@@ -573,7 +573,16 @@ async fn the_inbox_lists_unread_first_pages_and_shows_each_agent_their_own() {
     let unread = inner(&page.body, "unread", "</table>").expect("unread items");
     assert_eq!(unread.matches("/inbox/").count(), 29);
     assert!(!unread.contains(&format!("/inbox/{}", items[0].id)));
-    assert_eq!(app.incoming.count_unread(None).await.unwrap(), 29);
+    let unread = app
+        .incoming
+        .list(&sealpost::incoming::ListQuery {
+            unread: true,
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(unread.items.len(), 29);
 
     // Another agent sees none of them.
     create_staff(&app, "other@example.com", Role::Agent).await;
