@@ -125,6 +125,7 @@ async fn seed_one(
         draft.seal_part(
             PartKind::Body,
             &PartMeta {
+                item: None,
                 file_name: None,
                 content_type: Some("text/plain; charset=utf-8".into()),
             },
@@ -134,6 +135,7 @@ async fn seed_one(
         draft.seal_part(
             PartKind::Attachment,
             &PartMeta {
+                item: None,
                 file_name: Some(format!("statement-{i}.pdf")),
                 content_type: Some("application/pdf".into()),
             },

@@ -388,12 +388,14 @@ async fn make_templates(
         );
         let draft = tokio::task::spawn_blocking(move || -> Result<_> {
             let text = PartMeta {
+                item: None,
                 file_name: None,
                 content_type: Some("text/plain; charset=utf-8".into()),
             };
             draft.seal_part(PartKind::Body, &text, body.as_bytes())?;
             if attachment {
                 let pdf = PartMeta {
+                    item: None,
                     file_name: Some(format!("statement-{i}.pdf")),
                     content_type: Some("application/pdf".into()),
                 };
@@ -408,6 +410,7 @@ async fn make_templates(
             format!("customer{i}@example.org")
         };
         let meta = MessageMeta {
+            items: Vec::new(),
             recipient_address: Some(address.clone()),
             recipient_phone: (i % 4 == 0).then(|| format!("+44 20 7946 {:04}", i)),
             title: (i % 2 == 0).then(|| format!("Case {} statement", 10_000 + i)),

@@ -59,6 +59,7 @@ async fn main() -> Result<()> {
                     &PartMeta {
                         file_name: None,
                         content_type: Some("text/plain; charset=utf-8".into()),
+                        item: None,
                     },
                     body.as_bytes(),
                 )

@@ -11,6 +11,7 @@ use crate::deliveries::Deliveries;
 use crate::incoming::Incoming;
 use crate::mail::{MailError, Outbox};
 use crate::metrics::Metrics;
+use crate::requests::Requests;
 use crate::settings::SettingsStore;
 use crate::staff::links::LinkParts;
 use crate::staff::password::Hasher;
@@ -47,6 +48,7 @@ pub struct AppParts {
     pub settings: SettingsStore,
     pub deliveries: Deliveries,
     pub incoming: Incoming,
+    pub requests: Requests,
     pub outbox: Outbox,
     pub clock: SharedClock,
     pub metrics: Metrics,
@@ -177,6 +179,7 @@ impl App {
         let settings = SettingsStore::new(db.clone(), audit.clone());
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let incoming = Incoming::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
+        let requests = Requests::new(db.clone(), clock.clone());
         let outbox = Outbox::new(
             &config,
             db.clone(),
@@ -231,6 +234,7 @@ impl App {
             settings,
             deliveries,
             incoming,
+            requests,
             outbox,
             clock,
             metrics,

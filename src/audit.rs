@@ -102,6 +102,10 @@ pub enum Action {
     PickupDone,
     /// A customer's secure answer to a message arrived (sealed).
     ReplyReceived,
+    /// An agent sent a document request.
+    RequestSent,
+    /// A customer submitted the documents a request asked for (sealed).
+    RequestSubmitted,
     /// A customer's upload was refused (type, size, scan); nothing kept.
     UploadRefused,
     /// Staff opened an incoming item.
@@ -159,6 +163,8 @@ impl Action {
             Action::Downloaded => "pickup.downloaded",
             Action::PickupDone => "pickup.done",
             Action::ReplyReceived => "incoming.reply_received",
+            Action::RequestSent => "request.sent",
+            Action::RequestSubmitted => "incoming.request_submitted",
             Action::UploadRefused => "incoming.upload_refused",
             Action::IncomingOpened => "incoming.opened",
             Action::IncomingDownloaded => "incoming.downloaded",

@@ -28,19 +28,22 @@ pub enum Status {
     LinkVisited,
     Verified,
     Downloaded,
+    /// A document request's files arrived.
+    Submitted,
     Expired,
     Revoked,
     Locked,
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Queued,
         Status::Emailed,
         Status::DeliveryFailed,
         Status::LinkVisited,
         Status::Verified,
         Status::Downloaded,
+        Status::Submitted,
         Status::Expired,
         Status::Revoked,
         Status::Locked,
@@ -54,6 +57,7 @@ impl Status {
             Status::LinkVisited => "link_visited",
             Status::Verified => "verified",
             Status::Downloaded => "downloaded",
+            Status::Submitted => "submitted",
             Status::Expired => "expired",
             Status::Revoked => "revoked",
             Status::Locked => "locked",
@@ -68,6 +72,7 @@ impl Status {
             Status::LinkVisited => "Link visited",
             Status::Verified => "Verified",
             Status::Downloaded => "Downloaded",
+            Status::Submitted => "Documents received",
             Status::Expired => "Expired",
             Status::Revoked => "Revoked",
             Status::Locked => "Locked",

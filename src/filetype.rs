@@ -69,6 +69,33 @@ impl FileKind {
         }
     }
 
+    /// A file input's `accept` hint for it (the server checks content
+    /// anyway).
+    pub fn accept(self) -> &'static str {
+        match self {
+            FileKind::Pdf => ".pdf,application/pdf",
+            FileKind::Jpeg => ".jpg,.jpeg,image/jpeg",
+            FileKind::Png => ".png,image/png",
+            FileKind::Heic => ".heic,.heif,image/heic,image/heif",
+            FileKind::Document => ".docx,.odt",
+            FileKind::Spreadsheet => ".xlsx,.ods",
+            FileKind::Presentation => ".pptx,.odp",
+            FileKind::Text => ".txt,text/plain",
+        }
+    }
+
+    /// The `accept` hint of a file input taking any of `kinds`.
+    pub fn accept_all(kinds: &[FileKind]) -> String {
+        let hints: Vec<&str> = kinds.iter().map(|k| k.accept()).collect();
+        hints.join(",")
+    }
+
+    /// What people call `kinds`, for pages: "PDF, JPEG image, …".
+    pub fn labels(kinds: &[FileKind]) -> String {
+        let labels: Vec<&str> = kinds.iter().map(|k| k.label()).collect();
+        labels.join(", ")
+    }
+
     /// What people call it, for pages and refusals.
     pub fn label(self) -> &'static str {
         match self {

@@ -1,5 +1,5 @@
-//! What customers send in: a secure reply to a message (later also a
-//! document request's submission or a secure-inbox upload). Each item is
+//! What customers send in: a secure reply to a message or a document
+//! request's submission (later also a secure-inbox upload). Each item is
 //! a sealed vault message of its own, tracked here by ids, times and
 //! states; it outlives the message it answers and is shredded a set
 //! number of days after an agent marked it done.
@@ -20,20 +20,24 @@ use crate::vault::{MessageId, Vault, VaultError};
 pub enum Kind {
     /// An answer to a message, in its conversation.
     Reply,
+    /// The files a document request asked for.
+    Request,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 1] = [Kind::Reply];
+    pub const ALL: [Kind; 2] = [Kind::Reply, Kind::Request];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Reply => "reply",
+            Kind::Request => "request",
         }
     }
 
     pub fn label(self) -> &'static str {
         match self {
             Kind::Reply => "Reply",
+            Kind::Request => "Requested documents",
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod paging;
 pub mod pickup;
 pub mod portal;
 pub mod private_fs;
+pub mod requests;
 pub mod scan;
 pub mod server;
 pub mod settings;

@@ -30,6 +30,8 @@ pub use worker::spawn;
 pub enum Mail {
     /// To the customer: a secure message is waiting behind `url`.
     PickupLink { url: String, expires_at: i64 },
+    /// To the customer: a document request is waiting behind `url`.
+    RequestLink { url: String, expires_at: i64 },
     /// To the customer: a one-time verification code.
     VerificationCode { code: String, expires_at: i64 },
     /// To the sending agent: a PII-free alert about one of their messages.
@@ -37,6 +39,9 @@ pub enum Mail {
     /// To the agent who owns an incoming item: something a customer sent
     /// is waiting (the item's id and a portal link only).
     IncomingAlert { incoming_id: MessageId },
+    /// To the agent who asked: the documents of a request arrived (the
+    /// submission's id and a portal link only).
+    SubmissionAlert { incoming_id: MessageId },
     /// To a new staff member: the link that sets up their account.
     StaffInvite { url: String },
     /// To a staff member: many failed sign-ins on their account (no
@@ -52,6 +57,8 @@ impl Mail {
             Mail::VerificationCode { .. } => "verification_code",
             Mail::SenderAlert { .. } => "sender_alert",
             Mail::IncomingAlert { .. } => "incoming_alert",
+            Mail::RequestLink { .. } => "request_link",
+            Mail::SubmissionAlert { .. } => "submission_alert",
             Mail::StaffInvite { .. } => "staff_invite",
             Mail::SignInAlert => "sign_in_alert",
         }
@@ -63,6 +70,11 @@ impl fmt::Debug for Mail {
         match self {
             Mail::PickupLink { expires_at, .. } => f
                 .debug_struct("PickupLink")
+                .field("url", &"***")
+                .field("expires_at", expires_at)
+                .finish(),
+            Mail::RequestLink { expires_at, .. } => f
+                .debug_struct("RequestLink")
                 .field("url", &"***")
                 .field("expires_at", expires_at)
                 .finish(),
@@ -78,6 +90,10 @@ impl fmt::Debug for Mail {
                 .finish(),
             Mail::IncomingAlert { incoming_id } => f
                 .debug_struct("IncomingAlert")
+                .field("incoming_id", incoming_id)
+                .finish(),
+            Mail::SubmissionAlert { incoming_id } => f
+                .debug_struct("SubmissionAlert")
                 .field("incoming_id", incoming_id)
                 .finish(),
             Mail::StaffInvite { .. } => f.debug_struct("StaffInvite").field("url", &"***").finish(),

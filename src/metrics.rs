@@ -55,6 +55,7 @@ struct Inner {
     verifications_failed: Counter,
     lockouts: Counter,
     replies: Counter,
+    submissions: Counter,
     uploads_refused: Outcomes,
 }
 
@@ -166,6 +167,7 @@ impl Metrics {
                 verifications_failed: outcome(&verifications, "result", "failed"),
                 lockouts,
                 replies: outcome(&incoming, "kind", "reply"),
+                submissions: outcome(&incoming, "kind", "request"),
                 uploads_refused,
                 registry,
             }),
@@ -199,6 +201,11 @@ impl Metrics {
 
     pub fn reply_received(&self) {
         self.inner.replies.inc();
+    }
+
+    /// A document request's files arrived.
+    pub fn request_submitted(&self) {
+        self.inner.submissions.inc();
     }
 
     /// `reason` is one of a fixed set of classes (never a file name).

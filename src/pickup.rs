@@ -6,7 +6,9 @@
 //! nothing but count as a failure.
 
 pub mod flow;
+pub mod receive;
 pub mod reply;
+pub mod request;
 pub mod verify;
 pub mod view;
 
@@ -26,6 +28,12 @@ pub fn routes() -> Router<App> {
         .route("/p/{token}/code", post(verify::send_code))
         .route("/p/{token}/verify", post(verify::verify))
         .route("/pickup/{id}", get(view::message))
+        .route("/pickup/sent", get(request::sent))
+        .route(
+            "/pickup/{id}/submit",
+            // Bounded by the request's size limit inside.
+            post(request::submit).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/pickup/{id}/files/{position}", get(view::download))
         .route("/pickup/{id}/done", post(view::done))
         .route(
@@ -74,6 +82,8 @@ pub enum Notice {
     SessionEnded,
     TooMany,
     Done,
+    /// A document request's files were sent.
+    Submitted,
 }
 
 #[derive(Template, WebTemplate)]
@@ -147,6 +157,11 @@ impl Notice {
                 StatusCode::OK,
                 "You are signed out of this message",
                 "You can close this window.".to_owned(),
+            ),
+            Self::Submitted => (
+                StatusCode::OK,
+                "Your documents were sent securely",
+                "They were encrypted as they arrived, and the sender has been told. This link takes no more uploads; you can close this window.".to_owned(),
             ),
         }
     }

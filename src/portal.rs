@@ -43,6 +43,10 @@ pub fn routes() -> Router<App> {
                 .post(compose::send)
                 .layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route(
+            "/requests/new",
+            get(compose::request::page).post(compose::request::send),
+        )
         .route("/sent", get(sent::list))
         .route("/inbox", get(inbox::list))
         .route("/inbox/{id}", get(inbox::item))

@@ -15,6 +15,7 @@ pub mod messages;
 pub mod outbox;
 pub mod pickup_codes;
 pub mod rate_limits;
+pub mod requests;
 pub mod settings;
 pub mod sign_in_throttle;
 pub mod staff;

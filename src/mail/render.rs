@@ -62,6 +62,22 @@ struct PickupHtml<'a> {
 }
 
 #[derive(Template)]
+#[template(path = "mail/request_link.txt")]
+struct RequestText<'a> {
+    ctx: &'a Context,
+    url: &'a str,
+    expires: String,
+}
+
+#[derive(Template)]
+#[template(path = "mail/request_link.html")]
+struct RequestHtml<'a> {
+    ctx: &'a Context,
+    url: &'a str,
+    expires: String,
+}
+
+#[derive(Template)]
 #[template(path = "mail/verification_code.txt")]
 struct CodeText<'a> {
     ctx: &'a Context,
@@ -175,6 +191,23 @@ pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
             .render()
             .map_err(err)?,
         },
+        Mail::RequestLink { url, expires_at } => Rendered {
+            subject: format!("Secure document request from {}", ctx.org),
+            text: RequestText {
+                ctx,
+                url,
+                expires: format_time(*expires_at),
+            }
+            .render()
+            .map_err(err)?,
+            html: RequestHtml {
+                ctx,
+                url,
+                expires: format_time(*expires_at),
+            }
+            .render()
+            .map_err(err)?,
+        },
         Mail::VerificationCode { code, expires_at } => {
             // Rounded up, so a code valid for 9 min 30 s says 10.
             let minutes = ((expires_at - ctx.now + 59) / 60).max(1);
@@ -220,6 +253,17 @@ pub fn render(ctx: &Context, mail: &Mail) -> Result<Rendered, MailError> {
             alert_mail(
                 ctx,
                 "Sealpost: a secure reply is waiting",
+                headline,
+                &incoming_id.to_string(),
+                link,
+            )?
+        }
+        Mail::SubmissionAlert { incoming_id } => {
+            let headline = "A customer sent the documents you requested. They are waiting, encrypted, in Sealpost.";
+            let link = format!("{}/inbox/{incoming_id}", ctx.public_url);
+            alert_mail(
+                ctx,
+                "Sealpost: requested documents arrived",
                 headline,
                 &incoming_id.to_string(),
                 link,

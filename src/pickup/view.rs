@@ -15,6 +15,7 @@ use tower_sessions::Session;
 
 use super::flow::PICKUP_IDLE_SECS;
 use super::reply::{Entry, ReplyBox};
+use super::request::RequestBox;
 use super::{Brand, Notice, notice};
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
@@ -169,7 +170,29 @@ pub(super) struct MessagePage {
     shred_after_pickup: bool,
     conversation: Vec<Entry>,
     reply: Option<ReplyBox>,
+    request: Option<RequestBox>,
+    /// Whether a form on the page uploads (and so has the progress script).
+    show_progress: bool,
     replied: bool,
+}
+
+/// What the customer can send back from the page: a reply (when the
+/// sender allowed one), or a document request's files.
+pub(super) enum Answer {
+    Reply(Option<ReplyBox>),
+    Request(RequestBox),
+}
+
+impl Answer {
+    /// The form for `d`: its request's, or the reply form.
+    pub(super) async fn for_delivery(app: &App, d: &Delivery) -> Result<Answer, PageError> {
+        Ok(match super::request::find(app, d).await? {
+            Some((request, labels)) => {
+                Answer::Request(RequestBox::new(app, &request, &labels, Vec::new()).await?)
+            }
+            None => Answer::Reply(ReplyBox::new(app, d, Vec::new()).await?),
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -187,20 +210,24 @@ pub async fn message(
         Ok(d) => d,
         Err(r) => return Ok(r),
     };
-    let reply = ReplyBox::new(&app, &d, Vec::new()).await?;
-    let page = render(&app, &session, &d, reply, params.replied == Some(1)).await?;
+    let answer = Answer::for_delivery(&app, &d).await?;
+    let page = render(&app, &session, &d, answer, params.replied == Some(1)).await?;
     Ok(page.into_response())
 }
 
 /// The message page of a verified session: the message, the rest of its
-/// conversation, and the reply form when the sender allowed one.
+/// conversation, and the form to answer with.
 pub(super) async fn render(
     app: &App,
     session: &Session,
     d: &Delivery,
-    reply: Option<ReplyBox>,
+    answer: Answer,
     replied: bool,
 ) -> Result<MessagePage, PageError> {
+    let (reply, request) = match answer {
+        Answer::Reply(reply) => (reply, None),
+        Answer::Request(request) => (None, Some(request)),
+    };
     let Some(opened) = open_message(app, d.message_id).await? else {
         return Err(PageError::NotFound);
     };
@@ -213,7 +240,9 @@ pub(super) async fn render(
         expires: crate::text::format_time(d.expires_at),
         shred_after_pickup: d.shred_after_pickup,
         conversation: super::reply::conversation(app, d).await?,
+        show_progress: reply.is_some() || request.as_ref().is_some_and(|r| !r.submitted),
         reply,
+        request,
         replied,
     })
 }

@@ -4,6 +4,7 @@
 //! audit event commit in one transaction once every part is stored.
 
 mod flow;
+pub mod request;
 
 use askama::Template;
 use askama_web::WebTemplate;
@@ -380,6 +381,7 @@ impl FormReader {
         // than dropped.
         let file_name = file_name.unwrap_or_else(|| format!("attachment-{}", self.attachments));
         let meta = PartMeta {
+            item: None,
             file_name: Some(file_name),
             content_type: field
                 .content_type()
@@ -416,7 +418,8 @@ impl FormReader {
                 vec!["Write a message or attach at least one file.".to_owned()],
             ));
         }
-        let Sent { id, generated } = commit(app, staff, draft, checked, self.attachments).await?;
+        let Sent { id, generated } =
+            commit(app, staff, draft, checked, self.attachments, None).await?;
         Ok(Outcome::Sent(id, generated))
     }
 }

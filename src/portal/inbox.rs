@@ -159,6 +159,8 @@ struct FileRow {
     position: u32,
     name: String,
     size: String,
+    /// A request's checklist item the file was sent for (empty for a reply).
+    item: String,
 }
 
 struct TimelineEntry {
@@ -173,6 +175,8 @@ struct ItemPage {
     csrf: String,
     id: String,
     kind: &'static str,
+    /// A document request's submission (files under checklist items).
+    request: bool,
     from: String,
     received: String,
     body: String,
@@ -199,6 +203,7 @@ pub async fn item(
         csrf: staff.csrf.clone(),
         id: item.id.to_string(),
         kind: item.kind.label(),
+        request: item.kind == crate::incoming::Kind::Request,
         from: String::new(),
         received: format_time(item.received_at),
         body: String::new(),
@@ -236,18 +241,24 @@ async fn open_into(app: &App, id: MessageId, page: &mut ItemPage) -> Result<(), 
         }
         Err(e) => return Err(e.into()),
     };
-    page.from = key.meta()?.recipient_address.unwrap_or_default();
+    let meta = key.meta()?;
+    page.from = meta.recipient_address.unwrap_or_default();
     for part in app.vault.parts(id).await? {
         match part.kind {
             PartKind::Body => page.body = read_text(&app.vault, &key, part).await?,
             PartKind::Attachment => {
-                let meta = key.part_meta(&part)?;
+                let pm = key.part_meta(&part)?;
+                let item = pm
+                    .item
+                    .and_then(|i| meta.items.get(i as usize).cloned())
+                    .unwrap_or_default();
                 page.files.push(FileRow {
                     position: part.position,
-                    name: meta
+                    name: pm
                         .file_name
                         .unwrap_or_else(|| format!("file-{}", part.position)),
                     size: human_size(part.plain_size),
+                    item,
                 });
             }
         }

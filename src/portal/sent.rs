@@ -253,6 +253,87 @@ struct MessagePage {
     allow_reply: bool,
     conversation_id: String,
     conversation: Vec<ConversationRow>,
+    request: Option<RequestView>,
+    /// A request whose documents arrived: no new link.
+    submitted: bool,
+}
+
+/// A document request on its page: item by item, what arrived.
+struct RequestView {
+    accepted: String,
+    max: String,
+    items: Vec<RequestItem>,
+    /// The submission's inbox page, once the customer sent the files.
+    submission: Option<String>,
+    submitted: Option<String>,
+    /// The submission was shredded (handled and past its retention).
+    submission_shredded: bool,
+}
+
+struct RequestItem {
+    label: String,
+    /// (position in the submission, file name, size)
+    files: Vec<(u32, String, String)>,
+}
+
+/// The request `d` is, if it is one: its checklist from its sealed
+/// message (or, once that is shredded, from the submission's copy) and
+/// the submission's files under their items.
+async fn request_view(app: &App, d: &Delivery) -> Result<Option<RequestView>, PageError> {
+    let Some(request) = app.requests.get(d.message_id).await? else {
+        return Ok(None);
+    };
+    let mut labels = match app.vault.unlock(d.message_id).await {
+        Ok(key) => key.meta()?.items,
+        Err(crate::vault::VaultError::Shredded | crate::vault::VaultError::NotFound) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mut files: Vec<(Option<u32>, u32, String, String)> = Vec::new();
+    let mut submission_shredded = false;
+    if let Some(sub) = request.submission {
+        match app.vault.unlock(sub).await {
+            Ok(key) => {
+                if labels.is_empty() {
+                    labels = key.meta()?.items;
+                }
+                for part in app.vault.parts(sub).await? {
+                    if part.kind == PartKind::Attachment {
+                        let pm = key.part_meta(&part)?;
+                        files.push((
+                            pm.item,
+                            part.position,
+                            pm.file_name.unwrap_or_default(),
+                            human_size(part.plain_size),
+                        ));
+                    }
+                }
+            }
+            Err(crate::vault::VaultError::Shredded) => submission_shredded = true,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let count = usize::try_from(request.items).unwrap_or(0);
+    let items = (0..count)
+        .map(|i| RequestItem {
+            label: labels
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("Item {}", i + 1)),
+            files: files
+                .iter()
+                .filter(|f| f.0.is_some_and(|n| n as usize == i))
+                .map(|f| (f.1, f.2.clone(), f.3.clone()))
+                .collect(),
+        })
+        .collect();
+    Ok(Some(RequestView {
+        accepted: crate::filetype::FileKind::labels(&request.accepted),
+        max: human_size(request.max_bytes),
+        items,
+        submission: request.submission.map(|s| s.to_string()),
+        submitted: request.submitted_at.map(format_time),
+        submission_shredded,
+    }))
 }
 
 #[derive(Deserialize, Default)]
@@ -276,6 +357,7 @@ pub async fn message(
     let timeline = timeline(&app, d.message_id).await?;
     let generated_code = take_generated_code(&app, &staff, &id).await?;
     let status = d.status(now);
+    let request = request_view(&app, &d).await?;
     Ok(MessagePage {
         nav: staff.nav(),
         csrf: staff.csrf.clone(),
@@ -301,6 +383,8 @@ pub async fn message(
         allow_reply: d.allow_reply,
         conversation_id: d.conversation_id.to_string(),
         conversation: conversation(&app, &d).await?,
+        submitted: request.as_ref().is_some_and(|r| r.submitted.is_some()),
+        request,
     }
     .into_response())
 }
@@ -454,6 +538,13 @@ pub async fn resend(
     CsrfForm(_): CsrfForm<ActionForm>,
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "resend").await?;
+    let request = app.requests.get(d.message_id).await?;
+    if request.as_ref().is_some_and(|r| r.submitted_at.is_some()) {
+        return Err(PageError::Conflict(
+            "The customer sent these documents already; the request takes no more uploads. Send a new request if you need more.".to_owned(),
+        ));
+    }
+    let is_request = request.is_some();
     let mut tx = app.db.begin().await?;
     let url = app
         .deliveries
@@ -466,14 +557,19 @@ pub async fn resend(
         )
         .await?;
     let to = app.deliveries.open_recipient(&d)?;
+    let url = secrecy::ExposeSecret::expose_secret(&url).to_owned();
+    let expires_at = d.expires_at;
+    // A request's new link still asks for documents.
+    let mail = if is_request {
+        crate::mail::Mail::RequestLink { url, expires_at }
+    } else {
+        crate::mail::Mail::PickupLink { url, expires_at }
+    };
     app.outbox
         .enqueue(
             &mut tx,
             secrecy::ExposeSecret::expose_secret(&to),
-            &crate::mail::Mail::PickupLink {
-                url: secrecy::ExposeSecret::expose_secret(&url).to_owned(),
-                expires_at: d.expires_at,
-            },
+            &mail,
             Some(d.message_id),
         )
         .await?;

@@ -41,6 +41,10 @@ pub struct MessageMeta {
     pub recipient_phone: Option<String>,
     pub title: Option<String>,
     pub reference: Option<String>,
+    /// A document request's checklist, or a submission's copy of it (so
+    /// a submission names its items after the request is shredded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
 }
 
 /// Customer data about one part. Only ever stored encrypted.
@@ -49,6 +53,10 @@ pub struct MessageMeta {
 pub struct PartMeta {
     pub file_name: Option<String>,
     pub content_type: Option<String>,
+    /// In a request's submission: the checklist item (an index into the
+    /// message's `items`) the file was sent for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
 }
 
 macro_rules! redacted_debug {

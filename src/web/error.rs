@@ -12,6 +12,7 @@ use crate::audit::AuditError;
 use crate::deliveries::DeliveryError;
 use crate::incoming::IncomingError;
 use crate::mail::MailError;
+use crate::requests::RequestError;
 use crate::settings::SettingsError;
 use crate::staff::StaffError;
 use crate::staff::password::HashError;
@@ -39,6 +40,9 @@ pub enum PageError {
     Csrf,
     #[error("{0}")]
     TooLarge(String),
+    /// The thing was done already (a request submitted once): 409.
+    #[error("{0}")]
+    Conflict(String),
     /// Load shed before any expensive work: 503 with `Retry-After`.
     #[error("busy")]
     Busy,
@@ -88,6 +92,7 @@ impl IntoResponse for PageError {
                 "This form has expired or was sent from another site. Go back, reload the page and try again.".to_owned(),
             ),
             PageError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large", m),
+            PageError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m),
             PageError::Busy => {
                 let page = ErrorPage {
                     nav: None,
@@ -217,6 +222,12 @@ impl From<IncomingError> for PageError {
             IncomingError::Vault(v) => v.into(),
             other => PageError::internal(other),
         }
+    }
+}
+
+impl From<RequestError> for PageError {
+    fn from(e: RequestError) -> Self {
+        PageError::internal(e)
     }
 }
 

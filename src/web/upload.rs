@@ -128,6 +128,7 @@ pub async fn begin_with_text(vault: &Vault, limit: u64, text: &str) -> Result<Dr
     let meta = PartMeta {
         file_name: None,
         content_type: Some("text/plain; charset=utf-8".to_owned()),
+        item: None,
     };
     let (draft, result) = tokio::task::spawn_blocking(move || {
         let result = draft.seal_part(PartKind::Body, &meta, &body[..]);

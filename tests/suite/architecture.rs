@@ -55,7 +55,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["vault"],
     &["audit"],
     &["settings", "metrics"],
-    &["deliveries", "incoming"],
+    &["deliveries", "incoming", "requests"],
     &["mail"],
     &["staff"],
     &["web"],

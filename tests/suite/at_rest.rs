@@ -25,6 +25,7 @@ fn nothing_readable_in_database_or_blobs() {
     let env = rt.block_on(TestEnv::new());
     let app = rt.block_on(env.app());
     let meta = MessageMeta {
+        items: Vec::new(),
         recipient_address: Some(ADDRESS.to_owned()),
         recipient_phone: Some(PHONE.to_owned()),
         title: Some(TITLE.to_owned()),

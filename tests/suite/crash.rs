@@ -100,6 +100,7 @@ fn child(stage: &str) {
     }
     let pause_file = (stage == "mid-attachment").then_some((FILE_LEN / 2, stage));
     let meta = PartMeta {
+        item: None,
         file_name: Some("f.bin".into()),
         content_type: None,
     };

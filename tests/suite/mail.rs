@@ -74,6 +74,7 @@ async fn send_message(app: &App, sender: StaffId, url: &str) -> MessageId {
         .seal_part(PartKind::Body, &PartMeta::default(), CANARY_BODY.as_bytes())
         .unwrap();
     let file = PartMeta {
+        item: None,
         file_name: Some(CANARY_FILE.to_owned()),
         content_type: Some("application/pdf".to_owned()),
     };
@@ -81,6 +82,7 @@ async fn send_message(app: &App, sender: StaffId, url: &str) -> MessageId {
         .seal_part(PartKind::Attachment, &file, &b"%PDF-1.4 canary"[..])
         .unwrap();
     let meta = MessageMeta {
+        items: Vec::new(),
         recipient_address: Some(RECIPIENT.to_owned()),
         recipient_phone: Some(CANARY_PHONE.to_owned()),
         title: Some(CANARY_TITLE.to_owned()),

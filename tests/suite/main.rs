@@ -31,6 +31,7 @@ mod portal_messages;
 mod proxies;
 mod query_plans;
 mod replies;
+mod requests;
 mod roundtrip;
 mod s3;
 mod scan;

@@ -9,8 +9,10 @@ use super::{Fields, MAX_BODY_CHARS};
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::deliveries::NewDelivery;
+use crate::filetype::FileKind;
 use crate::mail::Mail;
 use crate::portal::auth::CurrentStaff;
+use crate::requests::{MAX_ITEM_CHARS, MAX_ITEMS, NewRequest};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
 use crate::staff::StaffEmail;
 use crate::text::{normalise_access_code, normalise_fact};
@@ -134,6 +136,7 @@ pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked
             recipient_phone: (!phone.is_empty()).then(|| phone.to_owned()),
             title: (!f.title.trim().is_empty()).then(|| f.title.trim().to_owned()),
             reference: None,
+            items: Vec::new(),
         },
         expires_at: now + i64::from(hours) * 3600,
         methods,
@@ -168,6 +171,95 @@ pub(super) async fn conversation_recipient(
     };
     let address = app.deliveries.open_recipient(live)?;
     Ok(Ok(address.expose_secret().to_owned()))
+}
+
+/// What a document request asks for beyond a message's fields.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Asking {
+    /// The checklist, one item per line.
+    pub items: String,
+    /// File kinds by name (`FileKind::as_str`).
+    pub kinds: Vec<String>,
+    pub max_mib: String,
+}
+
+/// A checked request: what the upload accepts (the checklist's names go
+/// into the sealed message's metadata).
+pub(super) struct Asked {
+    items: u32,
+    accepted: Vec<FileKind>,
+    max_bytes: u64,
+}
+
+/// Checks a document request's form: the message's fields (the
+/// instructions are its text) and the checklist, kinds and size.
+pub(super) fn check_request(
+    f: &Fields,
+    a: &Asking,
+    settings: &Settings,
+    now: i64,
+) -> Result<(Checked, Asked), Vec<String>> {
+    let mut errors = Vec::new();
+    let items: Vec<String> = a
+        .items
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if items.is_empty() {
+        errors.push("List at least one document to ask for, one per line.".to_owned());
+    } else if items.len() > MAX_ITEMS {
+        errors.push(format!(
+            "Ask for at most {MAX_ITEMS} documents in one request."
+        ));
+    }
+    if items.iter().any(|i| i.chars().count() > MAX_ITEM_CHARS) {
+        errors.push(format!(
+            "Name each document in at most {MAX_ITEM_CHARS} characters."
+        ));
+    }
+    let mut accepted = Vec::new();
+    for k in &a.kinds {
+        match FileKind::parse(k) {
+            Some(kind) if !accepted.contains(&kind) => accepted.push(kind),
+            Some(_) => {}
+            None => errors.push("Choose accepted file types from the list.".to_owned()),
+        }
+    }
+    if accepted.is_empty() && a.kinds.is_empty() {
+        errors.push("Choose at least one accepted file type.".to_owned());
+    }
+    let max_mib = match a.max_mib.trim().parse::<u64>() {
+        Ok(m) if (1..=settings.size_limit_mib).contains(&m) => m,
+        _ => {
+            errors.push(format!(
+                "Enter the largest upload in MiB as a whole number from 1 to {} (the organisation's limit).",
+                settings.size_limit_mib
+            ));
+            0
+        }
+    };
+    let checked = check(f, settings, now);
+    let mut checked = match checked {
+        Ok(c) if errors.is_empty() => c,
+        Ok(_) => return Err(errors),
+        Err(mut more) => {
+            more.extend(errors);
+            return Err(more);
+        }
+    };
+    let count = u32::try_from(items.len()).unwrap_or(u32::MAX);
+    checked.meta.items = items;
+    // A request is answered by upload, never by reply.
+    checked.allow_reply = false;
+    Ok((
+        checked,
+        Asked {
+            items: count,
+            accepted,
+            max_bytes: max_mib * 1024 * 1024,
+        },
+    ))
 }
 
 /// Eight digits in two groups: easy to read out on the phone, and the
@@ -222,6 +314,7 @@ pub(super) async fn commit(
     draft: Draft,
     checked: Checked,
     attachments: u32,
+    asked: Option<Asked>,
 ) -> Result<Sent, PageError> {
     let hash = |s: Option<SecretString>| async move {
         match s {
@@ -270,30 +363,48 @@ pub(super) async fn commit(
         .issue_link(&mut tx, id, &app.config.public_url)
         .await
         .map_err(PageError::internal)?;
+    let url = url.expose_secret().to_owned();
+    let expires_at = checked.expires_at;
+    let (mail, action) = match &asked {
+        Some(asked) => {
+            app.requests
+                .insert(
+                    &mut tx,
+                    &NewRequest {
+                        id,
+                        items: asked.items,
+                        accepted: asked.accepted.clone(),
+                        max_bytes: asked.max_bytes,
+                    },
+                )
+                .await?;
+            (Mail::RequestLink { url, expires_at }, Action::RequestSent)
+        }
+        None => (Mail::PickupLink { url, expires_at }, Action::MessageSent),
+    };
     // The notification commits with the message: never one without the other.
     app.outbox
-        .enqueue(
-            &mut tx,
-            &address,
-            &Mail::PickupLink {
-                url: url.expose_secret().to_owned(),
-                expires_at: checked.expires_at,
-            },
-            Some(id),
-        )
+        .enqueue(&mut tx, &address, &mail, Some(id))
         .await?;
     let methods: Vec<&str> = checked.methods.iter().map(|m| m.as_str()).collect();
-    let event = Event::new(staff.actor(), Action::MessageSent)
+    let mut detail = serde_json::json!({
+        "attachments": attachments,
+        "methods": methods,
+        "expires_at": checked.expires_at,
+        "shred_after_pickup": checked.shred_after_pickup,
+        "allow_reply": checked.allow_reply,
+        "answer": checked.conversation.is_some(),
+    });
+    if let Some(asked) = &asked {
+        let kinds: Vec<&str> = asked.accepted.iter().map(|k| k.as_str()).collect();
+        detail["items"] = asked.items.into();
+        detail["accepted"] = kinds.into();
+        detail["max_bytes"] = asked.max_bytes.into();
+    }
+    let event = Event::new(staff.actor(), action)
         .message(id)
         .ip(staff.ip)
-        .detail(serde_json::json!({
-            "attachments": attachments,
-            "methods": methods,
-            "expires_at": checked.expires_at,
-            "shred_after_pickup": checked.shred_after_pickup,
-            "allow_reply": checked.allow_reply,
-            "answer": checked.conversation.is_some(),
-        }));
+        .detail(detail);
     app.audit.record(&mut tx, &event).await?;
     tx.commit().await?;
     app.metrics.message_sent();

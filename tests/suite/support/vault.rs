@@ -20,6 +20,7 @@ pub async fn send(
         .expect("seal body");
     for (name, data) in attachments {
         let meta = PartMeta {
+            item: None,
             file_name: Some((*name).to_owned()),
             content_type: Some("application/octet-stream".to_owned()),
         };
