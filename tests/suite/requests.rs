@@ -463,3 +463,93 @@ async fn an_expired_request_takes_no_upload() {
     assert_eq!(r.status, 410, "{}", r.body);
     assert_eq!(stored(&app, &env).await, before);
 }
+
+/// Canaries in a request and its submission (the customer's address, the
+/// instructions, an item's name, the note, a file's name and content, a
+/// refused file's name) appear nowhere: not in the database, the blobs,
+/// the real binary's debug log or any email.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_or_submission_data_at_rest_in_logs_or_mail() {
+    use crate::support::canaries::assert_no_canaries;
+    const ADDRESS: &str = "canary-req-77d2@example.com";
+    const INSTRUCTIONS: &str = "CANARY-INSTRUCTIONS-5b0e send your papers";
+    const ITEM: &str = "CANARY-ITEM-c4a9 passport";
+    const NOTE: &str = "CANARY-NOTE-92fe my tax id";
+    const FILE: &str = "CANARY-SUBFILE-0d3c.pdf";
+    const CONTENT: &str = "CANARY-SUB-CONTENT-e81a";
+    const REFUSED: &str = "CANARY-SUBREFUSED-7f60.pdf";
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let mut serve = crate::support::serve::Serve::start(&env, &[("SEALPOST_LOG", "debug")]);
+    let base = serve.base.clone();
+    let mut agent = Browser::signed_in(&base, AGENT).await;
+    let mut fields = request_fields();
+    fields.retain(|(k, _)| !["recipient", "body", "items"].contains(k));
+    fields.extend([
+        ("recipient", ADDRESS),
+        ("body", INSTRUCTIONS),
+        ("items", ITEM),
+    ]);
+    let r = send_request(&mut agent, &fields).await;
+    let id = composed_id(&r).unwrap_or_else(|| panic!("{}", r.body));
+    let link = fresh_link(&app, id).await;
+    let mut customer = verify(&base, &link).await;
+    let mut exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00".to_vec();
+    exe.extend(bytes(1000, 5));
+    let r = upload(&mut customer, id, NOTE, &[(0, REFUSED, &exe)]).await;
+    assert_eq!(r.status, 422);
+    let mut content = b"%PDF-1.7\n".to_vec();
+    content.extend_from_slice(CONTENT.as_bytes());
+    let r = upload(&mut customer, id, NOTE, &[(0, FILE, &content)]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let submission = app
+        .requests
+        .get(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .submission
+        .unwrap();
+    let page = agent.get(&format!("/messages/{id}")).await;
+    assert!(
+        page.body.contains(ITEM) && page.body.contains(FILE),
+        "{}",
+        page.body
+    );
+    let page = agent.get(&format!("/inbox/{submission}")).await;
+    assert!(page.body.contains(NOTE), "the note is there");
+    assert_eq!(
+        agent
+            .download(&format!("/inbox/{submission}/files/1"))
+            .await,
+        content
+    );
+    let mut mails = dev_mail(&app, &mut agent, AGENT).await;
+    mails.extend(dev_mail(&app, &mut agent, ADDRESS).await);
+    assert_eq!(mails.len(), 2, "the link and the alert were sent");
+    serve.sigterm();
+    serve.wait_exit(std::time::Duration::from_secs(30));
+
+    let canaries = [ADDRESS, INSTRUCTIONS, ITEM, NOTE, FILE, CONTENT, REFUSED];
+    let log = [
+        serve.stdout.lock().unwrap().join("\n"),
+        serve.stderr.lock().unwrap().join("\n"),
+    ]
+    .join("\n");
+    assert!(
+        log.contains("/pickup/{id}/submit"),
+        "requests are logged: {log}"
+    );
+    for c in canaries {
+        assert!(!log.contains(c), "log contains {c:?}");
+        for mail in &mails {
+            // The link's email is addressed to the customer; its text is not.
+            assert!(!mail.contains(c), "mail contains {c:?}: {mail}");
+        }
+    }
+    assert_no_canaries("database", &env.database_bytes(&app).await, &canaries);
+    for blob in files_below(&env.blob_dir()) {
+        assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), &canaries);
+    }
+}
