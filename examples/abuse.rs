@@ -166,6 +166,7 @@ async fn seed_one(
                 shred_after_pickup: false,
                 allow_reply: false,
                 conversation_id: None,
+                is_request: false,
             },
         )
         .await?;

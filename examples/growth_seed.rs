@@ -436,6 +436,7 @@ async fn make_templates(
                     shred_after_pickup: false,
                     allow_reply: false,
                     conversation_id: None,
+                    is_request: false,
                 },
             )
             .await?;

@@ -87,6 +87,7 @@ async fn main() -> Result<()> {
                     shred_after_pickup: false,
                     allow_reply: false,
                     conversation_id: None,
+                    is_request: false,
                 },
             )
             .await?;

@@ -146,6 +146,8 @@ pub struct Delivery {
     pub conversation_id: MessageId,
     /// Answers received so far.
     pub replies: i64,
+    /// A document request (see [`crate::requests`]) rather than a message.
+    pub is_request: bool,
 }
 
 impl Delivery {
@@ -201,6 +203,7 @@ pub struct NewDelivery {
     pub allow_reply: bool,
     /// `None` starts a conversation; an agent's answer continues one.
     pub conversation_id: Option<MessageId>,
+    pub is_request: bool,
 }
 
 /// Answers a customer may send to one message: each is a sealed message
@@ -293,6 +296,7 @@ impl Deliveries {
                 status: Status::Queued.as_str(),
                 allow_reply: new.allow_reply,
                 conversation_id: &conversation_id,
+                is_request: new.is_request,
             },
         )
         .await?;
@@ -761,6 +765,7 @@ impl TryFrom<DeliveryRow> for Delivery {
                 None => message_id,
             },
             replies: row.replies,
+            is_request: row.is_request != 0,
         })
     }
 }

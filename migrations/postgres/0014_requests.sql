@@ -17,3 +17,7 @@ CREATE TABLE requests (
     -- as its sealed message, which the incoming row references).
     submission_id  TEXT
 );
+
+-- Whether a delivery is a request: the landing page, the customer's page
+-- and a new link's email word it so without another query.
+ALTER TABLE deliveries ADD COLUMN is_request BIGINT NOT NULL DEFAULT 0;

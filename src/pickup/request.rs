@@ -79,6 +79,9 @@ impl RequestBox {
 /// The request `d` is, with its checklist (sealed in its message), if it
 /// is one. Only for a verified session.
 pub async fn find(app: &App, d: &Delivery) -> Result<Option<(DocRequest, Vec<String>)>, PageError> {
+    if !d.is_request {
+        return Ok(None);
+    }
     let Some(request) = app.requests.get(d.message_id).await? else {
         return Ok(None);
     };

@@ -51,6 +51,8 @@ struct LandingPage {
     masked: String,
     code_sent: bool,
     error: Option<&'static str>,
+    /// A document request: the customer uploads after verifying.
+    request: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -97,6 +99,7 @@ async fn render(
         masked,
         code_sent,
         error,
+        request: d.is_request,
     };
     Ok((status, page).into_response())
 }

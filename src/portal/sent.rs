@@ -538,13 +538,17 @@ pub async fn resend(
     CsrfForm(_): CsrfForm<ActionForm>,
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "resend").await?;
-    let request = app.requests.get(d.message_id).await?;
-    if request.as_ref().is_some_and(|r| r.submitted_at.is_some()) {
+    if d.is_request
+        && app
+            .requests
+            .get(d.message_id)
+            .await?
+            .is_some_and(|r| r.submitted_at.is_some())
+    {
         return Err(PageError::Conflict(
             "The customer sent these documents already; the request takes no more uploads. Send a new request if you need more.".to_owned(),
         ));
     }
-    let is_request = request.is_some();
     let mut tx = app.db.begin().await?;
     let url = app
         .deliveries
@@ -560,7 +564,7 @@ pub async fn resend(
     let url = secrecy::ExposeSecret::expose_secret(&url).to_owned();
     let expires_at = d.expires_at;
     // A request's new link still asks for documents.
-    let mail = if is_request {
+    let mail = if d.is_request {
         crate::mail::Mail::RequestLink { url, expires_at }
     } else {
         crate::mail::Mail::PickupLink { url, expires_at }

@@ -12,7 +12,7 @@ use super::{
 const COLUMNS: &str = "d.message_id, d.sender_id, d.created_at, d.expires_at, d.verification, \
      d.shred_after_pickup, d.status, d.status_at, d.locked_at, d.revoked_at, d.link_generation, \
      d.link_consumed_at, d.failures, d.shred_at, d.shredded_at, d.sealed_recipient, d.allow_reply, \
-     d.conversation_id, d.replies";
+     d.conversation_id, d.replies, d.is_request";
 
 /// A `deliveries` row as stored, read by column name.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -38,6 +38,7 @@ pub struct DeliveryRow {
     /// `NULL` only for a row inserted by a build before 0013 migrated.
     pub conversation_id: Option<String>,
     pub replies: i64,
+    pub is_request: i64,
 }
 
 /// A new row, in the transaction that commits its message.
@@ -53,13 +54,14 @@ pub struct NewRow<'a> {
     pub status: &'a str,
     pub allow_reply: bool,
     pub conversation_id: &'a str,
+    pub is_request: bool,
 }
 
 pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
              access_code_hash, known_fact_hash, shred_after_pickup, status, status_at,
-             allow_reply, conversation_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3, $10, $11)";
+             allow_reply, conversation_id, is_request)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3, $10, $11, $12)";
     exec(
         &mut **tx,
         sqlx::query(sql)
@@ -73,7 +75,8 @@ pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
             .bind(i64::from(new.shred_after_pickup))
             .bind(new.status)
             .bind(i64::from(new.allow_reply))
-            .bind(new.conversation_id),
+            .bind(new.conversation_id)
+            .bind(i64::from(new.is_request)),
     )
     .await
     .map(drop)

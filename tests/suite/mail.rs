@@ -104,6 +104,7 @@ async fn send_message(app: &App, sender: StaffId, url: &str) -> MessageId {
                 shred_after_pickup: false,
                 allow_reply: false,
                 conversation_id: None,
+                is_request: false,
             },
         )
         .await

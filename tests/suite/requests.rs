@@ -146,7 +146,9 @@ async fn an_agent_requests_two_documents_and_downloads_what_arrived() {
     // nothing, and a POST without a verified session stores nothing.
     let before = stored(&app, &env).await;
     let mut scanner = Browser::new(&base);
-    assert_eq!(scanner.get(&link).await.status, 200);
+    let landing = scanner.get(&link).await;
+    assert_eq!(landing.status, 200);
+    assert!(landing.body.contains("You are asked to send documents"));
     let head = reqwest::Client::new()
         .head(format!("{base}{link}"))
         .send()

@@ -349,6 +349,7 @@ pub(super) async fn commit(
                 shred_after_pickup: checked.shred_after_pickup,
                 allow_reply: checked.allow_reply,
                 conversation_id: checked.conversation,
+                is_request: asked.is_some(),
             },
         )
         .await
