@@ -8,6 +8,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, Actor, AuditLog, Event};
+use crate::filetype::FileKind;
 use crate::store::settings as store;
 use crate::store::{Db, Tx};
 
@@ -90,6 +91,9 @@ pub struct Settings {
     pub reply_default: bool,
     /// Days an incoming item is kept after an agent marked it done.
     pub incoming_retention_days: u32,
+    /// File kinds customers may upload (judged by content); a request
+    /// may narrow them further.
+    pub accepted_kinds: Vec<FileKind>,
 }
 
 /// Bounds on how long a handled incoming item is kept.
@@ -108,6 +112,7 @@ impl Default for Settings {
             totp_required: false,
             reply_default: true,
             incoming_retention_days: 30,
+            accepted_kinds: FileKind::ALL.to_vec(),
         }
     }
 }
@@ -143,6 +148,9 @@ impl Settings {
         }
         if self.methods.is_empty() {
             return bad("Allow at least one verification method.");
+        }
+        if self.accepted_kinds.is_empty() {
+            return bad("Accept at least one kind of file from customers.");
         }
         if !(MIN_RETENTION_DAYS..=MAX_RETENTION_DAYS).contains(&self.incoming_retention_days) {
             return bad(&format!(
@@ -261,6 +269,13 @@ impl SettingsStore {
                         s.methods = methods;
                     }
                 }
+                "accepted_kinds" => {
+                    let kinds: Vec<FileKind> =
+                        value.split(',').filter_map(FileKind::parse).collect();
+                    if !kinds.is_empty() {
+                        s.accepted_kinds = kinds;
+                    }
+                }
                 "totp_required" => s.totp_required = value == "true",
                 "reply_default" => s.reply_default = value == "true",
                 "incoming_retention_days" => {
@@ -279,6 +294,8 @@ impl SettingsStore {
     pub async fn save(&self, actor: Actor, new: &Settings) -> Result<(), SettingsError> {
         new.validate()?;
         let methods = Method::join(&new.methods);
+        let kinds: Vec<&str> = new.accepted_kinds.iter().map(|k| k.as_str()).collect();
+        let kinds = kinds.join(",");
         let values = [
             ("organisation", new.organisation.trim().to_owned()),
             ("support_line", new.support_line.trim().to_owned()),
@@ -292,6 +309,7 @@ impl SettingsStore {
                 "incoming_retention_days",
                 new.incoming_retention_days.to_string(),
             ),
+            ("accepted_kinds", kinds.clone()),
         ];
         let mut tx = self.db.begin().await?;
         for (name, value) in &values {
@@ -305,6 +323,7 @@ impl SettingsStore {
             "totp_required": new.totp_required,
             "reply_default": new.reply_default,
             "incoming_retention_days": new.incoming_retention_days,
+            "accepted_kinds": kinds,
         });
         self.commit_change(tx, actor, detail).await
     }

@@ -48,7 +48,7 @@ pub struct ReplyBox {
     pub max_files: u32,
     pub accepted: String,
     /// The file input's `accept` hint (the server checks content anyway).
-    pub accept_attr: &'static str,
+    pub accept_attr: String,
 }
 
 impl ReplyBox {
@@ -66,9 +66,8 @@ impl ReplyBox {
             errors,
             limit_mib: settings.size_limit_mib,
             max_files: settings.max_attachments,
-            accepted: FileKind::labels(&FileKind::ALL),
-            accept_attr: ".pdf,.jpg,.jpeg,.png,.heic,.heif,.docx,.odt,.xlsx,.ods,.pptx,.odp,.txt,\
-                          application/pdf,image/jpeg,image/png,image/heic,text/plain",
+            accepted: FileKind::labels(&settings.accepted_kinds),
+            accept_attr: FileKind::accept_all(&settings.accepted_kinds),
         }))
     }
 }
@@ -134,7 +133,7 @@ pub async fn reply(
         noun: "reply",
         max_chars: MAX_REPLY_CHARS,
         files: FileFields::Files,
-        kinds: FileKind::ALL.to_vec(),
+        kinds: settings.accepted_kinds.clone(),
         limit: settings.size_limit_bytes(),
         max_files: settings.max_attachments,
     };

@@ -57,6 +57,7 @@ impl RequestBox {
         errors: Vec<String>,
     ) -> Result<RequestBox, PageError> {
         let (settings, _) = app.settings.cached().await?;
+        let kinds = accepted(request, &settings.accepted_kinds);
         Ok(RequestBox {
             items: labels
                 .iter()
@@ -70,8 +71,8 @@ impl RequestBox {
             submitted: request.submitted_at.is_some(),
             limit_mib: request.max_bytes / (1024 * 1024),
             max_files: settings.max_attachments,
-            accepted: FileKind::labels(&request.accepted),
-            accept_attr: FileKind::accept_all(&request.accepted),
+            accepted: FileKind::labels(&kinds),
+            accept_attr: FileKind::accept_all(&kinds),
         })
     }
 }
@@ -118,7 +119,7 @@ pub async fn submit(
         noun: "upload",
         max_chars: MAX_NOTE_CHARS,
         files: FileFields::Items(request.items),
-        kinds: request.accepted.clone(),
+        kinds: accepted(&request, &settings.accepted_kinds),
         limit: request.max_bytes,
         max_files: settings.max_attachments,
     };
@@ -152,6 +153,17 @@ pub async fn submit(
             Err(e)
         }
     }
+}
+
+/// What the request accepts that the organisation still accepts (an
+/// administrator may have narrowed the list since it was sent).
+fn accepted(request: &DocRequest, organisation: &[FileKind]) -> Vec<FileKind> {
+    request
+        .accepted
+        .iter()
+        .copied()
+        .filter(|k| organisation.contains(k))
+        .collect()
 }
 
 fn already_sent() -> PageError {

@@ -15,6 +15,7 @@ use super::auth::{Admin, CurrentStaff};
 use super::{Pager, cursor_link};
 use crate::app::App;
 use crate::audit::{self, Action, Event, ExportFormat};
+use crate::filetype::FileKind;
 use crate::paging::PageStart;
 use crate::settings::{
     MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_RETENTION_DAYS,
@@ -90,6 +91,7 @@ struct SettingsFields {
     totp_required: bool,
     reply_default: bool,
     incoming_retention_days: String,
+    kinds: Vec<(&'static str, &'static str, bool)>,
 }
 
 impl SettingsFields {
@@ -107,6 +109,10 @@ impl SettingsFields {
             totp_required: s.totp_required,
             reply_default: s.reply_default,
             incoming_retention_days: s.incoming_retention_days.to_string(),
+            kinds: FileKind::ALL
+                .iter()
+                .map(|k| (k.as_str(), k.label(), s.accepted_kinds.contains(k)))
+                .collect(),
         }
     }
 }
@@ -192,6 +198,17 @@ fn parse_settings(
         .filter(|(k, _)| k == "method")
         .map(|(_, v)| v.as_str())
         .collect();
+    // A form from before the file kinds were on it keeps the current ones.
+    let kinds_shown = sent("kinds_shown").is_some();
+    let chosen_kinds: Vec<&str> = if kinds_shown {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == "kind")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    } else {
+        current.accepted_kinds.iter().map(|k| k.as_str()).collect()
+    };
     let f = SettingsFields {
         organisation: field("organisation"),
         support_line: field("support_line"),
@@ -207,6 +224,10 @@ fn parse_settings(
         reply_default: pairs.iter().any(|(k, _)| k == "reply_default"),
         incoming_retention_days: sent("incoming_retention_days")
             .unwrap_or_else(|| current.incoming_retention_days.to_string()),
+        kinds: FileKind::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.label(), chosen_kinds.contains(&k.as_str())))
+            .collect(),
     };
     let mut errors = Vec::new();
     let hours = f.default_expiry_hours.parse::<u32>().unwrap_or_else(|_| {
@@ -244,6 +265,14 @@ fn parse_settings(
             Err(_) => errors.push("Choose verification methods from the list.".to_owned()),
         }
     }
+    let mut accepted_kinds = Vec::new();
+    for c in &chosen_kinds {
+        match FileKind::parse(c) {
+            Some(k) if !accepted_kinds.contains(&k) => accepted_kinds.push(k),
+            Some(_) => {}
+            None => errors.push("Choose file kinds from the list.".to_owned()),
+        }
+    }
     let settings = Settings {
         organisation: f.organisation.clone(),
         support_line: f.support_line.clone(),
@@ -254,6 +283,7 @@ fn parse_settings(
         totp_required: f.totp_required,
         reply_default: f.reply_default,
         incoming_retention_days: retention,
+        accepted_kinds,
     };
     if errors.is_empty()
         && let Err(SettingsError::Invalid(m)) = settings.validate()

@@ -206,6 +206,9 @@ async fn admin_changes_settings_and_bad_values_are_refused() {
                 ("method", "access_code"),
                 ("method", "known_fact"),
                 ("totp_required", "on"),
+                ("kinds_shown", "1"),
+                ("kind", "pdf"),
+                ("kind", "png"),
             ],
         )
         .await;
@@ -218,6 +221,13 @@ async fn admin_changes_settings_and_bad_values_are_refused() {
     assert_eq!(s.size_limit_mib, 25);
     assert_eq!(s.methods, vec![Method::AccessCode, Method::KnownFact]);
     assert!(s.totp_required);
+    assert_eq!(
+        s.accepted_kinds,
+        vec![
+            sealpost::filetype::FileKind::Pdf,
+            sealpost::filetype::FileKind::Png
+        ]
+    );
     let changed = details(&app, "settings.changed").await;
     assert_eq!(changed.len(), 1);
     assert!(changed[0].0.starts_with("staff:"));
@@ -270,6 +280,18 @@ async fn admin_changes_settings_and_bad_values_are_refused() {
             assert_eq!(input_value(&r.body, name).as_deref(), Some(value));
         }
     }
+    // Every file kind unticked: customers could send nothing.
+    let mut fields = good.to_vec();
+    fields.push(("kinds_shown", "1"));
+    let r = b
+        .submit("/admin/settings", "/admin/settings", &fields)
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.body.contains("Accept at least one kind of file"),
+        "{}",
+        r.body
+    );
     assert_eq!(app.settings.load().await.unwrap(), s2, "nothing saved");
     assert_eq!(details(&app, "settings.changed").await.len(), 2);
 }

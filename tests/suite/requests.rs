@@ -555,3 +555,57 @@ async fn no_request_or_submission_data_at_rest_in_logs_or_mail() {
         assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), &canaries);
     }
 }
+
+/// An administrator's list of accepted kinds bounds requests: the form
+/// refuses a kind the organisation does not accept, and a request sent
+/// before the list was narrowed accepts only what is still allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_organisation_list_of_file_kinds_bounds_requests() {
+    use sealpost::filetype::FileKind;
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let mut agent = Browser::signed_in(&base, AGENT).await;
+    // Sent while PNG is accepted.
+    let id = composed_id(&send_request(&mut agent, &request_fields()).await).unwrap();
+    let mut settings = app.settings.load().await.unwrap();
+    settings.accepted_kinds = vec![FileKind::Pdf];
+    app.settings
+        .save(sealpost::audit::Actor::Cli, &settings)
+        .await
+        .unwrap();
+
+    let page = agent.get("/requests/new").await;
+    assert!(page.body.contains("value=\"pdf\""));
+    assert!(
+        !page.body.contains("value=\"png\""),
+        "only what is accepted is offered"
+    );
+    let r = send_request(&mut agent, &request_fields()).await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("PNG image files are not accepted"),
+        "{}",
+        r.body
+    );
+
+    let link = fresh_link(&app, id).await;
+    let mut customer = verify(&base, &link).await;
+    let page = customer.get(&format!("/pickup/{id}")).await;
+    assert!(page.body.contains("Accepted: PDF."), "{}", page.body);
+    let before = stored(&app, &env).await;
+    let r = upload(
+        &mut customer,
+        id,
+        "",
+        &[(0, "id.png", &png(1, 5000)), (1, "p.pdf", &pdf(2, 5000))],
+    )
+    .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.body.contains("Accepted: PDF. Nothing was sent."),
+        "{}",
+        r.body
+    );
+    assert_eq!(stored(&app, &env).await, before);
+}

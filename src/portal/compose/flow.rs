@@ -221,6 +221,10 @@ pub(super) fn check_request(
     let mut accepted = Vec::new();
     for k in &a.kinds {
         match FileKind::parse(k) {
+            Some(kind) if !settings.accepted_kinds.contains(&kind) => errors.push(format!(
+                "{} files are not accepted by your organisation; choose from the list.",
+                kind.label()
+            )),
             Some(kind) if !accepted.contains(&kind) => accepted.push(kind),
             Some(_) => {}
             None => errors.push("Choose accepted file types from the list.".to_owned()),

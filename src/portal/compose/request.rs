@@ -59,7 +59,8 @@ fn render(
             )
         })
         .collect();
-    let kinds = FileKind::ALL
+    let kinds = settings
+        .accepted_kinds
         .iter()
         .map(|k| {
             (
