@@ -323,3 +323,239 @@ async fn compose_through_the_progress_script_still_shows_a_generated_code() {
     );
     chrome.quit().await;
 }
+
+/// Every accepted email to `to` so far, after sending what the outbox holds.
+async fn received(app: &App, smtp: &SmtpServer, to: &str) -> Vec<Vec<u8>> {
+    app.outbox.run_once().await.unwrap();
+    smtp.accepted()
+        .into_iter()
+        .filter(|m| header(m, "To").is_some_and(|t| t.contains(to)))
+        .collect()
+}
+
+/// The header lines of a raw email, unfolded, and its text and HTML parts.
+fn email_parts(raw: &[u8]) -> (Vec<String>, String, String) {
+    let text = String::from_utf8_lossy(raw);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let lines = head
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ")
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let (plain, html) = parts(raw);
+    (lines, plain, html)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_requests_two_documents_and_the_customer_uploads_them_in_chromium() {
+    const CUSTOMER: &str = "customer@example.org";
+    const CODE: &str = "Sesame-4711";
+    const INSTRUCTIONS: &str = "For your mortgage application, please send these.";
+    const NOTE: &str = "The payslip is for October.";
+    let env = TestEnv::new().await;
+    let (smtp, app, base) = with_smtp(&env).await;
+    let agent_downloads = tempfile::tempdir().unwrap();
+    let customer_downloads = tempfile::tempdir().unwrap();
+    let photo = env.dir.path().join("passport scan.png");
+    let mut photo_data = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR".to_vec();
+    photo_data.extend(bytes(250_000, 21));
+    std::fs::write(&photo, &photo_data).unwrap();
+    let payslip = env.dir.path().join("Gehalt Oktober.pdf");
+    let payslip_data = crate::replies::pdf(22, 600_000);
+    std::fs::write(&payslip, &payslip_data).unwrap();
+
+    // The agent asks for two documents, verification by an access code
+    // they type, every file kind (the default).
+    let mut agent = Chrome::start(agent_downloads.path()).await;
+    agent_signs_in(&mut agent, &base).await;
+    agent.goto(&format!("{base}/requests/new")).await;
+    let form = agent.wait_for("Send the request").await;
+    let kinds: Vec<&str> = form.split("name=\"kind\"").skip(1).collect();
+    assert!(kinds.len() >= 2, "file kinds to choose from");
+    for kind in kinds {
+        let input = &kind[..kind.find('>').expect("the input's end")];
+        assert!(input.contains("checked"), "every kind ticked: {input}");
+    }
+    agent.type_into("#recipient", CUSTOMER).await;
+    agent.type_into("#title", "Mortgage 4711").await;
+    agent.type_into("#body", INSTRUCTIONS).await;
+    agent.type_into("#items", "Photo ID\nLast payslip").await;
+    // The first method (email code) is ticked by default: swap it for
+    // the access code.
+    agent.click("input[name=method][value=email_code]").await;
+    agent.click("input[name=method][value=access_code]").await;
+    agent.type_into("#access_code", CODE).await;
+    agent
+        .click("form[action='/requests/new'] button[type=submit]")
+        .await;
+    let page = agent.wait_for("Encrypted and queued").await;
+    assert!(
+        !page.contains("generated-access-code"),
+        "the typed code is used"
+    );
+    assert!(page.contains("id=\"request-items\""), "the request's page");
+    let url = agent.url().await;
+    let id: String = url[url.find("/messages/").expect("the request's page") + 10..]
+        .chars()
+        .take_while(|c| *c != '?' && *c != '#')
+        .collect();
+
+    // The customer's email, as the SMTP server got it: a link, nothing of
+    // the request, the address only in To.
+    let mails = received(&app, &smtp, CUSTOMER).await;
+    assert_eq!(mails.len(), 1, "one email to the customer");
+    let (head, text, html) = email_parts(&mails[0]);
+    let subject = header(&mails[0], "Subject").expect("a subject");
+    assert!(
+        subject.starts_with("Secure document request from"),
+        "{subject}"
+    );
+    assert!(
+        text.contains("You are asked to send documents securely"),
+        "{text}"
+    );
+    let headers = head
+        .iter()
+        .filter(|l| !l.to_ascii_lowercase().starts_with("to:"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n");
+    for secret in [
+        CUSTOMER,
+        INSTRUCTIONS,
+        "mortgage",
+        "Mortgage",
+        "Photo ID",
+        "payslip",
+    ] {
+        for part in [&headers, &text, &html] {
+            assert!(!part.contains(secret), "{secret} in the email: {part}");
+        }
+    }
+    let at = text.find("/p/").expect("link in the email");
+    let token: String = text[at + 3..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect();
+    assert!(
+        html.contains(&format!("/p/{token}")),
+        "the same link in HTML"
+    );
+    let link = format!("{base}/p/{token}");
+
+    // The customer opens it, gives the access code, sees both items.
+    let mut customer = Chrome::start(customer_downloads.path()).await;
+    customer.goto(&link).await;
+    // (The landing's wording may differ for a request: wait for its form.)
+    let landing = customer.wait_for("id=\"verify-form\"").await;
+    assert!(!landing.contains("id=\"send-code\""), "no email code asked");
+    for secret in [INSTRUCTIONS, "Photo ID", "Last payslip"] {
+        assert!(!landing.contains(secret), "{secret} before verifying");
+    }
+    customer.type_into("#access_code", CODE).await;
+    customer.click("#open").await;
+    let page = customer.wait_for("id=\"request-form\"").await;
+    assert!(
+        customer.url().await.ends_with(&format!("/pickup/{id}")),
+        "the link is not in the address bar any more"
+    );
+    assert!(page.contains(INSTRUCTIONS));
+    assert!(page.contains("<label for=\"item-0\">Photo ID</label>"));
+    assert!(page.contains("<label for=\"item-1\">Last payslip</label>"));
+    // The progress script sends the form from here on.
+    assert!(!page.contains("id=\"reply-form\""));
+    customer.wait_for("data-enhanced=\"1\"").await;
+    customer.type_into("#request-note", NOTE).await;
+    customer
+        .type_into("#item-0", &photo.display().to_string())
+        .await;
+    customer
+        .type_into("#item-1", &payslip.display().to_string())
+        .await;
+    customer.click("#submit-documents").await;
+    customer.wait_for("Your documents were sent securely").await;
+    assert!(
+        customer.url().await.ends_with("/pickup/sent"),
+        "the address bar shows the answer"
+    );
+
+    // The agent's alert, as the SMTP server got it: a link, no customer data.
+    let mails = received(&app, &smtp, "agent@example.com").await;
+    assert_eq!(mails.len(), 1, "one alert to the agent");
+    let (head, text, html) = email_parts(&mails[0]);
+    assert_eq!(
+        header(&mails[0], "Subject").as_deref(),
+        Some("Sealpost: requested documents arrived")
+    );
+    let headers = head.join("\n");
+    for secret in [
+        CUSTOMER,
+        "Photo ID",
+        "Last payslip",
+        "payslip",
+        "passport scan",
+        "Gehalt Oktober",
+        NOTE,
+        "October",
+        "Mortgage",
+    ] {
+        for part in [&headers, &text, &html] {
+            assert!(!part.contains(secret), "{secret} in the alert: {part}");
+        }
+    }
+    let at = text.find("/inbox/").expect("a link to the submission");
+    let submission: String = text[at + 7..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+
+    // The request's page: received, each file under its item, both
+    // downloading byte-identical.
+    agent.goto(&format!("{base}/messages/{id}")).await;
+    let page = agent
+        .wait_for("id=\"status\">Documents received</span>")
+        .await;
+    let items = &page[page.find("id=\"request-items\"").expect("the checklist")..];
+    let items = &items[..items.find("</ol>").expect("the checklist's end")];
+    let photo_at = items.find("Photo ID").expect("first item");
+    let scan_at = items.find("passport scan.png").expect("the photo");
+    let payslip_at = items.find("Last payslip").expect("second item");
+    let gehalt_at = items.find("Gehalt Oktober.pdf").expect("the payslip");
+    assert!(
+        photo_at < scan_at && scan_at < payslip_at && payslip_at < gehalt_at,
+        "each file under its item: {items}"
+    );
+    assert!(items.contains(&format!("href=\"/inbox/{submission}/files/")));
+    agent.click("#request-items > li:nth-child(1) a").await;
+    assert_eq!(
+        downloaded(
+            &agent_downloads.path().join("passport scan.png"),
+            photo_data.len()
+        )
+        .await,
+        photo_data
+    );
+    agent.click("#request-items > li:nth-child(2) a").await;
+    assert_eq!(
+        downloaded(
+            &agent_downloads.path().join("Gehalt Oktober.pdf"),
+            payslip_data.len()
+        )
+        .await,
+        payslip_data
+    );
+    agent.quit().await;
+
+    // The link takes no more uploads: the customer's session ended, and
+    // the emailed link was used.
+    customer.goto(&format!("{base}/pickup/{id}")).await;
+    let page = customer.wait_for("Your secure session has ended").await;
+    assert!(!page.contains("id=\"request-form\""));
+    assert!(!page.contains("id=\"item-0\""));
+    customer.goto(&link).await;
+    let page = customer.wait_for("This link has already been used").await;
+    assert!(!page.contains("id=\"verify-form\""));
+    assert!(!page.contains("id=\"request-form\""));
+    customer.quit().await;
+}
