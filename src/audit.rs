@@ -108,6 +108,14 @@ pub enum Action {
     RequestSubmitted,
     /// A customer's upload was refused (type, size, scan); nothing kept.
     UploadRefused,
+    /// A secure-inbox code was emailed (to an address it does not name).
+    InboxCodeSent,
+    /// A secure-inbox visitor proved their address.
+    InboxVerified,
+    /// A secure-inbox upload arrived (sealed), unclaimed.
+    InboxReceived,
+    /// An agent claimed an unclaimed incoming item.
+    IncomingClaimed,
     /// Staff opened an incoming item.
     IncomingOpened,
     /// Staff downloaded a file of an incoming item.
@@ -166,6 +174,10 @@ impl Action {
             Action::RequestSent => "request.sent",
             Action::RequestSubmitted => "incoming.request_submitted",
             Action::UploadRefused => "incoming.upload_refused",
+            Action::InboxCodeSent => "inbox.code_sent",
+            Action::InboxVerified => "inbox.verified",
+            Action::InboxReceived => "incoming.inbox_received",
+            Action::IncomingClaimed => "incoming.claimed",
             Action::IncomingOpened => "incoming.opened",
             Action::IncomingDownloaded => "incoming.downloaded",
             Action::IncomingDone => "incoming.done",

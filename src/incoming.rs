@@ -22,15 +22,19 @@ pub enum Kind {
     Reply,
     /// The files a document request asked for.
     Request,
+    /// An upload to the standing secure inbox (`/send`), unclaimed until an
+    /// agent takes it.
+    Inbox,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::Reply, Kind::Request];
+    pub const ALL: [Kind; 3] = [Kind::Reply, Kind::Request, Kind::Inbox];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Reply => "reply",
             Kind::Request => "request",
+            Kind::Inbox => "inbox",
         }
     }
 
@@ -38,6 +42,7 @@ impl Kind {
         match self {
             Kind::Reply => "Reply",
             Kind::Request => "Requested documents",
+            Kind::Inbox => "Secure inbox upload",
         }
     }
 }
@@ -241,6 +246,35 @@ impl Incoming {
         Ok(())
     }
 
+    /// Takes an unclaimed item for `staff`: exactly one of any number of
+    /// concurrent claims (on any instance) wins, by compare-and-set. False
+    /// if someone else had it already.
+    pub async fn claim(
+        &self,
+        actor: Actor,
+        id: MessageId,
+        staff: StaffId,
+        ip: Option<std::net::IpAddr>,
+    ) -> Result<bool, IncomingError> {
+        let mut tx = self.db.begin().await?;
+        let won = rows::claim(
+            &mut tx,
+            &id.to_string(),
+            &staff.to_string(),
+            self.clock.now(),
+        )
+        .await?;
+        if !won {
+            return Ok(false);
+        }
+        let event = Event::new(actor, Action::IncomingClaimed)
+            .message(id)
+            .ip(ip);
+        self.audit.record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Marks the item handled; it is shredded `retention_days` later.
     /// False if it was done already.
     pub async fn mark_done(
@@ -298,10 +332,20 @@ impl Incoming {
         }
         Ok(done)
     }
+
+    /// Forgets secure-inbox codes (keyed hashes by an address's blind
+    /// index) a day after they expired.
+    pub async fn purge_codes(&self) -> Result<u64, IncomingError> {
+        let before = self.clock.now() - CODES_KEPT_SECS;
+        Ok(crate::store::inbox_codes::purge(&self.db, before).await?)
+    }
 }
 
-/// Runs [`Incoming::shred_due`] every [`RETENTION_EVERY`] until `stop` is
-/// cancelled (between passes).
+/// How long an expired secure-inbox code is kept.
+const CODES_KEPT_SECS: i64 = 24 * 3600;
+
+/// Runs [`Incoming::shred_due`] and [`Incoming::purge_codes`] every
+/// [`RETENTION_EVERY`] until `stop` is cancelled (between passes).
 pub async fn run_retention(incoming: Incoming, stop: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(RETENTION_EVERY);
     loop {
@@ -311,6 +355,9 @@ pub async fn run_retention(incoming: Incoming, stop: tokio_util::sync::Cancellat
         }
         if let Err(e) = incoming.shred_due().await {
             tracing::warn!(error = %e, "retention pass failed; will retry");
+        }
+        if let Err(e) = incoming.purge_codes().await {
+            tracing::warn!(error = %e, "purging old secure-inbox codes failed; will retry");
         }
     }
 }

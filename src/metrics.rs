@@ -56,6 +56,7 @@ struct Inner {
     lockouts: Counter,
     replies: Counter,
     submissions: Counter,
+    inbox_uploads: Counter,
     uploads_refused: Outcomes,
 }
 
@@ -168,6 +169,7 @@ impl Metrics {
                 lockouts,
                 replies: outcome(&incoming, "kind", "reply"),
                 submissions: outcome(&incoming, "kind", "request"),
+                inbox_uploads: outcome(&incoming, "kind", "inbox"),
                 uploads_refused,
                 registry,
             }),
@@ -201,6 +203,11 @@ impl Metrics {
 
     pub fn reply_received(&self) {
         self.inner.replies.inc();
+    }
+
+    /// A secure-inbox upload arrived.
+    pub fn inbox_received(&self) {
+        self.inner.inbox_uploads.inc();
     }
 
     /// A document request's files arrived.

@@ -6,6 +6,7 @@
 //! nothing but count as a failure.
 
 pub mod flow;
+pub mod inbox;
 pub mod receive;
 pub mod reply;
 pub mod request;
@@ -29,6 +30,14 @@ pub fn routes() -> Router<App> {
         .route("/p/{token}/verify", post(verify::verify))
         .route("/pickup/{id}", get(view::message))
         .route("/pickup/sent", get(request::sent))
+        .route("/send", get(inbox::page))
+        .route("/send/code", post(inbox::send_code))
+        .route("/send/verify", post(inbox::verify))
+        .route(
+            "/send/upload",
+            // Bounded by the organisation's size limit inside.
+            post(inbox::upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route(
             "/pickup/{id}/submit",
             // Bounded by the request's size limit inside.

@@ -52,6 +52,7 @@ pub fn routes() -> Router<App> {
         .route("/inbox/{id}", get(inbox::item))
         .route("/inbox/{id}/files/{position}", get(inbox::download))
         .route("/inbox/{id}/done", post(inbox::done))
+        .route("/inbox/{id}/claim", post(inbox::claim))
         .route("/messages/{id}", get(sent::message))
         .route("/messages/{id}/revoke", post(sent::revoke))
         .route("/messages/{id}/extend", post(sent::extend))

@@ -94,7 +94,14 @@ pub struct Settings {
     /// File kinds customers may upload (judged by content); a request
     /// may narrow them further.
     pub accepted_kinds: Vec<FileKind>,
+    /// Whether the standing secure inbox (`/send`) is open.
+    pub secure_inbox: bool,
+    /// Uploads the secure inbox takes per day, from everyone together.
+    pub inbox_daily_cap: u32,
 }
+
+/// Bounds on the secure inbox's daily cap.
+pub const MAX_INBOX_DAILY_CAP: u32 = 100_000;
 
 /// Bounds on how long a handled incoming item is kept.
 pub const MIN_RETENTION_DAYS: u32 = 1;
@@ -113,6 +120,8 @@ impl Default for Settings {
             reply_default: true,
             incoming_retention_days: 30,
             accepted_kinds: FileKind::ALL.to_vec(),
+            secure_inbox: false,
+            inbox_daily_cap: 200,
         }
     }
 }
@@ -148,6 +157,11 @@ impl Settings {
         }
         if self.methods.is_empty() {
             return bad("Allow at least one verification method.");
+        }
+        if !(1..=MAX_INBOX_DAILY_CAP).contains(&self.inbox_daily_cap) {
+            return bad(&format!(
+                "The secure inbox's daily limit must be between 1 and {MAX_INBOX_DAILY_CAP} uploads."
+            ));
         }
         if self.accepted_kinds.is_empty() {
             return bad("Accept at least one kind of file from customers.");
@@ -276,6 +290,14 @@ impl SettingsStore {
                         s.accepted_kinds = kinds;
                     }
                 }
+                "secure_inbox" => s.secure_inbox = value == "true",
+                "inbox_daily_cap" => {
+                    s.inbox_daily_cap = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_INBOX_DAILY_CAP).contains(n))
+                        .unwrap_or(s.inbox_daily_cap)
+                }
                 "totp_required" => s.totp_required = value == "true",
                 "reply_default" => s.reply_default = value == "true",
                 "incoming_retention_days" => {
@@ -310,6 +332,8 @@ impl SettingsStore {
                 new.incoming_retention_days.to_string(),
             ),
             ("accepted_kinds", kinds.clone()),
+            ("secure_inbox", new.secure_inbox.to_string()),
+            ("inbox_daily_cap", new.inbox_daily_cap.to_string()),
         ];
         let mut tx = self.db.begin().await?;
         for (name, value) in &values {
@@ -324,6 +348,8 @@ impl SettingsStore {
             "reply_default": new.reply_default,
             "incoming_retention_days": new.incoming_retention_days,
             "accepted_kinds": kinds,
+            "secure_inbox": new.secure_inbox,
+            "inbox_daily_cap": new.inbox_daily_cap,
         });
         self.commit_change(tx, actor, detail).await
     }

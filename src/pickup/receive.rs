@@ -111,6 +111,17 @@ pub async fn refused(
     }
 }
 
+/// Audits and counts a refused secure-inbox upload, by reason only.
+pub async fn refused_inbox(app: &App, ip: std::net::IpAddr, reason: &'static str) {
+    app.metrics.upload_refused(reason);
+    let event = Event::new(Actor::Customer, Action::UploadRefused)
+        .ip(ip)
+        .detail(serde_json::json!({ "reason": reason, "kind": "inbox" }));
+    if let Err(e) = app.audit.record_now(&event).await {
+        tracing::warn!(error = %e, "could not audit a refused upload");
+    }
+}
+
 /// The class an upload that failed with `e` is audited as (none for a
 /// forged form: nothing of it was read).
 pub fn failure_reason(e: &PageError) -> Option<&'static str> {
@@ -121,19 +132,25 @@ pub fn failure_reason(e: &PageError) -> Option<&'static str> {
     }
 }
 
-/// Messages with an upload being received, in this process: one at a time
-/// per message (a second tab or a script cannot stream many at once). A
-/// message has one live session, so this bounds each session; behind a
-/// load balancer, one per instance.
-static RECEIVING: LazyLock<Mutex<HashSet<MessageId>>> = LazyLock::new(Default::default);
+/// Uploads being received, in this process, by what they are for: one at
+/// a time per message, or per verified secure-inbox address (a second tab
+/// or a script cannot stream many at once). Each has one live session, so
+/// this bounds each session; behind a load balancer, one per instance.
+static RECEIVING: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
 
-pub struct ReceivingSlot(MessageId);
+pub struct ReceivingSlot(String);
 
 impl ReceivingSlot {
     pub fn take(id: MessageId) -> Option<ReceivingSlot> {
+        Self::take_key(format!("message:{id}"))
+    }
+
+    /// A slot for something other than a message (`key` is no secret and
+    /// no customer data: it names a keyed hash at most).
+    pub fn take_key(key: String) -> Option<ReceivingSlot> {
         let mut open = RECEIVING.lock().unwrap_or_else(PoisonError::into_inner);
         // Built only when taken: a slot dropped here would free another's.
-        open.insert(id).then(|| ReceivingSlot(id))
+        open.insert(key.clone()).then(|| ReceivingSlot(key))
     }
 }
 

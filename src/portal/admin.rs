@@ -18,8 +18,9 @@ use crate::audit::{self, Action, Event, ExportFormat};
 use crate::filetype::FileKind;
 use crate::paging::PageStart;
 use crate::settings::{
-    MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_LOGO_BYTES, MAX_RETENTION_DAYS,
-    MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS, MIN_RETENTION_DAYS, Method, Settings, SettingsError,
+    MAX_ATTACHMENTS_LIMIT, MAX_EXPIRY_HOURS, MAX_INBOX_DAILY_CAP, MAX_LOGO_BYTES,
+    MAX_RETENTION_DAYS, MAX_SIZE_LIMIT_MIB, MIN_EXPIRY_HOURS, MIN_RETENTION_DAYS, Method, Settings,
+    SettingsError,
 };
 use crate::staff::{Role, StaffEmail, StaffError, StaffId};
 use crate::text::format_time;
@@ -92,6 +93,8 @@ struct SettingsFields {
     reply_default: bool,
     incoming_retention_days: String,
     kinds: Vec<(&'static str, &'static str, bool)>,
+    secure_inbox: bool,
+    inbox_daily_cap: String,
 }
 
 impl SettingsFields {
@@ -113,6 +116,8 @@ impl SettingsFields {
                 .iter()
                 .map(|k| (k.as_str(), k.label(), s.accepted_kinds.contains(k)))
                 .collect(),
+            secure_inbox: s.secure_inbox,
+            inbox_daily_cap: s.inbox_daily_cap.to_string(),
         }
     }
 }
@@ -134,6 +139,9 @@ struct SettingsPage {
     max_logo_kib: usize,
     min_retention: u32,
     max_retention: u32,
+    max_inbox_cap: u32,
+    /// Where customers send documents, for the suggested auto-reply.
+    send_url: String,
 }
 
 async fn render_settings(
@@ -159,6 +167,8 @@ async fn render_settings(
         max_logo_kib: MAX_LOGO_BYTES / 1024,
         min_retention: MIN_RETENTION_DAYS,
         max_retention: MAX_RETENTION_DAYS,
+        max_inbox_cap: MAX_INBOX_DAILY_CAP,
+        send_url: format!("{}/send", app.config.public_url.trim_end_matches('/')),
     })
 }
 
@@ -228,6 +238,14 @@ fn parse_settings(
             .iter()
             .map(|k| (k.as_str(), k.label(), chosen_kinds.contains(&k.as_str())))
             .collect(),
+        // Like the kinds: a form without the inbox section keeps it as is.
+        secure_inbox: if sent("inbox_shown").is_some() {
+            pairs.iter().any(|(k, _)| k == "secure_inbox")
+        } else {
+            current.secure_inbox
+        },
+        inbox_daily_cap: sent("inbox_daily_cap")
+            .unwrap_or_else(|| current.inbox_daily_cap.to_string()),
     };
     let mut errors = Vec::new();
     let hours = f.default_expiry_hours.parse::<u32>().unwrap_or_else(|_| {
@@ -265,6 +283,12 @@ fn parse_settings(
             Err(_) => errors.push("Choose verification methods from the list.".to_owned()),
         }
     }
+    let inbox_daily_cap = f.inbox_daily_cap.parse::<u32>().unwrap_or_else(|_| {
+        errors.push(format!(
+            "Enter the secure inbox's daily limit as a whole number of uploads (1 to {MAX_INBOX_DAILY_CAP})."
+        ));
+        0
+    });
     let mut accepted_kinds = Vec::new();
     for c in &chosen_kinds {
         match FileKind::parse(c) {
@@ -284,6 +308,8 @@ fn parse_settings(
         reply_default: f.reply_default,
         incoming_retention_days: retention,
         accepted_kinds,
+        secure_inbox: f.secure_inbox,
+        inbox_daily_cap,
     };
     if errors.is_empty()
         && let Err(SettingsError::Invalid(m)) = settings.validate()

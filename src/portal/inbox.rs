@@ -177,6 +177,8 @@ struct ItemPage {
     kind: &'static str,
     /// A document request's submission (files under checklist items).
     request: bool,
+    /// No agent has it yet (a secure-inbox upload): it can be claimed.
+    unclaimed: bool,
     from: String,
     received: String,
     body: String,
@@ -204,6 +206,7 @@ pub async fn item(
         id: item.id.to_string(),
         kind: item.kind.label(),
         request: item.kind == crate::incoming::Kind::Request,
+        unclaimed: item.owner.is_none(),
         from: String::new(),
         received: format_time(item.received_at),
         body: String::new(),
@@ -271,6 +274,8 @@ fn describe(action: &str) -> String {
         "incoming.opened" => "Opened in the portal",
         "incoming.downloaded" => "File downloaded",
         "incoming.done" => "Marked done",
+        "incoming.claimed" => "Claimed",
+        "incoming.inbox_received" => "Received through the secure inbox",
         "incoming.shredded" => "Shredded",
         "message.access_denied" => "Access refused",
         other => other,
@@ -314,6 +319,11 @@ pub async fn done(
     CsrfForm(_): CsrfForm<DoneForm>,
 ) -> PageResult {
     let item = authorised(&app, &staff, &id, "done_incoming").await?;
+    if item.owner.is_none() {
+        return Err(PageError::BadRequest(
+            "Claim this item before marking it done.".to_owned(),
+        ));
+    }
     let settings = app.settings.load().await?;
     app.incoming
         .mark_done(
@@ -323,5 +333,42 @@ pub async fn done(
             Some(staff.ip),
         )
         .await?;
+    Ok(Redirect::to(&format!("/inbox/{}", item.id)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct ClaimForm {}
+
+/// Takes an unclaimed item: of agents claiming at the same moment (on any
+/// instance), exactly one gets it; the others are told a colleague did.
+pub async fn claim(
+    State(app): State<App>,
+    staff: CurrentStaff,
+    Path(id): Path<String>,
+    CsrfForm(_): CsrfForm<ClaimForm>,
+) -> PageResult {
+    let taken = || {
+        PageError::Conflict("A colleague claimed this item first; it is theirs now.".to_owned())
+    };
+    // Not `authorised`: a claim that lost the race finds the item already
+    // someone else's, and is told so rather than "not found".
+    let item = match id.parse::<MessageId>() {
+        Ok(mid) => match app.incoming.get(mid).await {
+            Ok(item) => item,
+            Err(IncomingError::NotFound) => return Err(PageError::NotFound),
+            Err(e) => return Err(e.into()),
+        },
+        Err(_) => return Err(PageError::NotFound),
+    };
+    if item.owner.is_some_and(|o| o != staff.id()) {
+        return Err(taken());
+    }
+    let won = app
+        .incoming
+        .claim(staff.actor(), item.id, staff.id(), Some(staff.ip))
+        .await?;
+    if !won && item.owner != Some(staff.id()) {
+        return Err(taken());
+    }
     Ok(Redirect::to(&format!("/inbox/{}", item.id)).into_response())
 }

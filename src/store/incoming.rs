@@ -83,6 +83,13 @@ pub async fn mark_read(tx: &mut Tx, id: &str, now: i64) -> Result<bool, sqlx::Er
     Ok(exec(&mut **tx, sqlx::query(sql).bind(now).bind(id)).await? == 1)
 }
 
+/// Gives an unclaimed item an owner: true for the one caller that did.
+pub async fn claim(tx: &mut Tx, id: &str, owner: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let sql = "UPDATE incoming SET owner_id = $1, claimed_at = $2
+         WHERE message_id = $3 AND owner_id IS NULL AND shredded_at IS NULL";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(owner).bind(now).bind(id)).await? == 1)
+}
+
 /// Marks an item done and schedules its shred: true for the one caller
 /// that did.
 pub async fn mark_done(

@@ -68,6 +68,18 @@ purposes! {
     StaffRecoveryCode => "staff-recovery-code",
     /// The CSRF token of a visitor without a session.
     CsrfAnonymous => "csrf-anonymous",
+    /// A secure-inbox code, bound to the address's blind index.
+    InboxCode => "inbox-code",
+    /// Rate limit: secure-inbox codes sent to one address.
+    InboxCodesPerAddress => "inbox-codes-per-address",
+    /// Rate limit: secure-inbox codes requested from one client address.
+    InboxCodesPerIp => "inbox-codes-per-ip",
+    /// Rate limit: secure-inbox code attempts from one client address.
+    InboxVerifyPerIp => "inbox-verify-per-ip",
+    /// Rate limit: secure-inbox uploads from one verified address.
+    InboxUploadsPerAddress => "inbox-uploads-per-address",
+    /// Rate limit: secure-inbox uploads in all, per day.
+    InboxDaily => "inbox-daily",
 
     // Sealed secrets (`Vault::seal_secret` / `Vault::open_secret`:
     // associated data under the small-secrets key).
@@ -82,6 +94,8 @@ purposes! {
     GeneratedAccessCode => "generated_access_code",
     /// A staff member's TOTP seed.
     StaffTotpSeed => "staff-totp-seed",
+    /// The address a secure-inbox visitor is proving, in their session.
+    InboxAddress => "inbox-address",
 
     // The audit chain (`Vault::audit_mac`, under the audit key).
 

@@ -13,7 +13,7 @@ use crate::support::http::{Browser, PASSWORD, create_staff, input_value, portal}
 
 const AGENT: &str = "agent@example.com";
 
-async fn session_rows(app: &App) -> i64 {
+pub async fn session_rows(app: &App) -> i64 {
     match app.db.native() {
         NativePool::Sqlite(pool) => sqlx::query_scalar("SELECT COUNT(*) FROM tower_sessions")
             .fetch_one(pool)

@@ -36,6 +36,7 @@ mod roundtrip;
 mod s3;
 mod scan;
 mod schema_parity;
+mod secure_inbox;
 mod shred;
 mod sign_in;
 mod slowloris;
