@@ -298,3 +298,59 @@ async fn uploads_stay_within_the_address_limit_and_the_daily_cap() {
     assert_eq!(r.status, 303, "{}", r.body);
     assert!(files_below(&env.blob_dir()).len() > blobs);
 }
+
+/// Canaries in a secure-inbox upload (the customer's address, the note, a
+/// file's name and content, a refused file's name) appear nowhere: not in
+/// the database, the blobs, the real binary's debug log or any email
+/// (the code's email is addressed to the customer, and says nothing else
+/// of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_inbox_upload_data_at_rest_in_logs_or_mail() {
+    use crate::support::canaries::assert_no_canaries;
+    const ADDRESS: &str = "canary-inbox-5e1a@example.com";
+    const NOTE: &str = "CANARY-INBOXNOTE-3c77 my passport number";
+    const FILE: &str = "CANARY-INBOXFILE-b902.pdf";
+    const CONTENT: &str = "CANARY-INBOX-CONTENT-61f4";
+    const REFUSED: &str = "CANARY-INBOXREFUSED-0a9d.pdf";
+    let env = TestEnv::new().await;
+    let app = env.app().await;
+    open_inbox(&app, 200).await;
+    create_staff(&app, "a1@example.com", Role::Agent).await;
+    let mut serve = crate::support::serve::Serve::start(&env, &[("SEALPOST_LOG", "debug")]);
+    let base = serve.base.clone();
+    let mut customer = verified(&app, &base, ADDRESS).await;
+    let mut exe = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00".to_vec();
+    exe.extend(crate::support::files::bytes(1000, 5));
+    let r = upload(&mut customer, NOTE, &[(REFUSED, &exe)]).await;
+    assert_eq!(r.status, 422);
+    let mut content = b"%PDF-1.7\n".to_vec();
+    content.extend_from_slice(CONTENT.as_bytes());
+    let r = upload(&mut customer, NOTE, &[(FILE, &content)]).await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let mut agent = Browser::signed_in(&base, "a1@example.com").await;
+    let list = agent.get("/inbox").await;
+    assert!(list.body.contains(ADDRESS), "the agent sees who sent it");
+    let mut reader = Browser::new(&base);
+    let mails = dev_mail(&app, &mut reader, ADDRESS).await;
+    assert_eq!(mails.len(), 1, "the code's email");
+    serve.sigterm();
+    serve.wait_exit(std::time::Duration::from_secs(30));
+
+    let canaries = [ADDRESS, NOTE, FILE, CONTENT, REFUSED];
+    let log = [
+        serve.stdout.lock().unwrap().join("\n"),
+        serve.stderr.lock().unwrap().join("\n"),
+    ]
+    .join("\n");
+    assert!(log.contains("/send/upload"), "requests are logged: {log}");
+    for c in canaries {
+        assert!(!log.contains(c), "log contains {c:?}");
+        for mail in &mails {
+            assert!(!mail.contains(c), "mail contains {c:?}: {mail}");
+        }
+    }
+    assert_no_canaries("database", &env.database_bytes(&app).await, &canaries);
+    for blob in files_below(&env.blob_dir()) {
+        assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), &canaries);
+    }
+}
