@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
 use super::receive::{
-    FileFields, Form, ReceivingSlot, Refusal, failure_reason, receive, refused_inbox,
+    FileFields, Form, ReceivingSlot, Refusal, failure_reason, read_upload, refused_inbox,
 };
 use super::{Brand, mask_address};
 use crate::app::App;
@@ -33,7 +33,6 @@ use crate::vault::{MessageMeta, Purpose};
 use crate::web::PageError;
 use crate::web::client_ip::ClientIp;
 use crate::web::csrf::{self, CsrfForm};
-use crate::web::upload::open_multipart;
 
 /// Codes emailed to one address per hour.
 pub const CODES_PER_ADDRESS_HOUR: i64 = 3;
@@ -400,12 +399,7 @@ pub async fn upload(
         limit: settings.size_limit_bytes(),
         max_files: settings.max_attachments,
     };
-    let (mut multipart, declared_too_large) = open_multipart(http, &app, form.limit).await?;
-    let outcome = if declared_too_large {
-        Err(form.too_large())
-    } else {
-        receive(&app, &session, &form, &mut multipart).await
-    };
+    let (multipart, outcome) = read_upload(&app, &session, &form, http).await?;
     let outcome = outcome.map(|r| {
         r.and_then(|got| {
             if got.files == 0 {

@@ -13,13 +13,17 @@ use tower_sessions::Session;
 
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
+use crate::deliveries::Delivery;
 use crate::filetype::FileKind;
+use crate::incoming::{Kind, NewItem};
+use crate::mail::Mail;
+use crate::store::Tx;
 use crate::vault::{Draft, MessageId, PartKind, PartMeta};
 use crate::web::PageError;
 use crate::web::csrf;
 use crate::web::upload::{
     Budget, Checks, UploadName, begin_with_text, clean_file_name, first_chunk, interrupted,
-    seal_checked, upload_name,
+    open_multipart, seal_checked, upload_name,
 };
 
 /// Which file fields a form has.
@@ -161,6 +165,66 @@ impl Drop for ReceivingSlot {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.0);
     }
+}
+
+/// What reading an upload came to, with the multipart body (to drain
+/// after a refusal, so the browser sees the answer).
+pub type Upload = (Multipart, Result<Result<Received, Refusal>, PageError>);
+
+/// Opens the request's multipart body within `form`'s limit and reads it
+/// (refused at once when the declared length is over the limit).
+pub async fn read_upload(
+    app: &App,
+    session: &Session,
+    form: &Form,
+    http: axum::extract::Request,
+) -> Result<Upload, PageError> {
+    let (mut multipart, declared_too_large) = open_multipart(http, app, form.limit).await?;
+    let outcome = if declared_too_large {
+        Err(form.too_large())
+    } else {
+        receive(app, session, form, &mut multipart).await
+    };
+    Ok((multipart, outcome))
+}
+
+/// Where the sender of `d` is alerted, if they can be (a disabled
+/// account is not). Loaded before a transaction (B4).
+pub async fn sender_alert_to(app: &App, d: &Delivery) -> Result<Option<String>, PageError> {
+    let sender = app.accounts.state(d.sender).await?;
+    Ok(sender
+        .filter(|s| !s.account.disabled)
+        .map(|s| s.account.email.as_str().to_owned()))
+}
+
+/// In the transaction that commits what the customer sent in answer to
+/// `d`: the incoming item for `d`'s sender, in its conversation, and the
+/// sender's PII-free `alert` (not tied to the message: its shred must not
+/// cancel the alert).
+pub async fn record_answer(
+    app: &App,
+    tx: &mut Tx,
+    d: &Delivery,
+    id: MessageId,
+    kind: Kind,
+    alert: Option<(String, Mail)>,
+) -> Result<(), PageError> {
+    app.incoming
+        .insert(
+            tx,
+            &NewItem {
+                id,
+                kind,
+                conversation_id: Some(d.conversation_id),
+                in_reply_to: Some(d.message_id),
+                owner: Some(d.sender),
+            },
+        )
+        .await?;
+    if let Some((to, mail)) = alert {
+        app.outbox.enqueue(tx, &to, &mail, None).await?;
+    }
+    Ok(())
 }
 
 /// Reads the form: the token, then `body` (once, before any file), then

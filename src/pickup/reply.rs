@@ -13,19 +13,19 @@ use secrecy::ExposeSecret;
 use tower_sessions::Session;
 
 use super::receive::{
-    FileFields, Form, Received, ReceivingSlot, Refusal, failure_reason, receive, refused,
+    FileFields, Form, Received, ReceivingSlot, Refusal, failure_reason, read_upload, record_answer,
+    refused, sender_alert_to,
 };
 use super::view::{self, open_message};
 use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, MAX_REPLIES};
 use crate::filetype::FileKind;
-use crate::incoming::{Kind, NewItem};
+use crate::incoming::Kind;
 use crate::mail::Mail;
 use crate::vault::{MessageId, MessageMeta};
 use crate::web::PageError;
 use crate::web::client_ip::ClientIp;
-use crate::web::upload::open_multipart;
 
 /// A reply's text, in characters: a note, not a document (those are files).
 pub const MAX_REPLY_CHARS: usize = 20_000;
@@ -137,12 +137,7 @@ pub async fn reply(
         limit: settings.size_limit_bytes(),
         max_files: settings.max_attachments,
     };
-    let (mut multipart, declared_too_large) = open_multipart(request, &app, form.limit).await?;
-    let outcome = if declared_too_large {
-        Err(form.too_large())
-    } else {
-        receive(&app, &session, &form, &mut multipart).await
-    };
+    let (multipart, outcome) = read_upload(&app, &session, &form, request).await?;
     let outcome = outcome.map(|r| {
         r.and_then(|got| {
             if got.text.trim().is_empty() && got.files == 0 {
@@ -188,18 +183,11 @@ async fn commit(
     Received { draft, files, .. }: Received,
 ) -> Result<(), PageError> {
     let address = app.deliveries.open_recipient(d)?;
-    // Loaded before the transaction (B4).
-    let sender = app.accounts.state(d.sender).await?;
-    let alert_to = sender
-        .filter(|s| !s.account.disabled)
-        .map(|s| s.account.email.as_str().to_owned());
+    let alert_to = sender_alert_to(app, d).await?;
     let reply_id = draft.id();
     let meta = MessageMeta {
         recipient_address: Some(address.expose_secret().to_owned()),
-        recipient_phone: None,
-        title: None,
-        reference: None,
-        items: Vec::new(),
+        ..MessageMeta::default()
     };
     let mut tx = app.db.begin().await?;
     if !app.deliveries.take_reply(&mut tx, d.message_id).await? {
@@ -208,31 +196,13 @@ async fn commit(
         ));
     }
     app.vault.commit(&mut tx, draft, &meta).await?;
-    app.incoming
-        .insert(
-            &mut tx,
-            &NewItem {
-                id: reply_id,
-                kind: Kind::Reply,
-                conversation_id: Some(d.conversation_id),
-                in_reply_to: Some(d.message_id),
-                owner: Some(d.sender),
-            },
-        )
-        .await?;
-    if let Some(to) = alert_to {
-        // Not tied to the message: its shred must not cancel this alert.
-        app.outbox
-            .enqueue(
-                &mut tx,
-                &to,
-                &Mail::IncomingAlert {
-                    incoming_id: reply_id,
-                },
-                None,
-            )
-            .await?;
-    }
+    let alert = alert_to.map(|to| {
+        let mail = Mail::IncomingAlert {
+            incoming_id: reply_id,
+        };
+        (to, mail)
+    });
+    record_answer(app, &mut tx, d, reply_id, Kind::Reply, alert).await?;
     let event = Event::new(Actor::Customer, Action::ReplyReceived)
         .message(d.message_id)
         .ip(ip)

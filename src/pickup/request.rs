@@ -12,7 +12,8 @@ use secrecy::ExposeSecret;
 use tower_sessions::Session;
 
 use super::receive::{
-    FileFields, Form, Received, ReceivingSlot, Refusal, failure_reason, receive, refused,
+    FileFields, Form, Received, ReceivingSlot, Refusal, failure_reason, read_upload, record_answer,
+    refused, sender_alert_to,
 };
 use super::view;
 use super::{Notice, notice};
@@ -20,13 +21,12 @@ use crate::app::App;
 use crate::audit::{Action, Actor, Event};
 use crate::deliveries::{Delivery, Status};
 use crate::filetype::FileKind;
-use crate::incoming::{Kind, NewItem};
+use crate::incoming::Kind;
 use crate::mail::Mail;
 use crate::requests::DocRequest;
 use crate::vault::MessageMeta;
 use crate::web::PageError;
 use crate::web::client_ip::ClientIp;
-use crate::web::upload::open_multipart;
 
 /// A note with the documents, in characters.
 pub const MAX_NOTE_CHARS: usize = 5_000;
@@ -123,12 +123,7 @@ pub async fn submit(
         limit: request.max_bytes,
         max_files: settings.max_attachments,
     };
-    let (mut multipart, declared_too_large) = open_multipart(http, &app, form.limit).await?;
-    let outcome = if declared_too_large {
-        Err(form.too_large())
-    } else {
-        receive(&app, &session, &form, &mut multipart).await
-    };
+    let (multipart, outcome) = read_upload(&app, &session, &form, http).await?;
     let outcome = outcome.map(|r| r.and_then(|got| complete(got, &labels)));
     match outcome {
         Ok(Ok(got)) => {
@@ -212,11 +207,7 @@ async fn commit(
     labels: Vec<String>,
 ) -> Result<(), PageError> {
     let address = app.deliveries.open_recipient(d)?;
-    // Loaded before the transaction (B4).
-    let sender = app.accounts.state(d.sender).await?;
-    let alert_to = sender
-        .filter(|s| !s.account.disabled)
-        .map(|s| s.account.email.as_str().to_owned());
+    let alert_to = sender_alert_to(app, d).await?;
     let submission = draft.id();
     let meta = MessageMeta {
         recipient_address: Some(address.expose_secret().to_owned()),
@@ -232,33 +223,16 @@ async fn commit(
         return Err(already_sent());
     }
     app.vault.commit(&mut tx, draft, &meta).await?;
-    app.incoming
-        .insert(
-            &mut tx,
-            &NewItem {
-                id: submission,
-                kind: Kind::Request,
-                conversation_id: Some(d.conversation_id),
-                in_reply_to: Some(d.message_id),
-                owner: Some(d.sender),
-            },
-        )
-        .await?;
+    let alert = alert_to.map(|to| {
+        let mail = Mail::SubmissionAlert {
+            incoming_id: submission,
+        };
+        (to, mail)
+    });
+    record_answer(app, &mut tx, d, submission, Kind::Request, alert).await?;
     app.deliveries
         .advance(&mut tx, d.message_id, Status::Submitted)
         .await?;
-    if let Some(to) = alert_to {
-        app.outbox
-            .enqueue(
-                &mut tx,
-                &to,
-                &Mail::SubmissionAlert {
-                    incoming_id: submission,
-                },
-                None,
-            )
-            .await?;
-    }
     let event = Event::new(Actor::Customer, Action::RequestSubmitted)
         .message(d.message_id)
         .ip(ip)

@@ -63,13 +63,10 @@ struct ComposePage {
     errors: Vec<String>,
 }
 
-fn render(
-    staff: &CurrentStaff,
-    settings: &Settings,
-    f: Fields,
-    errors: Vec<String>,
-) -> ComposePage {
-    let methods = settings
+/// The verification methods staff may choose, as checkboxes: (value,
+/// label, ticked in `f`).
+fn method_choices(settings: &Settings, f: &Fields) -> Vec<(&'static str, &'static str, bool)> {
+    settings
         .methods
         .iter()
         .map(|m| {
@@ -79,7 +76,16 @@ fn render(
                 f.methods.iter().any(|s| s == m.as_str()),
             )
         })
-        .collect();
+        .collect()
+}
+
+fn render(
+    staff: &CurrentStaff,
+    settings: &Settings,
+    f: Fields,
+    errors: Vec<String>,
+) -> ComposePage {
+    let methods = method_choices(settings, &f);
     ComposePage {
         nav: staff.nav(),
         csrf: staff.csrf.clone(),

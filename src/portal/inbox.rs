@@ -347,9 +347,8 @@ pub async fn claim(
     Path(id): Path<String>,
     CsrfForm(_): CsrfForm<ClaimForm>,
 ) -> PageResult {
-    let taken = || {
-        PageError::Conflict("A colleague claimed this item first; it is theirs now.".to_owned())
-    };
+    let taken =
+        || PageError::Conflict("A colleague claimed this item first; it is theirs now.".to_owned());
     // Not `authorised`: a claim that lost the race finds the item already
     // someone else's, and is told so rather than "not found".
     let item = match id.parse::<MessageId>() {

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 
 use super::flow::{Asking, Sent, check_request, commit};
-use super::{Fields, remember_generated_code};
+use super::{Fields, method_choices, remember_generated_code};
 use crate::app::App;
 use crate::filetype::FileKind;
 use crate::portal::auth::CurrentStaff;
@@ -48,17 +48,7 @@ fn render(
     a: Asking,
     errors: Vec<String>,
 ) -> RequestPage {
-    let methods = settings
-        .methods
-        .iter()
-        .map(|m| {
-            (
-                m.as_str(),
-                m.label(),
-                f.methods.iter().any(|s| s == m.as_str()),
-            )
-        })
-        .collect();
+    let methods = method_choices(settings, &f);
     let kinds = settings
         .accepted_kinds
         .iter()
