@@ -17,6 +17,7 @@ mod dev_mailbox;
 mod downloads;
 mod fault;
 mod hostile_sign_in;
+mod inbox_cluster;
 mod interop;
 mod keys;
 mod mail;
