@@ -354,3 +354,52 @@ async fn no_inbox_upload_data_at_rest_in_logs_or_mail() {
         assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), &canaries);
     }
 }
+
+/// An administrator opens the inbox and sets its cap on the settings page,
+/// which then suggests an auto-reply pointing customers to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_opens_the_inbox_and_gets_an_auto_reply_text() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, "admin@example.com", Role::Admin).await;
+    let mut admin = Browser::signed_in(&base, "admin@example.com").await;
+    let page = admin.get("/admin/settings").await;
+    assert!(page.body.contains("name=\"secure_inbox\""));
+    assert!(
+        !page.body.contains("id=\"auto-reply\""),
+        "closed: no suggestion"
+    );
+    let fields = [
+        ("organisation", "Acme"),
+        ("support_line", ""),
+        ("default_expiry_hours", "24"),
+        ("size_limit_mib", "10"),
+        ("method", "email_code"),
+        ("inbox_shown", "1"),
+        ("secure_inbox", "on"),
+        ("inbox_daily_cap", "50"),
+    ];
+    let r = admin
+        .submit("/admin/settings", "/admin/settings", &fields)
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let s = app.settings.load().await.unwrap();
+    assert!(s.secure_inbox);
+    assert_eq!(s.inbox_daily_cap, 50);
+    let page = admin.get("/admin/settings").await;
+    let at = page.body.find("id=\"auto-reply\"").expect("the suggestion");
+    let send_url = format!("{}/send", app.config.public_url.trim_end_matches('/'));
+    assert!(page.body[at..].contains(&send_url), "{}", &page.body[at..]);
+    assert_eq!(Browser::new(&base).get("/send").await.status, 200);
+
+    // A cap of 0 is refused; the inbox stays as it was.
+    let mut bad = fields.to_vec();
+    bad.retain(|(k, _)| *k != "inbox_daily_cap");
+    bad.push(("inbox_daily_cap", "0"));
+    let r = admin
+        .submit("/admin/settings", "/admin/settings", &bad)
+        .await;
+    assert_eq!(r.status, 422);
+    assert!(r.body.contains("daily limit"), "{}", r.body);
+    assert_eq!(app.settings.load().await.unwrap().inbox_daily_cap, 50);
+}
