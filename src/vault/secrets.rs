@@ -214,7 +214,7 @@ mod tests {
 
     /// For each of [`Purpose::ALL`], in order: its label and the hex of
     /// `keyed_hash(purpose, INPUT)` under the keys derived from [`ROOT`].
-    const PINNED: [(&str, &str); 21] = [
+    const PINNED: [(&str, &str); 28] = [
         (
             "recipient-address",
             "8ca22b73e40df76e804da55dd2a3adf9855325ec0c3204425783db8134706534",
@@ -276,6 +276,30 @@ mod tests {
             "98a7f551a8ba782d422d257f478e740dbfbe89aa499a1f95cd3d443bc89ef372",
         ),
         (
+            "inbox-code",
+            "f93224df166b2508984d270c83f72b0ad8bda0bdc8725e01408386c1e7882869",
+        ),
+        (
+            "inbox-codes-per-address",
+            "6d306cba9fe53cb3c338066c01075f69d0a8439836fa228268d992a479066f13",
+        ),
+        (
+            "inbox-codes-per-ip",
+            "1bc03ceefe68933ec3f0827effc428b35a716d5acc831da9f59711f9b02f3c30",
+        ),
+        (
+            "inbox-verify-per-ip",
+            "170dbfc8daba4fd1c55e759c435586a4f8fafc1e48f0ac13efd7e6a096a24b1b",
+        ),
+        (
+            "inbox-uploads-per-address",
+            "b1d80293ba5943be3879d71234803e9318af5eb5b605b764568aed42237f2883",
+        ),
+        (
+            "inbox-daily",
+            "103ee7b880a128fde45ae615bf9bc897a55686c2ec51cf5afba95fd69ea0e5d7",
+        ),
+        (
             "delivery-recipient",
             "a52763f9d69c91f7d625f253c6a5bc2227888b26d8c0a8f161b60ee66c310aae",
         ),
@@ -294,6 +318,10 @@ mod tests {
         (
             "staff-totp-seed",
             "00f9eeda65d448643454151c606263c1b2eb79ae9c8d36901183333c3061d431",
+        ),
+        (
+            "inbox-address",
+            "7c98586bcf07fd503fe0d474ad23a0f1f49972e1211de86d756c5cec11aaf59d",
         ),
         (
             "sealpost-audit-v1",
