@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 
 use super::receive::{
-    FileFields, Form, ReceivingSlot, Refusal, failure_reason, read_upload, refused_inbox,
+    FileFields, Form, ReceivingSlot, Refusal, failure_reason, read_upload, refused,
 };
 use super::{Brand, mask_address};
 use crate::app::App;
@@ -385,7 +385,7 @@ pub async fn upload(
         .await?;
     tx.commit().await?;
     if !daily {
-        refused_inbox(&app, ip, "rate_limited").await;
+        refused(&app, None, ip, "rate_limited", "inbox").await;
         return Err(PageError::TooMany(
             "We cannot take more uploads today. Please try again tomorrow, or contact us another way."
                 .to_owned(),
@@ -441,7 +441,7 @@ pub async fn upload(
         }
         Ok(Err(refusal)) => {
             crate::web::linger(multipart);
-            refused_inbox(&app, ip, refusal.reason).await;
+            refused(&app, None, ip, refusal.reason, "inbox").await;
             let masked = mask_address(address.expose_secret());
             let page = SendPage::new(
                 &app,
@@ -457,7 +457,7 @@ pub async fn upload(
         Err(e) => {
             crate::web::linger(multipart);
             if let Some(reason) = failure_reason(&e) {
-                refused_inbox(&app, ip, reason).await;
+                refused(&app, None, ip, reason, "inbox").await;
             }
             Err(e)
         }

@@ -100,27 +100,19 @@ impl Refusal {
 /// Audits and counts a refused upload, by reason only.
 pub async fn refused(
     app: &App,
-    id: MessageId,
+    id: Option<MessageId>,
     ip: std::net::IpAddr,
     reason: &'static str,
     kind: &'static str,
 ) {
     app.metrics.upload_refused(reason);
-    let event = Event::new(Actor::Customer, Action::UploadRefused)
-        .message(id)
+    let mut event = Event::new(Actor::Customer, Action::UploadRefused)
         .ip(ip)
         .detail(serde_json::json!({ "reason": reason, "kind": kind }));
-    if let Err(e) = app.audit.record_now(&event).await {
-        tracing::warn!(error = %e, "could not audit a refused upload");
+    if let Some(id) = id {
+        // The message answered (a secure-inbox upload answers none).
+        event = event.message(id);
     }
-}
-
-/// Audits and counts a refused secure-inbox upload, by reason only.
-pub async fn refused_inbox(app: &App, ip: std::net::IpAddr, reason: &'static str) {
-    app.metrics.upload_refused(reason);
-    let event = Event::new(Actor::Customer, Action::UploadRefused)
-        .ip(ip)
-        .detail(serde_json::json!({ "reason": reason, "kind": "inbox" }));
     if let Err(e) = app.audit.record_now(&event).await {
         tracing::warn!(error = %e, "could not audit a refused upload");
     }

@@ -157,7 +157,7 @@ pub async fn reply(
         }
         Ok(Err(refusal)) => {
             crate::web::linger(multipart);
-            refused(&app, d.message_id, ip, refusal.reason, "reply").await;
+            refused(&app, Some(d.message_id), ip, refusal.reason, "reply").await;
             let reply = ReplyBox::new(&app, &d, vec![refusal.message]).await?;
             let page = view::render(&app, &session, &d, view::Answer::Reply(reply), false).await?;
             Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
@@ -165,7 +165,7 @@ pub async fn reply(
         Err(e) => {
             crate::web::linger(multipart);
             if let Some(reason) = failure_reason(&e) {
-                refused(&app, d.message_id, ip, reason, "reply").await;
+                refused(&app, Some(d.message_id), ip, reason, "reply").await;
             }
             Err(e)
         }

@@ -134,7 +134,7 @@ pub async fn submit(
         }
         Ok(Err(refusal)) => {
             crate::web::linger(multipart);
-            refused(&app, d.message_id, ip, refusal.reason, "request").await;
+            refused(&app, Some(d.message_id), ip, refusal.reason, "request").await;
             let boxed = RequestBox::new(&app, &request, &labels, vec![refusal.message]).await?;
             let page =
                 view::render(&app, &session, &d, view::Answer::Request(boxed), false).await?;
@@ -143,7 +143,7 @@ pub async fn submit(
         Err(e) => {
             crate::web::linger(multipart);
             if let Some(reason) = failure_reason(&e) {
-                refused(&app, d.message_id, ip, reason, "request").await;
+                refused(&app, Some(d.message_id), ip, reason, "request").await;
             }
             Err(e)
         }

@@ -49,6 +49,24 @@ struct Fields {
     conversation: String,
 }
 
+impl Fields {
+    /// A new form: the organisation's default expiry, its first method,
+    /// kept until it expires.
+    fn defaults(settings: &Settings) -> Fields {
+        Fields {
+            expiry_hours: settings.default_expiry_hours.to_string(),
+            methods: settings
+                .methods
+                .first()
+                .map(|m| m.as_str().to_owned())
+                .into_iter()
+                .collect(),
+            retention: "keep".to_owned(),
+            ..Fields::default()
+        }
+    }
+}
+
 #[derive(Template, WebTemplate)]
 #[template(path = "portal/compose.html")]
 struct ComposePage {
@@ -125,15 +143,7 @@ pub async fn page(
         recipient,
         conversation,
         allow_reply: settings.reply_default,
-        expiry_hours: settings.default_expiry_hours.to_string(),
-        methods: settings
-            .methods
-            .first()
-            .map(|m| m.as_str().to_owned())
-            .into_iter()
-            .collect(),
-        retention: "keep".to_owned(),
-        ..Fields::default()
+        ..Fields::defaults(&settings)
     };
     Ok(render(&staff, &settings, f, Vec::new()).into_response())
 }

@@ -280,6 +280,9 @@ struct RequestItem {
 /// message (or, once that is shredded, from the submission's copy) and
 /// the submission's files under their items.
 async fn request_view(app: &App, d: &Delivery) -> Result<Option<RequestView>, PageError> {
+    if !d.is_request {
+        return Ok(None);
+    }
     let Some(request) = app.requests.get(d.message_id).await? else {
         return Ok(None);
     };

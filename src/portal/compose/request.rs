@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Redirect};
 use super::flow::{Asking, Sent, check_request, commit};
 use super::{Fields, method_choices, remember_generated_code};
 use crate::app::App;
-use crate::filetype::FileKind;
 use crate::portal::auth::CurrentStaff;
 use crate::requests::{MAX_ITEM_CHARS, MAX_ITEMS};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Settings};
@@ -79,20 +78,11 @@ fn render(
 /// `GET /requests/new`
 pub async fn page(State(app): State<App>, staff: CurrentStaff) -> PageResult {
     let settings = app.settings.load().await?;
-    let f = Fields {
-        expiry_hours: settings.default_expiry_hours.to_string(),
-        methods: settings
-            .methods
-            .first()
-            .map(|m| m.as_str().to_owned())
-            .into_iter()
-            .collect(),
-        retention: "keep".to_owned(),
-        ..Fields::default()
-    };
+    let f = Fields::defaults(&settings);
     let a = Asking {
         items: String::new(),
-        kinds: FileKind::ALL
+        kinds: settings
+            .accepted_kinds
             .iter()
             .map(|k| k.as_str().to_owned())
             .collect(),

@@ -46,3 +46,32 @@ pub fn assert_no_canaries(what: &str, data: &[u8], canaries: &[&str]) {
         }
     }
 }
+
+/// After a served binary stopped: none of `canaries` is in its log (which
+/// shows `route` was served), in any of `mails`, in the database or in a
+/// blob.
+pub async fn assert_nothing_leaked(
+    env: &crate::support::env::TestEnv,
+    app: &sealpost::app::App,
+    serve: &crate::support::serve::Serve,
+    mails: &[String],
+    canaries: &[&str],
+    route: &str,
+) {
+    let log = [
+        serve.stdout.lock().unwrap().join("\n"),
+        serve.stderr.lock().unwrap().join("\n"),
+    ]
+    .join("\n");
+    assert!(log.contains(route), "requests are logged: {log}");
+    for c in canaries {
+        assert!(!log.contains(c), "log contains {c:?}");
+        for mail in mails {
+            assert!(!mail.contains(c), "mail contains {c:?}: {mail}");
+        }
+    }
+    assert_no_canaries("database", &env.database_bytes(app).await, canaries);
+    for blob in crate::support::files::files_below(&env.blob_dir()) {
+        assert_no_canaries("blob", &std::fs::read(&blob).unwrap(), canaries);
+    }
+}
