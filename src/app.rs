@@ -15,7 +15,7 @@ use crate::requests::Requests;
 use crate::settings::SettingsStore;
 use crate::staff::links::LinkParts;
 use crate::staff::password::Hasher;
-use crate::staff::{Accounts, SignIn, StaffLinks, Totp};
+use crate::staff::{Accounts, ApiTokens, SignIn, StaffLinks, Totp};
 use crate::store::{Db, DbError, PoolSettings};
 use crate::vault::{
     BlobStore, LocalBlobStore, S3BlobStore, S3Settings, Vault, VaultError, VaultSettings,
@@ -45,6 +45,7 @@ pub struct AppParts {
     pub sign_in: SignIn,
     pub totp: Totp,
     pub links: StaffLinks,
+    pub tokens: ApiTokens,
     pub settings: SettingsStore,
     pub deliveries: Deliveries,
     pub incoming: Incoming,
@@ -176,6 +177,13 @@ impl App {
         let hasher = Hasher::for_this_machine();
         let accounts = Accounts::new(db.clone(), audit.clone(), clock.clone(), hasher.clone());
         let totp = Totp::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
+        let tokens = ApiTokens::new(
+            db.clone(),
+            vault.clone(),
+            audit.clone(),
+            accounts.clone(),
+            clock.clone(),
+        );
         let settings = SettingsStore::new(db.clone(), audit.clone());
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let incoming = Incoming::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
@@ -231,6 +239,7 @@ impl App {
             sign_in,
             totp,
             links,
+            tokens,
             settings,
             deliveries,
             incoming,

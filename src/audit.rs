@@ -128,6 +128,12 @@ pub enum Action {
     MailSent,
     /// An outbox email failed for good (SMTP 5xx, or retries ran out).
     MailFailed,
+    /// An API token was created (its id and scopes, never its value).
+    TokenCreated,
+    /// An API token was revoked.
+    TokenRevoked,
+    /// A call to `/api/v1` with a valid token: which token, route, status.
+    ApiCall,
 }
 
 impl Action {
@@ -184,6 +190,9 @@ impl Action {
             Action::IncomingShredded => "incoming.shredded",
             Action::MailSent => "mail.sent",
             Action::MailFailed => "mail.failed",
+            Action::TokenCreated => "token.created",
+            Action::TokenRevoked => "token.revoked",
+            Action::ApiCall => "api.call",
         }
     }
 }

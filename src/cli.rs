@@ -11,9 +11,10 @@ use clap::{Parser, Subcommand};
 use crate::app::{self, App};
 use crate::audit::{self, Action, Actor, Event, Verification};
 use crate::config::{Config, LogFormat};
+use crate::staff::tokens::{NewApiToken, Scopes, TokenId};
 use crate::staff::{Role, StaffEmail};
 use crate::vault::{MasterKeyId, MessageId};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -86,6 +87,29 @@ enum AdminCommand {
     DisableUser {
         #[arg(long)]
         email: String,
+    },
+    /// Create an API token for a staff account; writes it to FILE (mode
+    /// 0600, which must not exist) and prints only its id
+    CreateToken {
+        /// The account the token acts for
+        #[arg(long)]
+        email: String,
+        /// Comma-separated: messages:send, messages:read, inbox:read, admin
+        #[arg(long, value_name = "SCOPES")]
+        scope: String,
+        /// Lifetime, e.g. 30d, 12h (default: until revoked)
+        #[arg(long, value_name = "SPAN")]
+        expires: Option<String>,
+        /// A name to recognise it by in lists
+        #[arg(long, default_value = "command line")]
+        name: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Revoke an API token by id
+    RevokeToken {
+        /// The token id, as `create-token` printed it
+        id: String,
     },
 }
 
@@ -326,6 +350,50 @@ async fn run_admin(command: AdminCommand, config: Config) -> Result<()> {
                 .reset_password(Actor::Cli, &email, password)
                 .await?;
             println!("password changed");
+        }
+        AdminCommand::CreateToken {
+            email,
+            scope,
+            expires,
+            name,
+            out,
+        } => {
+            let email = StaffEmail::parse(&email)?;
+            let scopes = Scopes::parse_list(&scope)?;
+            let lifetime = expires
+                .map(|e| {
+                    crate::text::parse_span(&e)
+                        .with_context(|| format!("--expires {e:?}: use e.g. 30d, 12h or 90m"))
+                })
+                .transpose()?;
+            if out.exists() {
+                anyhow::bail!("{} exists; name a new file for the token", out.display());
+            }
+            let app = App::open(config).await?;
+            let owner = app.accounts.find(&email).await?;
+            let new = NewApiToken {
+                owner: owner.id,
+                name,
+                scopes,
+                expires_at: lifetime.map(|secs| app.clock.now() + secs),
+            };
+            let (id, value) = app.tokens.create(Actor::Cli, new).await?;
+            let written = crate::private_fs::write_new(&out, value.expose_secret().as_bytes());
+            if let Err(e) = written {
+                // A token nobody holds must not stay usable.
+                app.tokens.revoke(Actor::Cli, id, None).await?;
+                return Err(e).with_context(|| format!("writing {}", out.display()));
+            }
+            println!("{id}");
+        }
+        AdminCommand::RevokeToken { id } => {
+            let id = TokenId::parse(&id).context("not a token id")?;
+            let app = App::open(config).await?;
+            if app.tokens.revoke(Actor::Cli, id, None).await? {
+                println!("token revoked");
+            } else {
+                println!("token was already revoked");
+            }
         }
         AdminCommand::DisableUser { email } => {
             let email = StaffEmail::parse(&email)?;

@@ -2,6 +2,7 @@
 //! encrypted messages; customers get a one-time link and verify before
 //! anything is decrypted.
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod cli;

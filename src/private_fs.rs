@@ -26,6 +26,19 @@ pub fn touch_file(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Writes `bytes` to a new file `path` with mode 0600 and syncs it; fails
+/// if `path` exists (a secret never overwrites a file by accident).
+pub fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write as _;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
 /// Makes a rename or new entry in `dir` durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -50,6 +50,9 @@ pub fn router(app: App) -> Router {
         .merge(pages)
         .merge(crate::pickup::landing_route())
         .merge(crate::web::dev_mailbox::routes())
+        // Outside the session and CSRF layers: the API takes bearer tokens
+        // only, and no cookie is read or set there.
+        .merge(crate::api::routes(&app))
         .fallback(|| async { crate::web::PageError::NotFound })
         // A layer (not a route layer) so unmatched requests are counted too;
         // it runs after routing, so the matched template is known.

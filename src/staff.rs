@@ -6,10 +6,12 @@ mod error;
 pub mod links;
 pub mod password;
 pub mod sign_in;
+pub mod tokens;
 pub mod totp;
 
 pub use accounts::{AccountState, Accounts, Role, StaffAccount, StaffEmail, StaffId};
 pub use error::StaffError;
 pub use links::StaffLinks;
 pub use sign_in::SignIn;
+pub use tokens::ApiTokens;
 pub use totp::Totp;

@@ -4,6 +4,7 @@
 //! flows above. Rows are read by column name (`sqlx::FromRow`), never by
 //! position.
 
+pub mod api_tokens;
 pub mod audit;
 mod db;
 pub mod deliveries;

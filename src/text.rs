@@ -74,9 +74,34 @@ pub fn by_name<T: Copy>(all: &[T], name: fn(T) -> &'static str, s: &str) -> Opti
     all.iter().copied().find(|&x| name(x) == s)
 }
 
+/// Seconds in a span typed on a command line: a whole number of days,
+/// hours or minutes (`30d`, `12h`, `90m`), at most ten years.
+pub fn parse_span(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let unit = match s.chars().last()? {
+        'd' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        _ => return None,
+    };
+    let n: i64 = s[..s.len() - 1].parse().ok()?;
+    let secs = n.checked_mul(unit)?;
+    (n > 0 && secs <= 3_650 * 86_400).then_some(secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spans() {
+        assert_eq!(parse_span("30d"), Some(30 * 86_400));
+        assert_eq!(parse_span(" 12h"), Some(12 * 3_600));
+        assert_eq!(parse_span("90m"), Some(5_400));
+        for bad in ["", "d", "0d", "-1d", "7", "7w", "1.5d", "99999d", "1e3d"] {
+            assert_eq!(parse_span(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn facts_ignore_case_spaces_and_dashes() {

@@ -10,7 +10,9 @@ mod error;
 pub mod session;
 pub mod upload;
 
-pub use error::{BUSY_RETRY_AFTER_SECS, Nav, PageError, PageResult};
+pub use error::{
+    BUSY_RETRY_AFTER_SECS, Nav, PROBLEM_KINDS, PROBLEM_TYPES, PageError, PageResult, Problem,
+};
 
 use axum::Router;
 use axum::http::{HeaderName, HeaderValue, header};

@@ -21,6 +21,10 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn is_admin(self) -> bool {
+        self == Role::Admin
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",

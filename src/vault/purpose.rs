@@ -80,6 +80,8 @@ purposes! {
     InboxUploadsPerAddress => "inbox-uploads-per-address",
     /// Rate limit: secure-inbox uploads in all, per day.
     InboxDaily => "inbox-daily",
+    /// An API token, as stored for lookup.
+    ApiToken => "api-token",
 
     // Sealed secrets (`Vault::seal_secret` / `Vault::open_secret`:
     // associated data under the small-secrets key).

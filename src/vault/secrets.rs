@@ -214,7 +214,7 @@ mod tests {
 
     /// For each of [`Purpose::ALL`], in order: its label and the hex of
     /// `keyed_hash(purpose, INPUT)` under the keys derived from [`ROOT`].
-    const PINNED: [(&str, &str); 28] = [
+    const PINNED: [(&str, &str); 29] = [
         (
             "recipient-address",
             "8ca22b73e40df76e804da55dd2a3adf9855325ec0c3204425783db8134706534",
@@ -298,6 +298,10 @@ mod tests {
         (
             "inbox-daily",
             "103ee7b880a128fde45ae615bf9bc897a55686c2ec51cf5afba95fd69ea0e5d7",
+        ),
+        (
+            "api-token",
+            "7b22bb661c5b732c5ada0c937000f8d5365d52571cde3d1c4560e2897e529898",
         ),
         (
             "delivery-recipient",

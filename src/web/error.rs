@@ -38,6 +38,13 @@ pub enum PageError {
     BadRequest(String),
     #[error("the form was stale or came from another site")]
     Csrf,
+    /// No valid API token: 401.
+    #[error("not authenticated")]
+    Unauthorized,
+    /// Authenticated, but not allowed to do this (an API token without
+    /// the scope): 403.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
     /// The thing was done already (a request submitted once): 409.
@@ -77,37 +84,65 @@ struct ErrorPage {
     message: String,
 }
 
-impl IntoResponse for PageError {
-    fn into_response(self) -> Response {
-        let (status, title, message) = match self {
+/// What an error says, whichever way it is rendered (an HTML page, or
+/// `application/problem+json` on the API): the status and wording are
+/// decided here once.
+struct Described {
+    status: StatusCode,
+    /// The stable name of the problem type (`/api/v1/docs#problem-{slug}`).
+    slug: &'static str,
+    title: &'static str,
+    message: String,
+    retry_after: bool,
+}
+
+impl PageError {
+    fn describe(self) -> Described {
+        let (status, slug, title, message) = match self {
             PageError::NotFound => (
                 StatusCode::NOT_FOUND,
+                "not-found",
                 "Not found",
                 "There is nothing here, or you do not have access to it.".to_owned(),
             ),
-            PageError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Please check your input", m),
+            PageError::BadRequest(m) => (
+                StatusCode::BAD_REQUEST,
+                "invalid-input",
+                "Please check your input",
+                m,
+            ),
             PageError::Csrf => (
                 StatusCode::FORBIDDEN,
+                "stale-form",
                 "Request refused",
                 "This form has expired or was sent from another site. Go back, reload the page and try again.".to_owned(),
             ),
-            PageError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "Too large", m),
-            PageError::Conflict(m) => (StatusCode::CONFLICT, "Already done", m),
-            PageError::Busy => {
-                let page = ErrorPage {
-                    nav: None,
-                    title: "Busy right now",
-                    message: "The service is busy. Please wait a few seconds and try again."
-                        .to_owned(),
-                };
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    [(header::RETRY_AFTER, BUSY_RETRY_AFTER_SECS)],
-                    page,
-                )
-                    .into_response();
-            }
-            PageError::TooMany(m) => (StatusCode::TOO_MANY_REQUESTS, "Too many requests", m),
+            PageError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication needed",
+                "Send a valid API token as `Authorization: Bearer sp_live_…`. Revoked and expired tokens, and tokens of disabled accounts, do not work.".to_owned(),
+            ),
+            PageError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed", m),
+            PageError::TooLarge(m) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too-large",
+                "Too large",
+                m,
+            ),
+            PageError::Conflict(m) => (StatusCode::CONFLICT, "conflict", "Already done", m),
+            PageError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Busy right now",
+                "The service is busy. Please wait a few seconds and try again.".to_owned(),
+            ),
+            PageError::TooMany(m) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many requests",
+                m,
+            ),
             PageError::Internal(error) => {
                 let reference = error_reference();
                 // `{:#}` is the whole chain, outermost first. Sources are
@@ -115,17 +150,140 @@ impl IntoResponse for PageError {
                 tracing::error!(reference = %reference, error = format!("{error:#}"), "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
                     "Something went wrong",
                     format!("The request could not be completed. Nothing was sent. Please try again; if it keeps happening, tell your administrator (reference {reference})."),
                 )
             }
         };
-        let page = ErrorPage {
-            nav: None,
+        Described {
+            status,
+            slug,
             title,
             message,
+            retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The error as RFC 9457 `application/problem+json`, for the API.
+    pub fn into_problem(self) -> Response {
+        let d = self.describe();
+        let body = Problem {
+            problem_type: format!("{PROBLEM_TYPES}{}", d.slug),
+            title: d.title,
+            status: d.status.as_u16(),
+            detail: d.message,
         };
-        (status, page).into_response()
+        let mut response = (
+            d.status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            axum::Json(body),
+        )
+            .into_response();
+        if d.retry_after {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static(BUSY_RETRY_AFTER_SECS),
+            );
+        }
+        if d.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"sealpost\""),
+            );
+        }
+        response
+    }
+}
+
+/// Where the problem types are described (the API's documentation page);
+/// a problem's `type` is this and its name.
+pub const PROBLEM_TYPES: &str = "/api/v1/docs#problem-";
+
+/// Every problem type the API answers with: name, status, meaning (the
+/// API page lists them; a test keeps this in step with `describe`).
+pub const PROBLEM_KINDS: [(&str, u16, &str); 10] = [
+    (
+        "invalid-input",
+        400,
+        "The request is malformed or a value is out of range; `detail` says which.",
+    ),
+    (
+        "unauthorized",
+        401,
+        "No token, or one that is unknown, revoked or expired, or whose owner is disabled.",
+    ),
+    (
+        "forbidden",
+        403,
+        "The token is valid but lacks the scope this operation needs.",
+    ),
+    (
+        "stale-form",
+        403,
+        "A portal form's CSRF token was missing or stale (portal pages only).",
+    ),
+    (
+        "not-found",
+        404,
+        "No such item, or not one the caller may see.",
+    ),
+    (
+        "conflict",
+        409,
+        "The item is not in a state that allows this (e.g. already done).",
+    ),
+    (
+        "too-large",
+        413,
+        "The body or upload is larger than the limit.",
+    ),
+    (
+        "rate-limited",
+        429,
+        "Too many requests of this kind; wait and retry.",
+    ),
+    (
+        "internal",
+        500,
+        "A failure on the server; `detail` carries a reference for the administrator.",
+    ),
+    (
+        "busy",
+        503,
+        "The server shed load before doing any work; retry after `Retry-After` seconds.",
+    ),
+];
+
+/// An RFC 9457 problem document.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the kind of problem; stable.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: &'static str,
+    pub status: u16,
+    /// What happened and what to do, in plain words.
+    pub detail: String,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let d = self.describe();
+        let page = ErrorPage {
+            nav: None,
+            title: d.title,
+            message: d.message,
+        };
+        if d.retry_after {
+            return (
+                d.status,
+                [(header::RETRY_AFTER, BUSY_RETRY_AFTER_SECS)],
+                page,
+            )
+                .into_response();
+        }
+        (d.status, page).into_response()
     }
 }
 
@@ -244,6 +402,52 @@ impl From<StaffError> for PageError {
             | StaffError::WeakPassword(_) => PageError::BadRequest(e.to_string()),
             StaffError::Throttled { .. } => PageError::TooMany(e.to_string()),
             other => PageError::internal(other),
+        }
+    }
+}
+
+impl From<crate::staff::tokens::TokenError> for PageError {
+    fn from(e: crate::staff::tokens::TokenError) -> Self {
+        use crate::staff::tokens::TokenError;
+        match e {
+            TokenError::Unauthorized => PageError::Unauthorized,
+            TokenError::NotFound => PageError::NotFound,
+            TokenError::Invalid(m) => PageError::BadRequest(m.to_owned()),
+            TokenError::Staff(e) => e.into(),
+            other => PageError::internal(other),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_type_is_listed_with_its_status() {
+        let all = [
+            PageError::NotFound,
+            PageError::BadRequest("x".into()),
+            PageError::Csrf,
+            PageError::Unauthorized,
+            PageError::Forbidden("x".into()),
+            PageError::TooLarge("x".into()),
+            PageError::Conflict("x".into()),
+            PageError::Busy,
+            PageError::TooMany("x".into()),
+            PageError::bug("a listed failure"),
+        ];
+        assert_eq!(all.len(), PROBLEM_KINDS.len());
+        for e in all {
+            let d = e.describe();
+            assert!(
+                PROBLEM_KINDS
+                    .iter()
+                    .any(|(slug, status, _)| *slug == d.slug && *status == d.status.as_u16()),
+                "{} ({}) is not in PROBLEM_KINDS",
+                d.slug,
+                d.status
+            );
         }
     }
 }

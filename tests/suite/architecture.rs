@@ -60,7 +60,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["staff"],
     &["web"],
     &["app"],
-    &["portal", "pickup"],
+    &["portal", "pickup", "api"],
     &["server"],
     &["cli"],
 ];

@@ -4,6 +4,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
 mod anonymous_sessions;
+mod api;
 mod architecture;
 mod architecture_tree;
 mod at_rest;

@@ -1,0 +1,288 @@
+//! `/api/v1/messages`: what a helpdesk reads back about the messages it
+//! sent: ids, states, times and events, never content or the recipient.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::auth::{Caller, Concerns};
+use super::{ApiError, ApiQuery};
+use crate::app::App;
+use crate::deliveries::{Cursor, Delivery, ListQuery, PageStart, Status};
+use crate::ids::MessageId;
+use crate::staff::tokens::Scope;
+use crate::text::format_time_rfc3339;
+use crate::web::{PageError, Problem};
+
+/// Largest page a list call returns.
+const MAX_LIMIT: i64 = 100;
+const DEFAULT_LIMIT: i64 = 50;
+
+/// A message or document request as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct MessageSummary {
+    /// The message id (also in the portal's `/messages/{id}`).
+    #[schema(format = Uuid)]
+    pub id: String,
+    /// `message` or `request` (a document request).
+    #[schema(example = "message")]
+    pub kind: &'static str,
+    pub status: StatusName,
+    /// The staff member who sent it.
+    #[schema(format = Uuid)]
+    pub sender: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    /// When the link stops working (RFC 3339, UTC).
+    pub expires_at: String,
+    /// How the customer verifies.
+    pub verification: Vec<MethodName>,
+}
+
+/// Where a message stands.
+#[derive(Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusName {
+    Queued,
+    Emailed,
+    DeliveryFailed,
+    LinkVisited,
+    Verified,
+    Downloaded,
+    Submitted,
+    Expired,
+    Revoked,
+    Locked,
+}
+
+impl From<StatusName> for Status {
+    fn from(s: StatusName) -> Self {
+        match s {
+            StatusName::Queued => Status::Queued,
+            StatusName::Emailed => Status::Emailed,
+            StatusName::DeliveryFailed => Status::DeliveryFailed,
+            StatusName::LinkVisited => Status::LinkVisited,
+            StatusName::Verified => Status::Verified,
+            StatusName::Downloaded => Status::Downloaded,
+            StatusName::Submitted => Status::Submitted,
+            StatusName::Expired => Status::Expired,
+            StatusName::Revoked => Status::Revoked,
+            StatusName::Locked => Status::Locked,
+        }
+    }
+}
+
+impl From<Status> for StatusName {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Queued => StatusName::Queued,
+            Status::Emailed => StatusName::Emailed,
+            Status::DeliveryFailed => StatusName::DeliveryFailed,
+            Status::LinkVisited => StatusName::LinkVisited,
+            Status::Verified => StatusName::Verified,
+            Status::Downloaded => StatusName::Downloaded,
+            Status::Submitted => StatusName::Submitted,
+            Status::Expired => StatusName::Expired,
+            Status::Revoked => StatusName::Revoked,
+            Status::Locked => StatusName::Locked,
+        }
+    }
+}
+
+/// A verification method.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MethodName {
+    EmailCode,
+    AccessCode,
+    KnownFact,
+}
+
+impl From<crate::settings::Method> for MethodName {
+    fn from(m: crate::settings::Method) -> Self {
+        use crate::settings::Method;
+        match m {
+            Method::EmailCode => MethodName::EmailCode,
+            Method::AccessCode => MethodName::AccessCode,
+            Method::KnownFact => MethodName::KnownFact,
+        }
+    }
+}
+
+/// One message with its history.
+#[derive(Serialize, ToSchema)]
+pub struct MessageDetail {
+    #[serde(flatten)]
+    pub summary: MessageSummary,
+    /// Failed verifications so far (across codes and links).
+    pub failed_verifications: i64,
+    /// Whether the customer may answer securely.
+    pub allow_reply: bool,
+    /// Answers received so far.
+    pub replies: i64,
+    /// The conversation it belongs to (its first message's id).
+    #[schema(format = Uuid)]
+    pub conversation_id: String,
+    /// Whether its content is gone for good (crypto-shredded).
+    pub shredded: bool,
+    /// What happened, oldest first.
+    pub events: Vec<EventItem>,
+}
+
+/// One event of a message's audit trail.
+#[derive(Serialize, ToSchema)]
+pub struct EventItem {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The audit action, e.g. `message.sent`, `pickup.verified`.
+    pub action: String,
+    /// `staff:{id}`, `customer`, `system`, …
+    pub actor: String,
+}
+
+/// One page of messages, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    pub items: Vec<MessageSummary>,
+    /// Pass as `cursor` for the next (older) page; absent on the last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only messages in this state.
+    status: Option<StatusName>,
+    /// `next_cursor` of the previous page, unchanged.
+    #[param(
+        pattern = r"^[0-9]{1,15}_[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+    )]
+    cursor: Option<String>,
+    /// Items per page, 1 to 100 (default 50).
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+}
+
+fn summary(d: &Delivery, now: i64) -> MessageSummary {
+    MessageSummary {
+        id: d.message_id.to_string(),
+        kind: if d.is_request { "request" } else { "message" },
+        status: d.status(now).into(),
+        sender: d.sender.to_string(),
+        created_at: format_time_rfc3339(d.created_at),
+        expires_at: format_time_rfc3339(d.expires_at),
+        verification: d.methods.iter().map(|&m| m.into()).collect(),
+    }
+}
+
+/// List messages, newest first: the caller's own, or everyone's with an
+/// admin token.
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages",
+    tag = "messages",
+    params(ListParams),
+    security(("token" = ["messages:read"])),
+    responses(
+        (status = 200, description = "One page", body = MessagePage),
+        (status = 400, description = "A bad filter, cursor or limit", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `messages:read`", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(app): State<App>,
+    caller: Caller,
+    ApiQuery(p): ApiQuery<ListParams>,
+) -> Result<Json<MessagePage>, ApiError> {
+    caller.require(Scope::MessagesRead)?;
+    let bad = |m: &str| ApiError(PageError::BadRequest(m.to_owned()));
+    let status = p.status.map(Status::from);
+    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(bad("`limit` must be 1 to 100."));
+    }
+    let from = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            Cursor::parse(c)
+                .map(PageStart::After)
+                .ok_or_else(|| bad("Unknown cursor: pass a `next_cursor` unchanged."))
+        })
+        .transpose()?;
+    let query = ListQuery {
+        sender: (!caller.sees_all()).then(|| caller.id()),
+        status,
+        recipient_index: None,
+        from,
+        limit,
+    };
+    let page = app.deliveries.list(&query).await.map_err(PageError::from)?;
+    let now = app.clock.now();
+    Ok(Json(MessagePage {
+        items: page.items.iter().map(|d| summary(d, now)).collect(),
+        next_cursor: page.next.map(|c| c.encode()),
+    }))
+}
+
+/// One message's status and events (never its content).
+#[utoipa::path(
+    get,
+    path = "/api/v1/messages/{id}",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id", format = Uuid)),
+    security(("token" = ["messages:read"])),
+    responses(
+        (status = 200, description = "The message", body = MessageDetail),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `messages:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesRead)?;
+    let d = visible(&app, &caller, &id).await?;
+    let events = app
+        .audit
+        .events_for_message(d.message_id)
+        .await
+        .map_err(PageError::from)?
+        .into_iter()
+        .map(|e| EventItem {
+            at: format_time_rfc3339(e.at),
+            action: e.action,
+            actor: e.actor,
+        })
+        .collect();
+    let detail = MessageDetail {
+        summary: summary(&d, app.clock.now()),
+        failed_verifications: d.failures,
+        allow_reply: d.allow_reply,
+        replies: d.replies,
+        conversation_id: d.conversation_id.to_string(),
+        shredded: d.shredded_at.is_some(),
+        events,
+    };
+    let mut response = Json(detail).into_response();
+    response.extensions_mut().insert(Concerns(d.message_id));
+    Ok(response)
+}
+
+/// The message `id` if the caller may see it: 404 otherwise (whether it
+/// exists is not the caller's business).
+async fn visible(app: &App, caller: &Caller, id: &str) -> Result<Delivery, ApiError> {
+    let id: MessageId = id.parse().map_err(|_| ApiError(PageError::NotFound))?;
+    let d = app.deliveries.get(id).await.map_err(PageError::from)?;
+    if d.sender != caller.id() && !caller.sees_all() {
+        return Err(ApiError(PageError::NotFound));
+    }
+    Ok(d)
+}
