@@ -63,6 +63,21 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// A JSON body whose rejection (malformed, wrong type, not JSON) is a
+/// problem document.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(|e| ApiError(PageError::BadRequest(e.body_text())))
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(
@@ -102,6 +117,10 @@ pub fn routes(app: &App) -> Router<App> {
         .routes(routes!(me))
         .routes(routes!(messages::list))
         .routes(routes!(messages::get))
+        .routes(routes!(messages::revoke))
+        .routes(routes!(messages::extend))
+        .routes(routes!(messages::resend))
+        .routes(routes!(messages::unlock))
         .split_for_parts();
     let authenticated = authenticated.route_layer(axum::middleware::from_fn_with_state(
         app.clone(),

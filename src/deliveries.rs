@@ -106,6 +106,10 @@ pub enum DeliveryError {
     NotFound,
     #[error("{0}")]
     Invalid(&'static str),
+    /// The message is no longer live (expired or revoked): the action
+    /// needs a state it left for good.
+    #[error("{0}")]
+    NotLive(&'static str),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("{0}")]
@@ -466,7 +470,7 @@ impl Deliveries {
         let mut tx = self.db.begin().await?;
         let changed = rows::extend(&mut tx, &id.to_string(), expires_at, now).await?;
         if !changed {
-            return Err(DeliveryError::Invalid(
+            return Err(DeliveryError::NotLive(
                 "This message has expired or was revoked; it cannot be extended.",
             ));
         }
@@ -493,7 +497,7 @@ impl Deliveries {
         let changed =
             rows::next_generation(tx, &id.to_string(), Status::Queued.as_str(), now).await?;
         if !changed {
-            return Err(DeliveryError::Invalid(
+            return Err(DeliveryError::NotLive(
                 "This message has expired or was revoked; send a new one instead.",
             ));
         }

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod deliveries;
 pub mod filetype;
+pub mod flows;
 pub mod ids;
 pub mod incoming;
 pub mod mail;

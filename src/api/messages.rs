@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Caller, Concerns};
-use super::{ApiError, ApiQuery};
+use super::{ApiError, ApiJson, ApiQuery};
 use crate::app::App;
 use crate::deliveries::{Cursor, Delivery, ListQuery, PageStart, Status};
+use crate::flows::sent::{Acting, authorised};
 use crate::ids::MessageId;
 use crate::staff::tokens::Scope;
 use crate::text::format_time_rfc3339;
@@ -249,7 +250,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesRead)?;
-    let d = visible(&app, &caller, &id).await?;
+    let d = visible(&app, &caller, &id, "view").await?;
     let events = app
         .audit
         .events_for_message(d.message_id)
@@ -276,13 +277,172 @@ pub async fn get(
     Ok(response)
 }
 
-/// The message `id` if the caller may see it: 404 otherwise (whether it
-/// exists is not the caller's business).
-async fn visible(app: &App, caller: &Caller, id: &str) -> Result<Delivery, ApiError> {
-    let id: MessageId = id.parse().map_err(|_| ApiError(PageError::NotFound))?;
-    let d = app.deliveries.get(id).await.map_err(PageError::from)?;
-    if d.sender != caller.id() && !caller.sees_all() {
-        return Err(ApiError(PageError::NotFound));
+/// Who acts, as the shared flows see it.
+fn acting(caller: &Caller) -> Acting {
+    Acting {
+        staff: caller.id(),
+        sees_all: caller.sees_all(),
+        ip: caller.ip,
     }
-    Ok(d)
+}
+
+/// The message `id` if the caller may see or act on it: 404 otherwise
+/// (whether it exists is not the caller's business), audited.
+async fn visible(app: &App, caller: &Caller, id: &str, what: &str) -> Result<Delivery, ApiError> {
+    Ok(authorised(app, &acting(caller), id, what).await?)
+}
+
+/// The message as it stands after an action.
+async fn after(app: &App, id: MessageId) -> Result<Response, ApiError> {
+    let d = app.deliveries.get(id).await?;
+    let mut response = Json(summary(&d, app.clock.now())).into_response();
+    response.extensions_mut().insert(Concerns(id));
+    Ok(response)
+}
+
+/// Revoke: the link dies and the message is shredded at once (its key,
+/// metadata and ciphertext erased). Revoking a revoked message changes
+/// nothing and answers the same.
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/revoke",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id", format = Uuid)),
+    security(("token" = ["messages:send"])),
+    responses(
+        (status = 200, description = "Revoked", body = MessageSummary),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `messages:send`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn revoke(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesSend)?;
+    let d = visible(&app, &caller, &id, "revoke").await?;
+    app.deliveries
+        .revoke(caller.actor(), d.message_id, Some(caller.ip))
+        .await?;
+    after(&app, d.message_id).await
+}
+
+/// A new expiry, counted from now.
+#[derive(Deserialize, ToSchema)]
+pub struct ExtendBody {
+    /// Hours from now, 1 to 720 (30 days).
+    // A JSON number: JSON Schema counts 24.0 as an integer too.
+    #[schema(value_type = i64, minimum = 1, maximum = 720)]
+    pub hours: serde_json::Number,
+}
+
+impl ExtendBody {
+    /// The hours as a whole number, if they are one in range.
+    fn hours(&self) -> Option<i64> {
+        let whole = match self.hours.as_i64() {
+            Some(h) => h,
+            None => {
+                let h = self.hours.as_f64()?;
+                // In range and integral, so the conversion is exact.
+                if h.fract() != 0.0 || !(1.0..=720.0).contains(&h) {
+                    return None;
+                }
+                h as i64
+            }
+        };
+        (1..=720).contains(&whole).then_some(whole)
+    }
+}
+
+/// Extend: the link works until `hours` from now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/extend",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id", format = Uuid)),
+    request_body = ExtendBody,
+    security(("token" = ["messages:send"])),
+    responses(
+        (status = 200, description = "Extended", body = MessageSummary),
+        (status = 400, description = "Hours out of range, or a malformed body", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `messages:send`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, or not the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The message expired or was revoked", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn extend(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ExtendBody>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesSend)?;
+    let d = visible(&app, &caller, &id, "extend").await?;
+    let hours = body.hours().ok_or_else(|| {
+        ApiError(PageError::BadRequest(
+            "`hours` must be a whole number from 1 to 720.".to_owned(),
+        ))
+    })?;
+    let expires_at = app.clock.now() + hours * 3600;
+    app.deliveries
+        .extend(caller.actor(), d.message_id, expires_at, Some(caller.ip))
+        .await?;
+    after(&app, d.message_id).await
+}
+
+/// Resend: a new one-time link is emailed; the old one stops working.
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/resend",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id", format = Uuid)),
+    security(("token" = ["messages:send"])),
+    responses(
+        (status = 200, description = "A new link is queued", body = MessageSummary),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `messages:send`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, or not the caller's", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The message expired or was revoked, or is a document request whose documents arrived", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn resend(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesSend)?;
+    let d = visible(&app, &caller, &id, "resend").await?;
+    crate::flows::sent::resend(&app, &acting(&caller), &d).await?;
+    after(&app, d.message_id).await
+}
+
+/// Unlock a message locked after too many failed verifications.
+/// Unlocking one that is not locked changes nothing.
+#[utoipa::path(
+    post,
+    path = "/api/v1/messages/{id}/unlock",
+    tag = "messages",
+    params(("id" = String, Path, description = "The message id", format = Uuid)),
+    security(("token" = ["messages:send"])),
+    responses(
+        (status = 200, description = "Unlocked", body = MessageSummary),
+        (status = 401, description = "No valid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks `messages:send`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such message, or not the caller's", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn unlock(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::MessagesSend)?;
+    let d = visible(&app, &caller, &id, "unlock").await?;
+    app.deliveries
+        .unlock(caller.actor(), d.message_id, Some(caller.ip))
+        .await?;
+    after(&app, d.message_id).await
 }

@@ -11,7 +11,8 @@ use super::Pager;
 use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
-use crate::deliveries::{Cursor, Delivery, DeliveryError, ListQuery, PageStart, Status};
+use crate::deliveries::{Cursor, Delivery, ListQuery, PageStart, Status};
+use crate::flows::sent::Acting;
 use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind};
 use crate::web::csrf::CsrfForm;
@@ -152,28 +153,15 @@ async fn authorised(
     id: &str,
     what: &str,
 ) -> Result<Delivery, PageError> {
-    let denied = || async {
-        let mut event = Event::new(staff.actor(), Action::AccessDenied)
-            .ip(staff.ip)
-            .detail(serde_json::json!({ "attempted": what }));
-        if let Ok(mid) = id.parse::<MessageId>() {
-            event = event.message(mid);
-        }
-        app.audit.record_now(&event).await?;
-        Ok::<_, PageError>(PageError::NotFound)
-    };
-    let Ok(mid) = id.parse::<MessageId>() else {
-        return Err(denied().await?);
-    };
-    let d = match app.deliveries.get(mid).await {
-        Ok(d) => d,
-        Err(DeliveryError::NotFound) => return Err(denied().await?),
-        Err(e) => return Err(e.into()),
-    };
-    if d.sender != staff.id() && !staff.is_admin() {
-        return Err(denied().await?);
+    crate::flows::sent::authorised(app, &acting(staff), id, what).await
+}
+
+fn acting(staff: &CurrentStaff) -> Acting {
+    Acting {
+        staff: staff.id(),
+        sees_all: staff.is_admin(),
+        ip: staff.ip,
     }
-    Ok(d)
 }
 
 struct TimelineEntry {
@@ -541,46 +529,7 @@ pub async fn resend(
     CsrfForm(_): CsrfForm<ActionForm>,
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "resend").await?;
-    if d.is_request
-        && app
-            .requests
-            .get(d.message_id)
-            .await?
-            .is_some_and(|r| r.submitted_at.is_some())
-    {
-        return Err(PageError::Conflict(
-            "The customer sent these documents already; the request takes no more uploads. Send a new request if you need more.".to_owned(),
-        ));
-    }
-    let mut tx = app.db.begin().await?;
-    let url = app
-        .deliveries
-        .resend(
-            &mut tx,
-            staff.actor(),
-            d.message_id,
-            Some(staff.ip),
-            &app.config.public_url,
-        )
-        .await?;
-    let to = app.deliveries.open_recipient(&d)?;
-    let url = secrecy::ExposeSecret::expose_secret(&url).to_owned();
-    let expires_at = d.expires_at;
-    // A request's new link still asks for documents.
-    let mail = if d.is_request {
-        crate::mail::Mail::RequestLink { url, expires_at }
-    } else {
-        crate::mail::Mail::PickupLink { url, expires_at }
-    };
-    app.outbox
-        .enqueue(
-            &mut tx,
-            secrecy::ExposeSecret::expose_secret(&to),
-            &mail,
-            Some(d.message_id),
-        )
-        .await?;
-    tx.commit().await?;
+    crate::flows::sent::resend(&app, &acting(&staff), &d).await?;
     Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
 }
 

@@ -130,7 +130,7 @@ impl PageError {
                 "Too large",
                 m,
             ),
-            PageError::Conflict(m) => (StatusCode::CONFLICT, "conflict", "Already done", m),
+            PageError::Conflict(m) => (StatusCode::CONFLICT, "conflict", "Not possible now", m),
             PageError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "busy",
@@ -367,6 +367,7 @@ impl From<DeliveryError> for PageError {
         match e {
             DeliveryError::NotFound => PageError::NotFound,
             DeliveryError::Invalid(m) => PageError::BadRequest(m.to_owned()),
+            DeliveryError::NotLive(m) => PageError::Conflict(m.to_owned()),
             DeliveryError::Vault(v) => v.into(),
             other => PageError::internal(other),
         }

@@ -60,6 +60,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["staff"],
     &["web"],
     &["app"],
+    &["flows"],
     &["portal", "pickup", "api"],
     &["server"],
     &["cli"],
