@@ -42,75 +42,51 @@ pub struct MessageSummary {
     pub verification: Vec<MethodName>,
 }
 
-/// Where a message stands.
-#[derive(Clone, Copy, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StatusName {
-    Queued,
-    Emailed,
-    DeliveryFailed,
-    LinkVisited,
-    Verified,
-    Downloaded,
-    Submitted,
-    Expired,
-    Revoked,
-    Locked,
-}
+/// A closed set of names as a JSON string with its values listed in the
+/// schema, taken from the enum's own `ALL` and `as_str`, so the API's
+/// names cannot drift from the stored ones.
+macro_rules! named {
+    ($(#[$doc:meta])* $name:ident($inner:ty)) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug)]
+        pub struct $name(pub $inner);
 
-impl From<StatusName> for Status {
-    fn from(s: StatusName) -> Self {
-        match s {
-            StatusName::Queued => Status::Queued,
-            StatusName::Emailed => Status::Emailed,
-            StatusName::DeliveryFailed => Status::DeliveryFailed,
-            StatusName::LinkVisited => Status::LinkVisited,
-            StatusName::Verified => Status::Verified,
-            StatusName::Downloaded => Status::Downloaded,
-            StatusName::Submitted => Status::Submitted,
-            StatusName::Expired => Status::Expired,
-            StatusName::Revoked => Status::Revoked,
-            StatusName::Locked => Status::Locked,
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.0.as_str())
+            }
         }
-    }
-}
 
-impl From<Status> for StatusName {
-    fn from(s: Status) -> Self {
-        match s {
-            Status::Queued => StatusName::Queued,
-            Status::Emailed => StatusName::Emailed,
-            Status::DeliveryFailed => StatusName::DeliveryFailed,
-            Status::LinkVisited => StatusName::LinkVisited,
-            Status::Verified => StatusName::Verified,
-            Status::Downloaded => StatusName::Downloaded,
-            Status::Submitted => StatusName::Submitted,
-            Status::Expired => StatusName::Expired,
-            Status::Revoked => StatusName::Revoked,
-            Status::Locked => StatusName::Locked,
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let name = String::deserialize(d)?;
+                crate::text::by_name(&<$inner>::ALL, <$inner>::as_str, &name)
+                    .map($name)
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown value {name:?}")))
+            }
         }
-    }
-}
 
-/// A verification method.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MethodName {
-    EmailCode,
-    AccessCode,
-    KnownFact,
-}
-
-impl From<crate::settings::Method> for MethodName {
-    fn from(m: crate::settings::Method) -> Self {
-        use crate::settings::Method;
-        match m {
-            Method::EmailCode => MethodName::EmailCode,
-            Method::AccessCode => MethodName::AccessCode,
-            Method::KnownFact => MethodName::KnownFact,
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::Type::String)
+                    .enum_values(Some(<$inner>::ALL.iter().map(|v| v.as_str())))
+                    .into()
+            }
         }
-    }
+
+        impl ToSchema for $name {}
+    };
 }
+
+named!(
+    /// Where a message stands.
+    StatusName(Status)
+);
+named!(
+    /// A verification method.
+    MethodName(crate::settings::Method)
+);
 
 /// One message with its history.
 #[derive(Serialize, ToSchema)]
@@ -171,11 +147,11 @@ fn summary(d: &Delivery, now: i64) -> MessageSummary {
     MessageSummary {
         id: d.message_id.to_string(),
         kind: if d.is_request { "request" } else { "message" },
-        status: d.status(now).into(),
+        status: StatusName(d.status(now)),
         sender: d.sender.to_string(),
         created_at: format_time_rfc3339(d.created_at),
         expires_at: format_time_rfc3339(d.expires_at),
-        verification: d.methods.iter().map(|&m| m.into()).collect(),
+        verification: d.methods.iter().map(|&m| MethodName(m)).collect(),
     }
 }
 
@@ -201,7 +177,7 @@ pub async fn list(
 ) -> Result<Json<MessagePage>, ApiError> {
     caller.require(Scope::MessagesRead)?;
     let bad = |m: &str| ApiError(PageError::BadRequest(m.to_owned()));
-    let status = p.status.map(Status::from);
+    let status = p.status.map(|s| s.0);
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(bad("`limit` must be 1 to 100."));

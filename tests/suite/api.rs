@@ -448,6 +448,13 @@ async fn the_openapi_document_and_its_page_are_served() {
         doc["components"]["securitySchemes"]["token"]["scheme"],
         "bearer"
     );
+    // Status names come from the stored ones, every one listed.
+    let statuses = doc["components"]["schemas"]["StatusName"]["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .clone();
+    assert_eq!(statuses.len(), sealpost::deliveries::Status::ALL.len());
+    assert!(statuses.contains(&serde_json::json!("downloaded")));
     let page = call(&base, "/api/v1/docs", None).await;
     assert_eq!(page.status, 200);
     assert!(page.content_type.starts_with("text/html"));
