@@ -576,7 +576,10 @@ async fn schemathesis_finds_no_failure_in_the_served_api() {
     let cwd = env.dir.path().to_owned();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("schemathesis")
-            .args(["run", &url, "--header", &header, "--workers", "2"])
+            // One worker: with two threads, CPython 3.11's parser (used by
+            // hypothesis to describe filters) can fail inside the tool with
+            // "AST constructor recursion depth mismatch" (seen in CI).
+            .args(["run", &url, "--header", &header, "--workers", "1"])
             .current_dir(cwd)
             .env("NO_COLOR", "1")
             .output()
