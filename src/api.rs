@@ -6,7 +6,9 @@
 //! (`PageError::into_problem`).
 
 pub mod auth;
+mod compose;
 mod docs;
+mod incoming;
 mod messages;
 
 use std::sync::Arc;
@@ -87,7 +89,8 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for ApiJ
     modifiers(&BearerToken),
     tags(
         (name = "account", description = "The token's owner"),
-        (name = "messages", description = "Messages and document requests: status and events, never content"),
+        (name = "messages", description = "Messages and document requests: send them, and follow their status and events (never their content)"),
+        (name = "incoming", description = "What customers sent in: replies, requested documents and secure-inbox uploads"),
     )
 )]
 struct ApiDoc;
@@ -115,13 +118,20 @@ impl Modify for BearerToken {
 pub fn routes(app: &App) -> Router<App> {
     let (authenticated, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(me))
-        .routes(routes!(messages::list))
+        .routes(routes!(messages::list, compose::create))
+        .routes(routes!(compose::create_request))
         .routes(routes!(messages::get))
         .routes(routes!(messages::revoke))
         .routes(routes!(messages::extend))
         .routes(routes!(messages::resend))
         .routes(routes!(messages::unlock))
+        .routes(routes!(incoming::list))
+        .routes(routes!(incoming::get))
+        .routes(routes!(incoming::download))
+        .routes(routes!(incoming::claim))
         .split_for_parts();
+    let mut doc = doc;
+    compose::declare_part_types(&mut doc);
     let authenticated = authenticated.route_layer(axum::middleware::from_fn_with_state(
         app.clone(),
         auth::authenticate,

@@ -8,6 +8,7 @@ use crate::audit::AuditLog;
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::deliveries::Deliveries;
+use crate::idempotency::Idempotency;
 use crate::incoming::Incoming;
 use crate::mail::{MailError, Outbox};
 use crate::metrics::Metrics;
@@ -50,6 +51,7 @@ pub struct AppParts {
     pub deliveries: Deliveries,
     pub incoming: Incoming,
     pub requests: Requests,
+    pub idempotency: Idempotency,
     pub outbox: Outbox,
     pub clock: SharedClock,
     pub metrics: Metrics,
@@ -188,6 +190,7 @@ impl App {
         let deliveries = Deliveries::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let incoming = Incoming::new(db.clone(), vault.clone(), audit.clone(), clock.clone());
         let requests = Requests::new(db.clone(), clock.clone());
+        let idempotency = Idempotency::new(db.clone(), vault.clone(), clock.clone());
         let outbox = Outbox::new(
             &config,
             db.clone(),
@@ -244,6 +247,7 @@ impl App {
             deliveries,
             incoming,
             requests,
+            idempotency,
             outbox,
             clock,
             metrics,

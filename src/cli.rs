@@ -1,4 +1,8 @@
-//! The command line: `sealpost serve | migrate | config | keys … | export … | sweep`.
+//! The command line: `sealpost serve | migrate | config | keys … | export … | sweep`
+//! on this installation, and `sealpost send | request | status` against a
+//! server's API (`remote`).
+
+mod remote;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +59,15 @@ enum Command {
     /// Staff accounts
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Send a message through a server's API (exit codes: sealpost send --help)
+    #[command(after_help = EXIT_CODES)]
+    Send(remote::Send),
+    /// Ask a customer for documents through a server's API
+    #[command(after_help = EXIT_CODES)]
+    Request(remote::Request),
+    /// Where a message stands (e.g. downloaded), through a server's API
+    #[command(after_help = EXIT_CODES)]
+    Status(remote::Status),
     /// Remove orphaned blobs and unfinished uploads now
     Sweep {
         /// Only remove orphans older than this many hours
@@ -144,9 +157,22 @@ enum KeysCommand {
     },
 }
 
+/// What `send`, `request` and `status` exit with, for scripts.
+const EXIT_CODES: &str = "Exit codes: 0 done, 1 a local problem (e.g. a file that cannot be read), \
+2 wrong usage, 3 the token is missing, invalid or lacks the scope, 4 no such message, \
+5 the server refused the request, 6 the server could not be reached or failed (after retries). \
+The token comes from --token-file or SEALPOST_TOKEN, never from the command line.";
+
 pub fn main() -> ExitCode {
     crate::tls::install_crypto_provider();
     let cli = Cli::parse();
+    // The API client needs no configuration, database or keys.
+    let cli = match cli.command {
+        Command::Send(args) => return remote::send(args),
+        Command::Request(args) => return remote::request(args),
+        Command::Status(args) => return remote::status(args),
+        command => Cli { command, ..cli },
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -206,6 +232,10 @@ fn show_progress(done: u64, total: u64) {
 async fn dispatch(command: Command, config: Config) -> Result<()> {
     match command {
         Command::Config => Ok(()),
+        // `main` runs these before any configuration is read.
+        Command::Send(_) | Command::Request(_) | Command::Status(_) => {
+            anyhow::bail!("an API command reached the local dispatcher")
+        }
         Command::Migrate => {
             let db = app::open_db(&config).await?;
             db.close().await;

@@ -12,6 +12,7 @@ pub mod config;
 pub mod deliveries;
 pub mod filetype;
 pub mod flows;
+pub mod idempotency;
 pub mod ids;
 pub mod incoming;
 pub mod mail;

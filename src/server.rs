@@ -476,6 +476,9 @@ async fn delete_expired_sessions(app: App, stop: CancellationToken) {
         if let Err(e) = app.sign_in.prune().await {
             tracing::warn!(error = %e, "could not prune sign-in throttles; will retry");
         }
+        if let Err(e) = app.idempotency.purge().await {
+            tracing::warn!(error = %e, "could not forget old idempotency keys; will retry");
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod audit;
 mod db;
 pub mod deliveries;
 pub mod dev_mailbox;
+pub mod idempotency;
 pub mod inbox_codes;
 pub mod incoming;
 pub mod job_leases;

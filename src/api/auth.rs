@@ -53,6 +53,15 @@ impl Caller {
     pub fn sees_all(&self) -> bool {
         self.auth.allows(Scope::Admin)
     }
+
+    /// Who acts, as the shared flows see it.
+    pub fn acting(&self) -> crate::flows::Acting {
+        crate::flows::Acting {
+            staff: self.id(),
+            sees_all: self.sees_all(),
+            ip: self.ip,
+        }
+    }
 }
 
 impl FromRequestParts<App> for Caller {

@@ -11,7 +11,7 @@ use super::auth::{Caller, Concerns};
 use super::{ApiError, ApiJson, ApiQuery};
 use crate::app::App;
 use crate::deliveries::{Cursor, Delivery, ListQuery, PageStart, Status};
-use crate::flows::sent::{Acting, authorised};
+use crate::flows::sent::authorised;
 use crate::ids::MessageId;
 use crate::staff::tokens::Scope;
 use crate::text::format_time_rfc3339;
@@ -106,6 +106,27 @@ pub struct MessageDetail {
     pub shredded: bool,
     /// What happened, oldest first.
     pub events: Vec<EventItem>,
+    /// A document request's checklist and what arrived (requests only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestDetail>,
+}
+
+/// What a document request asks for and whether it was answered.
+#[derive(Serialize, ToSchema)]
+pub struct RequestDetail {
+    /// How many documents it asks for (their names are sealed).
+    pub items: u32,
+    /// File kinds the upload accepts.
+    pub accept: Vec<&'static str>,
+    /// The largest upload, in bytes.
+    pub max_bytes: u64,
+    /// When the customer sent the documents (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submitted_at: Option<String>,
+    /// The incoming item holding them (`/api/v1/incoming/{id}`).
+    #[schema(format = Uuid)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submission: Option<String>,
 }
 
 /// One event of a message's audit trail.
@@ -239,7 +260,7 @@ pub async fn get(
             actor: e.actor,
         })
         .collect();
-    let detail = MessageDetail {
+    let mut detail = MessageDetail {
         summary: summary(&d, app.clock.now()),
         failed_verifications: d.failures,
         allow_reply: d.allow_reply,
@@ -247,25 +268,28 @@ pub async fn get(
         conversation_id: d.conversation_id.to_string(),
         shredded: d.shredded_at.is_some(),
         events,
+        request: None,
     };
+    if d.is_request
+        && let Some(r) = app.requests.get(d.message_id).await?
+    {
+        detail.request = Some(RequestDetail {
+            items: r.items,
+            accept: r.accepted.iter().map(|k| k.as_str()).collect(),
+            max_bytes: r.max_bytes,
+            submitted_at: r.submitted_at.map(format_time_rfc3339),
+            submission: r.submission.map(|m| m.to_string()),
+        });
+    }
     let mut response = Json(detail).into_response();
     response.extensions_mut().insert(Concerns(d.message_id));
     Ok(response)
 }
 
-/// Who acts, as the shared flows see it.
-fn acting(caller: &Caller) -> Acting {
-    Acting {
-        staff: caller.id(),
-        sees_all: caller.sees_all(),
-        ip: caller.ip,
-    }
-}
-
 /// The message `id` if the caller may see or act on it: 404 otherwise
 /// (whether it exists is not the caller's business), audited.
 async fn visible(app: &App, caller: &Caller, id: &str, what: &str) -> Result<Delivery, ApiError> {
-    Ok(authorised(app, &acting(caller), id, what).await?)
+    Ok(authorised(app, &caller.acting(), id, what).await?)
 }
 
 /// The message as it stands after an action.
@@ -391,7 +415,7 @@ pub async fn resend(
 ) -> Result<Response, ApiError> {
     caller.require(Scope::MessagesSend)?;
     let d = visible(&app, &caller, &id, "resend").await?;
-    crate::flows::sent::resend(&app, &acting(&caller), &d).await?;
+    crate::flows::sent::resend(&app, &caller.acting(), &d).await?;
     after(&app, d.message_id).await
 }
 

@@ -1,29 +1,15 @@
 //! A sender's actions on a message they sent: who may act on it, and
 //! "send a new link".
 
-use std::net::IpAddr;
-
 use secrecy::ExposeSecret;
 
+use super::Acting;
 use crate::app::App;
-use crate::audit::{Action, Actor, Event};
+use crate::audit::{Action, Event};
 use crate::deliveries::{Delivery, DeliveryError};
-use crate::ids::{MessageId, StaffId};
+use crate::ids::MessageId;
 use crate::mail::Mail;
 use crate::web::PageError;
-
-/// Who is acting on a message, and whether they may act on anyone's.
-pub struct Acting {
-    pub staff: StaffId,
-    pub sees_all: bool,
-    pub ip: IpAddr,
-}
-
-impl Acting {
-    pub fn actor(&self) -> Actor {
-        Actor::Staff(self.staff.to_string())
-    }
-}
 
 /// The message `id` if `who` may act on it (its sender, or anyone for an
 /// admin). Anything else, malformed ids and unknown messages included, is

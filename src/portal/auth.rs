@@ -67,6 +67,15 @@ impl CurrentStaff {
         Actor::Staff(self.account.id.to_string())
     }
 
+    /// Who acts, as the shared flows see it.
+    pub fn acting(&self) -> crate::flows::Acting {
+        crate::flows::Acting {
+            staff: self.id(),
+            sees_all: self.is_admin(),
+            ip: self.ip,
+        }
+    }
+
     pub fn nav(&self) -> Option<Nav> {
         Some(Nav {
             email: self.account.email.as_str().to_owned(),

@@ -3,7 +3,6 @@
 //! nothing readable on disk); the message, its delivery record and its
 //! audit event commit in one transaction once every part is stored.
 
-mod flow;
 pub mod request;
 
 use askama::Template;
@@ -14,10 +13,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use secrecy::{ExposeSecret, SecretString};
 
-use self::flow::{Checked, Sent, begin, commit};
 use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
+use crate::flows::compose::{Checked, Fields, MAX_BODY_CHARS, Sent, begin, commit};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Settings};
 use crate::vault::{Draft, MessageId, PartKind, PartMeta, Purpose};
 use crate::web::csrf;
@@ -27,45 +26,10 @@ use crate::web::upload::{
 };
 use crate::web::{Nav, PageError, PageResult};
 
-const MAX_BODY_CHARS: usize = 200_000;
 const MAX_SHORT_FIELD: usize = 1024;
 /// Session key of an access code generated at compose time, shown to the
 /// sender once on the message page.
 pub const GENERATED_CODE_KEY: &str = "generated_access_code";
-
-#[derive(Clone, Debug, Default)]
-struct Fields {
-    recipient: String,
-    phone: String,
-    title: String,
-    body: String,
-    expiry_hours: String,
-    methods: Vec<String>,
-    access_code: String,
-    known_fact: String,
-    retention: String,
-    allow_reply: bool,
-    /// The conversation an answer continues (a message id), or empty.
-    conversation: String,
-}
-
-impl Fields {
-    /// A new form: the organisation's default expiry, its first method,
-    /// kept until it expires.
-    fn defaults(settings: &Settings) -> Fields {
-        Fields {
-            expiry_hours: settings.default_expiry_hours.to_string(),
-            methods: settings
-                .methods
-                .first()
-                .map(|m| m.as_str().to_owned())
-                .into_iter()
-                .collect(),
-            retention: "keep".to_owned(),
-            ..Fields::default()
-        }
-    }
-}
 
 #[derive(Template, WebTemplate)]
 #[template(path = "portal/compose.html")]
@@ -132,7 +96,7 @@ pub async fn page(
     let (conversation, recipient) = match params.conversation.filter(|c| !c.is_empty()) {
         Some(c) => {
             let id = c.parse::<MessageId>().map_err(|_| PageError::NotFound)?;
-            match flow::conversation_recipient(&app, &staff, id).await? {
+            match crate::flows::compose::conversation_recipient(&app, &staff.acting(), id).await? {
                 Ok(address) => (id.to_string(), address),
                 Err(e) => return Err(PageError::BadRequest(e)),
             }
@@ -369,7 +333,7 @@ impl FormReader {
     ) -> Result<Result<(), Refusal>, PageError> {
         let (d, checked) = match self.draft.take() {
             Some(d) => d,
-            None => match begin(app, staff, settings, &self.fields).await? {
+            None => match begin(app, &staff.acting(), settings, &self.fields).await? {
                 Ok(d) => d,
                 Err(errors) => return Ok(Err(errors)),
             },
@@ -423,7 +387,7 @@ impl FormReader {
         let f = self.fields;
         let (draft, checked) = match self.draft {
             Some(d) => d,
-            None => match begin(app, staff, settings, &f).await? {
+            None => match begin(app, &staff.acting(), settings, &f).await? {
                 Ok(d) => d,
                 Err(errors) => return Ok(Outcome::Invalid(Box::new(f), errors)),
             },
@@ -434,8 +398,16 @@ impl FormReader {
                 vec!["Write a message or attach at least one file.".to_owned()],
             ));
         }
-        let Sent { id, generated } =
-            commit(app, staff, draft, checked, self.attachments, None).await?;
+        let Sent { id, generated } = commit(
+            app,
+            &staff.acting(),
+            draft,
+            checked,
+            self.attachments,
+            None,
+            None,
+        )
+        .await?;
         Ok(Outcome::Sent(id, generated))
     }
 }

@@ -15,7 +15,7 @@ use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::ids::Cursor;
-use crate::incoming::{IncomingError, Item, ListQuery};
+use crate::incoming::{Item, ListQuery};
 use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind, VaultError};
 use crate::web::csrf::CsrfForm;
@@ -129,30 +129,13 @@ async fn list_rows(app: &App, staff: &CurrentStaff, items: Vec<Item>) -> Vec<Lis
     rows
 }
 
-/// The item if `staff` may see it; otherwise the attempt is audited and
-/// answered as if there were no such item.
 async fn authorised(
     app: &App,
     staff: &CurrentStaff,
     id: &str,
     what: &str,
 ) -> Result<Item, PageError> {
-    let item = match id.parse::<MessageId>() {
-        Ok(mid) => match app.incoming.get(mid).await {
-            Ok(item) if item.visible_to(staff.id(), staff.is_admin()) => return Ok(item),
-            Ok(_) | Err(IncomingError::NotFound) => Some(mid),
-            Err(e) => return Err(e.into()),
-        },
-        Err(_) => None,
-    };
-    let mut event = Event::new(staff.actor(), Action::AccessDenied)
-        .ip(staff.ip)
-        .detail(serde_json::json!({ "attempted": what }));
-    if let Some(mid) = item {
-        event = event.message(mid);
-    }
-    app.audit.record_now(&event).await?;
-    Err(PageError::NotFound)
+    crate::flows::incoming::authorised(app, &staff.acting(), id, what).await
 }
 
 struct FileRow {
@@ -347,27 +330,6 @@ pub async fn claim(
     Path(id): Path<String>,
     CsrfForm(_): CsrfForm<ClaimForm>,
 ) -> PageResult {
-    let taken =
-        || PageError::Conflict("A colleague claimed this item first; it is theirs now.".to_owned());
-    // Not `authorised`: a claim that lost the race finds the item already
-    // someone else's, and is told so rather than "not found".
-    let item = match id.parse::<MessageId>() {
-        Ok(mid) => match app.incoming.get(mid).await {
-            Ok(item) => item,
-            Err(IncomingError::NotFound) => return Err(PageError::NotFound),
-            Err(e) => return Err(e.into()),
-        },
-        Err(_) => return Err(PageError::NotFound),
-    };
-    if item.owner.is_some_and(|o| o != staff.id()) {
-        return Err(taken());
-    }
-    let won = app
-        .incoming
-        .claim(staff.actor(), item.id, staff.id(), Some(staff.ip))
-        .await?;
-    if !won && item.owner != Some(staff.id()) {
-        return Err(taken());
-    }
+    let item = crate::flows::incoming::claim(&app, &staff.acting(), &id).await?;
     Ok(Redirect::to(&format!("/inbox/{}", item.id)).into_response())
 }

@@ -12,7 +12,6 @@ use super::auth::CurrentStaff;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::deliveries::{Cursor, Delivery, ListQuery, PageStart, Status};
-use crate::flows::sent::Acting;
 use crate::text::{format_time, human_size};
 use crate::vault::{MessageId, PartKind};
 use crate::web::csrf::CsrfForm;
@@ -153,15 +152,7 @@ async fn authorised(
     id: &str,
     what: &str,
 ) -> Result<Delivery, PageError> {
-    crate::flows::sent::authorised(app, &acting(staff), id, what).await
-}
-
-fn acting(staff: &CurrentStaff) -> Acting {
-    Acting {
-        staff: staff.id(),
-        sees_all: staff.is_admin(),
-        ip: staff.ip,
-    }
+    crate::flows::sent::authorised(app, &staff.acting(), id, what).await
 }
 
 struct TimelineEntry {
@@ -529,7 +520,7 @@ pub async fn resend(
     CsrfForm(_): CsrfForm<ActionForm>,
 ) -> PageResult {
     let d = authorised(&app, &staff, &id, "resend").await?;
-    crate::flows::sent::resend(&app, &acting(&staff), &d).await?;
+    crate::flows::sent::resend(&app, &staff.acting(), &d).await?;
     Ok(Redirect::to(&format!("/messages/{}", d.message_id)).into_response())
 }
 

@@ -82,6 +82,10 @@ purposes! {
     InboxDaily => "inbox-daily",
     /// An API token, as stored for lookup.
     ApiToken => "api-token",
+    /// An API client's `Idempotency-Key`.
+    IdempotencyKey => "idempotency-key",
+    /// The request an `Idempotency-Key` was first used for.
+    IdempotencyRequest => "idempotency-request",
 
     // Sealed secrets (`Vault::seal_secret` / `Vault::open_secret`:
     // associated data under the small-secrets key).
@@ -98,6 +102,8 @@ purposes! {
     StaffTotpSeed => "staff-totp-seed",
     /// The address a secure-inbox visitor is proving, in their session.
     InboxAddress => "inbox-address",
+    /// The first answer to an API call with an `Idempotency-Key`.
+    IdempotentResponse => "idempotent-response",
 
     // The audit chain (`Vault::audit_mac`, under the audit key).
 

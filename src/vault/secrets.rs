@@ -214,7 +214,7 @@ mod tests {
 
     /// For each of [`Purpose::ALL`], in order: its label and the hex of
     /// `keyed_hash(purpose, INPUT)` under the keys derived from [`ROOT`].
-    const PINNED: [(&str, &str); 29] = [
+    const PINNED: [(&str, &str); 32] = [
         (
             "recipient-address",
             "8ca22b73e40df76e804da55dd2a3adf9855325ec0c3204425783db8134706534",
@@ -304,6 +304,14 @@ mod tests {
             "7b22bb661c5b732c5ada0c937000f8d5365d52571cde3d1c4560e2897e529898",
         ),
         (
+            "idempotency-key",
+            "5faa8701a39529212480c4e18b1aabb5bc63830af64c24a5b78c7c4f99fe5ea9",
+        ),
+        (
+            "idempotency-request",
+            "d27c26fd9836da4b42a43812559c0b9df651d2f2f47e051e8fca5031496b3fec",
+        ),
+        (
             "delivery-recipient",
             "a52763f9d69c91f7d625f253c6a5bc2227888b26d8c0a8f161b60ee66c310aae",
         ),
@@ -326,6 +334,10 @@ mod tests {
         (
             "inbox-address",
             "7c98586bcf07fd503fe0d474ad23a0f1f49972e1211de86d756c5cec11aaf59d",
+        ),
+        (
+            "idempotent-response",
+            "11e5d465eaefb4b41639b90946853dffe2e1fc82bedd89fa50d409e79b8b4f80",
         ),
         (
             "sealpost-audit-v1",

@@ -47,6 +47,9 @@ pub enum PageError {
     Forbidden(String),
     #[error("{0}")]
     TooLarge(String),
+    /// A body in a format the endpoint does not take: 415.
+    #[error("{0}")]
+    UnsupportedMedia(String),
     /// The thing was done already (a request submitted once): 409.
     #[error("{0}")]
     Conflict(String),
@@ -130,6 +133,12 @@ impl PageError {
                 "Too large",
                 m,
             ),
+            PageError::UnsupportedMedia(m) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported format",
+                m,
+            ),
             PageError::Conflict(m) => (StatusCode::CONFLICT, "conflict", "Not possible now", m),
             PageError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -202,7 +211,7 @@ pub const PROBLEM_TYPES: &str = "/api/v1/docs#problem-";
 
 /// Every problem type the API answers with: name, status, meaning (the
 /// API page lists them; a test keeps this in step with `describe`).
-pub const PROBLEM_KINDS: [(&str, u16, &str); 10] = [
+pub const PROBLEM_KINDS: [(&str, u16, &str); 11] = [
     (
         "invalid-input",
         400,
@@ -231,12 +240,17 @@ pub const PROBLEM_KINDS: [(&str, u16, &str); 10] = [
     (
         "conflict",
         409,
-        "The item is not in a state that allows this (e.g. already done).",
+        "The item is not in a state that allows this (e.g. already done), the organisation's settings do not allow it, or an `Idempotency-Key` is in use or was used for another request.",
     ),
     (
         "too-large",
         413,
         "The body or upload is larger than the limit.",
+    ),
+    (
+        "unsupported-media-type",
+        415,
+        "The body is not in a format the operation takes (`Content-Type`).",
     ),
     (
         "rate-limited",
@@ -407,6 +421,19 @@ impl From<StaffError> for PageError {
     }
 }
 
+impl From<crate::idempotency::IdempotencyError> for PageError {
+    fn from(e: crate::idempotency::IdempotencyError) -> Self {
+        use crate::idempotency::IdempotencyError as E;
+        match e {
+            E::InvalidKey => PageError::BadRequest(e.to_string()),
+            // A state of the key, not a malformed request: 409.
+            E::InFlight | E::Reused => PageError::Conflict(format!("{e}.")),
+            E::Vault(e) => e.into(),
+            E::Db(e) => e.into(),
+        }
+    }
+}
+
 impl From<crate::staff::tokens::TokenError> for PageError {
     fn from(e: crate::staff::tokens::TokenError) -> Self {
         use crate::staff::tokens::TokenError;
@@ -433,6 +460,7 @@ mod tests {
             PageError::Unauthorized,
             PageError::Forbidden("x".into()),
             PageError::TooLarge("x".into()),
+            PageError::UnsupportedMedia("x".into()),
             PageError::Conflict("x".into()),
             PageError::Busy,
             PageError::TooMany("x".into()),

@@ -124,6 +124,11 @@ pub async fn open_multipart<S: Send + Sync>(
 pub async fn begin_with_text(vault: &Vault, limit: u64, text: &str) -> Result<Draft, PageError> {
     let mut draft = vault.begin_message();
     draft.set_size_limit(limit);
+    seal_text(draft, text).await
+}
+
+/// Seals `text` into the draft as its body.
+pub async fn seal_text(mut draft: Draft, text: &str) -> Result<Draft, PageError> {
     let body = zeroize::Zeroizing::new(text.as_bytes().to_vec());
     let meta = PartMeta {
         file_name: None,

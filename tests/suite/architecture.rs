@@ -55,7 +55,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["vault"],
     &["audit"],
     &["settings", "metrics"],
-    &["deliveries", "incoming", "requests"],
+    &["deliveries", "incoming", "requests", "idempotency"],
     &["mail"],
     &["staff"],
     &["web"],

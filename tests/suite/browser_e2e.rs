@@ -559,3 +559,145 @@ async fn an_agent_requests_two_documents_and_the_customer_uploads_them_in_chromi
     assert!(!page.contains("id=\"request-form\""));
     customer.quit().await;
 }
+
+/// Runs the `sealpost` binary (an API command) with `args`, the token in
+/// SEALPOST_TOKEN when given; (exit code, stdout, stderr).
+async fn sealpost_cli(args: Vec<String>, token: Option<String>) -> (i32, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sealpost"));
+        cmd.args(&args)
+            .env_remove("SEALPOST_TOKEN")
+            .env_remove("SEALPOST_SERVER");
+        if let Some(t) = token {
+            cmd.env("SEALPOST_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// Issue 14: `sealpost send` against a running server and a real SMTP
+/// server, the customer's pickup in Chromium, then `sealpost status`
+/// says "downloaded". Exit codes tell scripts what went wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealpost_send_then_pickup_in_chromium_then_status_says_downloaded() {
+    let env = TestEnv::new().await;
+    let (smtp, app, base) = with_smtp(&env).await;
+    let agent = app
+        .accounts
+        .find(&sealpost::staff::StaffEmail::parse("agent@example.com").unwrap())
+        .await
+        .unwrap();
+    let (_, token) = app
+        .tokens
+        .create(
+            sealpost::audit::Actor::Cli,
+            sealpost::staff::tokens::NewApiToken {
+                owner: agent.id,
+                name: "helpdesk".to_owned(),
+                scopes: sealpost::staff::tokens::Scopes::parse_list("messages:send,messages:read")
+                    .unwrap(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+    let token_file = env.dir.path().join("token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let body_file = env.dir.path().join("body.txt");
+    std::fs::write(&body_file, "Your contract is attached.\n").unwrap();
+    let attachment = env.dir.path().join("Vertrag 2026.pdf");
+    let data = bytes(900_000, 11);
+    std::fs::write(&attachment, &data).unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+
+    let (code, out, err) = sealpost_cli(
+        vec![
+            "send".into(),
+            "--server".into(),
+            base.clone(),
+            "--token-file".into(),
+            path(&token_file),
+            "--to".into(),
+            "customer@example.org".into(),
+            "--body-file".into(),
+            path(&body_file),
+            "--file".into(),
+            path(&attachment),
+            "--expires".into(),
+            "7d".into(),
+            "--json".into(),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let created: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(!out.contains(&token) && !err.contains(&token));
+
+    // The customer picks it up in the browser and downloads the file.
+    let downloads = tempfile::tempdir().unwrap();
+    let link = pickup_link(&app, &smtp, &base).await;
+    let mut customer = customer_opens(&app, &smtp, &link, downloads.path()).await;
+    let page = customer.source().await;
+    assert!(page.contains("Your contract is attached."));
+    customer.click("#attachments a").await;
+    let got = downloaded(&downloads.path().join("Vertrag 2026.pdf"), data.len()).await;
+    assert_eq!(got, data, "downloaded bytes match");
+    customer.quit().await;
+
+    // `status`, with the token from the environment this time.
+    let (code, out, err) = sealpost_cli(
+        vec!["status".into(), id.clone(), "--server".into(), base.clone()],
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.trim(), "downloaded", "{err}");
+    assert!(err.contains("download"), "{err}");
+
+    // Exit codes: no such message 4, no token 3, a bad token 3, a known
+    // fact without its file 1, a refused request 5.
+    let status_of = |id: String| vec!["status".into(), id, "--server".into(), base.clone()];
+    let (code, _, err) = sealpost_cli(
+        status_of(uuid::Uuid::new_v4().to_string()),
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = sealpost_cli(status_of(id.clone()), None).await;
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("SEALPOST_TOKEN"), "{err}");
+    let (code, _, err) = sealpost_cli(status_of(id.clone()), Some("sp_live_nope".into())).await;
+    assert_eq!(code, 3, "{err}");
+    let send_to = |to: &str, extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "send".into(),
+            "--server".into(),
+            base.clone(),
+            "--to".into(),
+            to.into(),
+            "--body-file".into(),
+            path(&body_file),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        args
+    };
+    let (code, _, err) = sealpost_cli(
+        send_to("customer@example.org", &["--verify", "known-fact"]),
+        Some(token.clone()),
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    let (code, _, err) = sealpost_cli(send_to("not an address", &[]), Some(token.clone())).await;
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("`to`"), "{err}");
+}

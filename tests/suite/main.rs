@@ -5,6 +5,7 @@
 
 mod anonymous_sessions;
 mod api;
+mod api_create;
 mod architecture;
 mod architecture_tree;
 mod at_rest;

@@ -426,3 +426,75 @@ fn walk_files(dir: &std::path::Path) -> usize {
         })
         .unwrap_or(0)
 }
+
+/// Issue 14: the same `Idempotency-Key` sent to both instances at once
+/// (a client retrying through the load balancer) makes one message and
+/// one email, and every call answers with its id.
+#[test]
+fn an_idempotency_key_sends_once_across_instances() {
+    let s3 = crate::support::moto::bucket_when_on_postgres();
+    runtime().block_on(async {
+        let env = TestEnv::new().await;
+        let smtp = SmtpServer::start();
+        let vars = shared_settings(&smtp, &s3);
+        prepare(&env, &vars).await;
+        let one = Instance::start(&env, "one", &vars).await;
+        let two = Instance::start(&env, "two", &vars).await;
+        let app = observer(&env, &vars).await;
+        let agent = app
+            .accounts
+            .find(&sealpost::staff::StaffEmail::parse(AGENT).unwrap())
+            .await
+            .unwrap();
+        let (_, token) = app
+            .tokens
+            .create(
+                sealpost::audit::Actor::Cli,
+                sealpost::staff::tokens::NewApiToken {
+                    owner: agent.id,
+                    name: "helpdesk".to_owned(),
+                    scopes: sealpost::staff::tokens::Scopes::parse_list("messages:send").unwrap(),
+                    expires_at: None,
+                },
+            )
+            .await
+            .unwrap();
+        let token = secrecy::ExposeSecret::expose_secret(&token).to_owned();
+        let body = serde_json::json!({
+            "to": CUSTOMER,
+            "body": BODY,
+            "verify": {"email_code": {}},
+        });
+        let calls = (0..16).map(|i| {
+            let base = if i % 2 == 0 { &one.base } else { &two.base };
+            let request = reqwest::Client::new()
+                .post(format!("{base}/api/v1/messages"))
+                .bearer_auth(&token)
+                .header("idempotency-key", "ticket 4711 attempt")
+                .json(&body);
+            async move {
+                let r = request.send().await.expect("send");
+                let status = r.status().as_u16();
+                let text = r.text().await.expect("body");
+                (status, text)
+            }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+        let mut ids = std::collections::BTreeSet::new();
+        for (status, text) in &answers {
+            assert_eq!(*status, 201, "{text}");
+            let v: serde_json::Value = serde_json::from_str(text).expect("json");
+            ids.insert(v["id"].as_str().expect("id").to_owned());
+        }
+        assert_eq!(ids.len(), 1, "one message for every call: {ids:?}");
+        let messages: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(app.db.pool())
+            .await
+            .expect("count");
+        assert_eq!(messages, 1);
+        wait_for_mail(&smtp, "the pickup email", |_| count_to(&smtp) >= 1).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert_eq!(count_to(&smtp), 1, "one email");
+        drop((one, two));
+    });
+}

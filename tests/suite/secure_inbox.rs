@@ -388,3 +388,152 @@ async fn an_administrator_opens_the_inbox_and_gets_an_auto_reply_text() {
     assert!(r.body.contains("daily limit"), "{}", r.body);
     assert_eq!(app.settings.load().await.unwrap().inbox_daily_cap, 50);
 }
+
+/// Issue 14: the secure inbox through the API: list, claim (one of two
+/// agents wins), open (decrypted, audited) and download (audited), with
+/// `inbox:read`; other scopes get 403, others' items 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_lists_claims_opens_and_downloads_incoming_items() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    open_inbox(&app, 200).await;
+    let agent = create_staff(&app, "agent@example.com", sealpost::staff::Role::Agent).await;
+    let other = create_staff(&app, "other@example.com", sealpost::staff::Role::Agent).await;
+    let token = |owner, scopes: &'static str| {
+        let app = app.clone();
+        async move {
+            let (_, t) = app
+                .tokens
+                .create(
+                    sealpost::audit::Actor::Cli,
+                    sealpost::staff::tokens::NewApiToken {
+                        owner,
+                        name: "t".to_owned(),
+                        scopes: sealpost::staff::tokens::Scopes::parse_list(scopes).unwrap(),
+                        expires_at: None,
+                    },
+                )
+                .await
+                .unwrap();
+            secrecy::ExposeSecret::expose_secret(&t).to_owned()
+        }
+    };
+    let mine = token(agent, "inbox:read").await;
+    let theirs = token(other, "inbox:read").await;
+    let wrong = token(agent, "messages:read").await;
+    let mut customer = verified(&app, &base, CUSTOMER).await;
+    let data = pdf(5, 200_000);
+    let r = upload(
+        &mut customer,
+        "Here is my form.",
+        &[("form-canary.pdf", &data)],
+    )
+    .await;
+    assert!(r.status < 400, "{}", r.body);
+
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, t: &str| {
+        client
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(t)
+    };
+    let list = call(reqwest::Method::GET, "/api/v1/incoming", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status().as_u16(), 200);
+    let list: serde_json::Value = list.json().await.unwrap();
+    let item = &list["items"][0];
+    assert_eq!(item["kind"], "inbox");
+    assert_eq!(item["owner"], "unclaimed");
+    let id = item["id"].as_str().unwrap().to_owned();
+    assert!(
+        !list.to_string().contains(CUSTOMER),
+        "lists carry no address"
+    );
+    let r = call(reqwest::Method::GET, "/api/v1/incoming", &wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+
+    // Two agents claim at once: one wins, the other gets 409.
+    let claim = format!("/api/v1/incoming/{id}/claim");
+    let (a, b) = tokio::join!(
+        call(reqwest::Method::POST, &claim, &mine).send(),
+        call(reqwest::Method::POST, &claim, &theirs).send()
+    );
+    let mut statuses = [a.unwrap().status().as_u16(), b.unwrap().status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409]);
+    let (winner, loser) = if call(
+        reqwest::Method::GET,
+        &format!("/api/v1/incoming/{id}"),
+        &mine,
+    )
+    .send()
+    .await
+    .unwrap()
+    .status()
+    .as_u16()
+        == 200
+    {
+        (mine.clone(), theirs.clone())
+    } else {
+        (theirs.clone(), mine.clone())
+    };
+    let r = call(
+        reqwest::Method::GET,
+        &format!("/api/v1/incoming/{id}"),
+        &loser,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+
+    // The winner opens it and downloads the file, byte for byte.
+    let detail: serde_json::Value = call(
+        reqwest::Method::GET,
+        &format!("/api/v1/incoming/{id}"),
+        &winner,
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(detail["owner"], "you");
+    assert_eq!(detail["from"], CUSTOMER);
+    assert_eq!(detail["text"], "Here is my form.");
+    let file = &detail["files"][0];
+    assert_eq!(file["name"], "form-canary.pdf");
+    assert_eq!(file["size"], data.len());
+    let position = file["position"].as_u64().unwrap();
+    let got = call(
+        reqwest::Method::GET,
+        &format!("/api/v1/incoming/{id}/files/{position}"),
+        &winner,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(got.status().as_u16(), 200);
+    assert_eq!(got.bytes().await.unwrap().to_vec(), data);
+    let r = call(
+        reqwest::Method::GET,
+        &format!("/api/v1/incoming/{id}/files/x"),
+        &winner,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let audited = count(
+        &app,
+        "SELECT COUNT(*) FROM audit_log WHERE action IN ('incoming.opened', 'incoming.downloaded', 'incoming.claimed')",
+    )
+    .await;
+    assert!(audited >= 3, "{audited}");
+}

@@ -10,18 +10,14 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 
-use super::flow::{Asking, Sent, check_request, commit};
-use super::{Fields, method_choices, remember_generated_code};
+use super::{method_choices, remember_generated_code};
 use crate::app::App;
+use crate::flows::compose::{Asking, Fields, Sent, send_request};
 use crate::portal::auth::CurrentStaff;
 use crate::requests::{MAX_ITEM_CHARS, MAX_ITEMS};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Settings};
 use crate::web::csrf::CsrfForm;
-use crate::web::upload::begin_with_text;
 use crate::web::{Nav, PageResult};
-
-/// A request's instructions, in characters (the documents are the files).
-const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
 
 #[derive(Template, WebTemplate)]
 #[template(path = "portal/request.html")]
@@ -134,17 +130,11 @@ pub async fn send(
         let page = render(&staff, &settings, f, a, errors);
         Ok((StatusCode::UNPROCESSABLE_ENTITY, page).into_response())
     };
-    if f.body.chars().count() > MAX_INSTRUCTIONS_CHARS {
-        let e =
-            format!("The instructions are too long (at most {MAX_INSTRUCTIONS_CHARS} characters).");
-        return invalid(f, a, vec![e]);
-    }
-    let (checked, asked) = match check_request(&f, &a, &settings, app.clock.now()) {
-        Ok(ok) => ok,
-        Err(errors) => return invalid(f, a, errors),
-    };
-    let draft = begin_with_text(&app.vault, settings.size_limit_bytes(), &f.body).await?;
-    let Sent { id, generated } = commit(&app, &staff, draft, checked, 0, Some(asked)).await?;
+    let Sent { id, generated } =
+        match send_request(&app, &staff.acting(), &settings, &f, &a, None).await? {
+            Ok(sent) => sent,
+            Err(errors) => return invalid(f, a, errors),
+        };
     if let Some(code) = generated {
         remember_generated_code(&app, &staff, id, &code).await?;
     }

@@ -5,13 +5,13 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{Fields, MAX_BODY_CHARS};
+use super::Acting;
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::deliveries::NewDelivery;
 use crate::filetype::FileKind;
+use crate::idempotency::Claim;
 use crate::mail::Mail;
-use crate::portal::auth::CurrentStaff;
 use crate::requests::{MAX_ITEM_CHARS, MAX_ITEMS, NewRequest};
 use crate::settings::{MAX_EXPIRY_HOURS, MIN_EXPIRY_HOURS, Method, Settings};
 use crate::staff::StaffEmail;
@@ -20,15 +20,67 @@ use crate::vault::{Draft, MessageId, MessageMeta};
 use crate::web::PageError;
 use crate::web::upload::begin_with_text;
 
+/// A request's instructions, in characters (the documents are the files).
+pub const MAX_INSTRUCTIONS_CHARS: usize = 20_000;
+
+/// A message's text, in characters (long documents are attachments).
+pub const MAX_BODY_CHARS: usize = 200_000;
+
+/// What a sender asks for, as entered: the portal's form or the API's
+/// JSON, checked by [`check`].
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    pub recipient: String,
+    pub phone: String,
+    pub title: String,
+    pub body: String,
+    pub expiry_hours: String,
+    /// Method names (`Method::as_str`), each once.
+    pub methods: Vec<String>,
+    pub access_code: String,
+    pub known_fact: String,
+    /// `keep` (until it expires) or `shred` (after pickup).
+    pub retention: String,
+    pub allow_reply: bool,
+    /// The conversation an answer continues (a message id), or empty.
+    pub conversation: String,
+}
+
+impl Fields {
+    /// A new form: the organisation's default expiry, its first method,
+    /// kept until it expires.
+    pub fn defaults(settings: &Settings) -> Fields {
+        Fields {
+            expiry_hours: settings.default_expiry_hours.to_string(),
+            methods: settings
+                .methods
+                .first()
+                .map(|m| m.as_str().to_owned())
+                .into_iter()
+                .collect(),
+            retention: "keep".to_owned(),
+            ..Fields::default()
+        }
+    }
+}
+
 /// A message that was sent, and the access code generated for it (shown to
 /// the sender once).
-pub(super) struct Sent {
+pub struct Sent {
     pub id: MessageId,
     pub generated: Option<SecretString>,
 }
 
+/// The answer to keep with a message made by an API call with an
+/// `Idempotency-Key`: it commits with the message, so a retry finds it.
+pub struct Completion<'a> {
+    pub claim: &'a Claim,
+    /// The call's status and body for what was sent.
+    pub answer: &'a (dyn Fn(&Sent) -> (u16, Vec<u8>) + Send + Sync),
+}
+
 /// A checked compose form.
-pub(super) struct Checked {
+pub struct Checked {
     meta: MessageMeta,
     expires_at: i64,
     methods: Vec<Method>,
@@ -40,7 +92,14 @@ pub(super) struct Checked {
     conversation: Option<MessageId>,
 }
 
-pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked, Vec<String>> {
+impl Checked {
+    /// When the link will stop working.
+    pub fn expires_at(&self) -> i64 {
+        self.expires_at
+    }
+}
+
+pub fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked, Vec<String>> {
     let mut errors = Vec::new();
     let recipient = f.recipient.trim();
     if StaffEmail::parse(recipient).is_err() {
@@ -150,18 +209,17 @@ pub(super) fn check(f: &Fields, settings: &Settings, now: i64) -> Result<Checked
 }
 
 /// The address a conversation's messages go to, for an answer from
-/// `staff` (who sent one of them, or is an administrator). An answer shows
+/// `who` (who sent one of them, or is an administrator). An answer shows
 /// the customer the whole conversation, so it may go only to the address
 /// its live messages went to; once all were shredded it cannot be known,
 /// and the conversation cannot be continued.
-pub(super) async fn conversation_recipient(
+pub async fn conversation_recipient(
     app: &App,
-    staff: &CurrentStaff,
+    who: &Acting,
     id: MessageId,
 ) -> Result<Result<String, String>, PageError> {
     let messages = app.deliveries.conversation(id).await?;
-    if messages.is_empty() || !(staff.is_admin() || messages.iter().any(|d| d.sender == staff.id()))
-    {
+    if messages.is_empty() || !(who.sees_all || messages.iter().any(|d| d.sender == who.staff)) {
         return Err(PageError::NotFound);
     }
     let Some(live) = messages.iter().rev().find(|d| d.sealed_recipient.is_some()) else {
@@ -175,7 +233,7 @@ pub(super) async fn conversation_recipient(
 
 /// What a document request asks for beyond a message's fields.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Asking {
+pub struct Asking {
     /// The checklist, one item per line.
     pub items: String,
     /// File kinds by name (`FileKind::as_str`).
@@ -185,7 +243,7 @@ pub(super) struct Asking {
 
 /// A checked request: what the upload accepts (the checklist's names go
 /// into the sealed message's metadata).
-pub(super) struct Asked {
+pub struct Asked {
     items: u32,
     accepted: Vec<FileKind>,
     max_bytes: u64,
@@ -193,7 +251,7 @@ pub(super) struct Asked {
 
 /// Checks a document request's form: the message's fields (the
 /// instructions are its text) and the checklist, kinds and size.
-pub(super) fn check_request(
+pub fn check_request(
     f: &Fields,
     a: &Asking,
     settings: &Settings,
@@ -266,6 +324,31 @@ pub(super) fn check_request(
     ))
 }
 
+/// Checks and sends a document request: its instructions become the
+/// message's text. `Err` lists what to tell the sender.
+pub async fn send_request(
+    app: &App,
+    who: &Acting,
+    settings: &Settings,
+    f: &Fields,
+    a: &Asking,
+    done: Option<Completion<'_>>,
+) -> Result<Result<Sent, Vec<String>>, PageError> {
+    if f.body.chars().count() > MAX_INSTRUCTIONS_CHARS {
+        return Ok(Err(vec![format!(
+            "The instructions are too long (at most {MAX_INSTRUCTIONS_CHARS} characters)."
+        )]));
+    }
+    let (checked, asked) = match check_request(f, a, settings, app.clock.now()) {
+        Ok(ok) => ok,
+        Err(errors) => return Ok(Err(errors)),
+    };
+    let draft = begin_with_text(&app.vault, settings.size_limit_bytes(), &f.body).await?;
+    commit(app, who, draft, checked, 0, Some(asked), done)
+        .await
+        .map(Ok)
+}
+
 /// Eight digits in two groups: easy to read out on the phone, and the
 /// customer side limits guesses per message.
 fn generate_access_code() -> SecretString {
@@ -275,13 +358,14 @@ fn generate_access_code() -> SecretString {
     SecretString::from(format!("{}-{}", &s[..4], &s[4..]))
 }
 
-/// Checks the text fields and starts the draft with the body as part 0.
-pub(super) async fn begin(
+/// Checks the fields (and that an answer goes to its conversation's
+/// customer), without sealing anything.
+pub async fn prepare(
     app: &App,
-    staff: &CurrentStaff,
+    who: &Acting,
     settings: &Settings,
     f: &Fields,
-) -> Result<Result<(Draft, Checked), Vec<String>>, PageError> {
+) -> Result<Result<Checked, Vec<String>>, PageError> {
     if f.body.chars().count() > MAX_BODY_CHARS {
         return Ok(Err(vec![format!(
             "The message text is too long (at most {MAX_BODY_CHARS} characters); attach long documents as files."
@@ -297,7 +381,7 @@ pub(super) async fn begin(
             .recipient_address
             .as_deref()
             .unwrap_or_default();
-        match conversation_recipient(app, staff, conversation).await? {
+        match conversation_recipient(app, who, conversation).await? {
             Ok(address) if app.vault.recipient_index(&address) == app.vault.recipient_index(to) => {
             }
             Ok(_) => {
@@ -308,17 +392,32 @@ pub(super) async fn begin(
             Err(e) => return Ok(Err(vec![e])),
         }
     }
+    Ok(Ok(checked))
+}
+
+/// Checks the text fields and starts the draft with the body as part 0.
+pub async fn begin(
+    app: &App,
+    who: &Acting,
+    settings: &Settings,
+    f: &Fields,
+) -> Result<Result<(Draft, Checked), Vec<String>>, PageError> {
+    let checked = match prepare(app, who, settings, f).await? {
+        Ok(c) => c,
+        Err(errors) => return Ok(Err(errors)),
+    };
     let draft = begin_with_text(&app.vault, settings.size_limit_bytes(), &f.body).await?;
     Ok(Ok((draft, checked)))
 }
 
-pub(super) async fn commit(
+pub async fn commit(
     app: &App,
-    staff: &CurrentStaff,
+    who: &Acting,
     draft: Draft,
     checked: Checked,
     attachments: u32,
     asked: Option<Asked>,
+    done: Option<Completion<'_>>,
 ) -> Result<Sent, PageError> {
     let hash = |s: Option<SecretString>| async move {
         match s {
@@ -338,6 +437,7 @@ pub(super) async fn commit(
     let access_code_hash = hash(checked.access_code.clone()).await?;
     let known_fact_hash = hash(checked.known_fact.clone()).await?;
     let id = draft.id();
+    let sent = Sent { id, generated };
     let mut tx = app.db.begin().await?;
     app.vault.commit(&mut tx, draft, &checked.meta).await?;
     app.deliveries
@@ -345,7 +445,7 @@ pub(super) async fn commit(
             &mut tx,
             &NewDelivery {
                 message_id: id,
-                sender: staff.id(),
+                sender: who.staff,
                 expires_at: checked.expires_at,
                 methods: checked.methods.clone(),
                 access_code_hash,
@@ -406,14 +506,20 @@ pub(super) async fn commit(
         detail["accepted"] = kinds.into();
         detail["max_bytes"] = asked.max_bytes.into();
     }
-    let event = Event::new(staff.actor(), action)
+    let event = Event::new(who.actor(), action)
         .message(id)
-        .ip(staff.ip)
+        .ip(who.ip)
         .detail(detail);
     app.audit.record(&mut tx, &event).await?;
+    if let Some(done) = done {
+        let (status, body) = (done.answer)(&sent);
+        app.idempotency
+            .complete(&mut tx, done.claim, id, status, &body)
+            .await?;
+    }
     tx.commit().await?;
     app.metrics.message_sent();
-    Ok(Sent { id, generated })
+    Ok(sent)
 }
 
 #[cfg(test)]
