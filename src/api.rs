@@ -27,6 +27,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::App;
+use crate::ids::Cursor;
+use crate::paging::PageStart;
 use crate::staff::tokens::Scope;
 use crate::web::{PageError, Problem};
 use auth::Caller;
@@ -78,6 +80,35 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for ApiJ
             .map(|Json(v)| ApiJson(v))
             .map_err(|e| ApiError(PageError::BadRequest(e.body_text())))
     }
+}
+
+/// The most items a list call returns at once, and what it returns when
+/// the caller does not say.
+const MAX_PAGE: usize = 100;
+const DEFAULT_PAGE: usize = 50;
+
+/// A list call's `limit` (1 to 100, default 50) and `cursor` (a
+/// `next_cursor` passed back unchanged), checked the same way everywhere.
+fn page_request(
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(usize, Option<PageStart<Cursor>>), ApiError> {
+    let bad = |m: &str| ApiError(PageError::BadRequest(m.to_owned()));
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(l) => usize::try_from(l)
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| bad("`limit` must be 1 to 100."))?,
+    };
+    let from = cursor
+        .map(|c| {
+            Cursor::parse(c)
+                .map(PageStart::After)
+                .ok_or_else(|| bad("Unknown cursor: pass a `next_cursor` unchanged."))
+        })
+        .transpose()?;
+    Ok((limit, from))
 }
 
 #[derive(OpenApi)]

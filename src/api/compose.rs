@@ -662,14 +662,7 @@ pub async fn create(
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::MessagesSend)?;
-    let key = idempotency_key(request.headers())?;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let (key, content_type) = creating(&caller, &request)?;
     let settings = app.settings.load().await?;
     if content_type.starts_with("multipart/form-data") {
         return create_multipart(&app, &caller, &settings, key, request).await;
@@ -705,6 +698,21 @@ pub async fn create(
         Ok(respond(status, body, false))
     })
     .await
+}
+
+/// What every creating call checks first: the `messages:send` scope and
+/// the `Idempotency-Key`; then its content type, lower-cased, for the
+/// caller to choose a format by.
+fn creating(caller: &Caller, request: &Request) -> Result<(Option<String>, String), ApiError> {
+    caller.require(Scope::MessagesSend)?;
+    let key = idempotency_key(request.headers())?;
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    Ok((key, content_type))
 }
 
 fn is_json(content_type: &str) -> bool {
@@ -899,14 +907,7 @@ pub async fn create_request(
     caller: Caller,
     request: Request,
 ) -> Result<Response, ApiError> {
-    caller.require(Scope::MessagesSend)?;
-    let key = idempotency_key(request.headers())?;
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let (key, content_type) = creating(&caller, &request)?;
     if !is_json(&content_type) {
         return Err(ApiError(PageError::UnsupportedMedia(
             "Send the request as application/json.".to_owned(),

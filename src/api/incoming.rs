@@ -10,20 +10,16 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Caller, Concerns};
-use super::{ApiError, ApiQuery};
+use super::{ApiError, ApiQuery, page_request};
 use crate::app::App;
 use crate::audit::{Action, Event};
 use crate::flows::incoming::{authorised, claim as claim_item};
-use crate::ids::Cursor;
-use crate::incoming::{Item, ListQuery, PageStart};
+use crate::incoming::{Item, ListQuery};
 use crate::staff::tokens::Scope;
 use crate::text::format_time_rfc3339;
 use crate::vault::{PartKind, VaultError};
 use crate::web::download::{Attachment, read_text};
 use crate::web::{PageError, Problem};
-
-const MAX_LIMIT: usize = 100;
-const DEFAULT_LIMIT: usize = 50;
 
 /// An item as lists show it: ids, kind, state and times.
 #[derive(Serialize, ToSchema)]
@@ -141,23 +137,7 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<IncomingPage>, ApiError> {
     caller.require(Scope::InboxRead)?;
-    let bad = |m: &str| ApiError(PageError::BadRequest(m.to_owned()));
-    let limit = match p.limit {
-        None => DEFAULT_LIMIT,
-        Some(l) => usize::try_from(l)
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| bad("`limit` must be 1 to 100."))?,
-    };
-    let from = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Cursor::parse(c)
-                .map(PageStart::After)
-                .ok_or_else(|| bad("Unknown cursor: pass a `next_cursor` unchanged."))
-        })
-        .transpose()?;
+    let (limit, from) = page_request(p.limit, p.cursor.as_deref())?;
     let page = app
         .incoming
         .list(&ListQuery {

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::{Caller, Concerns};
-use super::{ApiError, ApiJson, ApiQuery};
+use super::{ApiError, ApiJson, ApiQuery, page_request};
 use crate::app::App;
-use crate::deliveries::{Cursor, Delivery, ListQuery, PageStart, Status};
+use crate::deliveries::{Delivery, ListQuery, Status};
 use crate::flows::sent::authorised;
 use crate::ids::MessageId;
 use crate::staff::tokens::Scope;
@@ -18,8 +18,6 @@ use crate::text::format_time_rfc3339;
 use crate::web::{PageError, Problem};
 
 /// Largest page a list call returns.
-const MAX_LIMIT: i64 = 100;
-const DEFAULT_LIMIT: i64 = 50;
 
 /// A message or document request as the API shows it.
 #[derive(Serialize, ToSchema)]
@@ -197,27 +195,14 @@ pub async fn list(
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Json<MessagePage>, ApiError> {
     caller.require(Scope::MessagesRead)?;
-    let bad = |m: &str| ApiError(PageError::BadRequest(m.to_owned()));
     let status = p.status.map(|s| s.0);
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(bad("`limit` must be 1 to 100."));
-    }
-    let from = p
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Cursor::parse(c)
-                .map(PageStart::After)
-                .ok_or_else(|| bad("Unknown cursor: pass a `next_cursor` unchanged."))
-        })
-        .transpose()?;
+    let (limit, from) = page_request(p.limit, p.cursor.as_deref())?;
     let query = ListQuery {
         sender: (!caller.sees_all()).then(|| caller.id()),
         status,
         recipient_index: None,
         from,
-        limit,
+        limit: i64::try_from(limit).unwrap_or(i64::MAX),
     };
     let page = app.deliveries.list(&query).await.map_err(PageError::from)?;
     let now = app.clock.now();
