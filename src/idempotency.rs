@@ -108,7 +108,12 @@ impl Idempotency {
                 return Ok(Begun::Run(claim));
             }
             let Some(row) = rows::get(&self.db, &owner, &key_hash).await? else {
-                // Released between the two statements: claim again.
+                // Released between the two statements: claim again, within
+                // the same deadline (a key released over and over by
+                // failing calls must not keep this one spinning).
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(IdempotencyError::InFlight);
+                }
                 continue;
             };
             let stale = row.started_at < now - KEPT_SECS
