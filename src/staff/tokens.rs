@@ -331,6 +331,13 @@ impl ApiTokens {
         if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
             return Err(TokenError::Unauthorized);
         }
+        let ip_text = ip.to_string();
+        // Only a due note writes: even an UPDATE that changes no row takes
+        // SQLite's write lock, which every call would then queue for.
+        let touch_due = row.last_used_ip.as_deref() != Some(ip_text.as_str())
+            || row
+                .last_used_at
+                .is_none_or(|at| at <= now - TOUCH_EVERY_SECS);
         let token = TokenInfo::try_from(row)?;
         let owner = self
             .accounts
@@ -338,14 +345,16 @@ impl ApiTokens {
             .await?
             .filter(|o| !o.account.disabled)
             .ok_or(TokenError::Unauthorized)?;
-        api_tokens::touch(
-            &self.db,
-            &token.id.to_string(),
-            now,
-            &ip.to_string(),
-            TOUCH_EVERY_SECS,
-        )
-        .await?;
+        if touch_due {
+            api_tokens::touch(
+                &self.db,
+                &token.id.to_string(),
+                now,
+                &ip_text,
+                TOUCH_EVERY_SECS,
+            )
+            .await?;
+        }
         Ok(Authenticated { token, owner })
     }
 
