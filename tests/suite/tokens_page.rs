@@ -738,3 +738,41 @@ fn the_command_line_makes_a_service_account_and_its_token() {
     assert_eq!(created.len(), 1);
     assert_eq!(created[0].0, "cli");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_made_in_chromium_is_shown_once() {
+    let env = TestEnv::new().await;
+    let (app, _clock, base) = portal(&env, START).await;
+    create_staff(&app, AGENT, Role::Agent).await;
+    let downloads = tempfile::tempdir().unwrap();
+    let mut chrome = crate::support::webdriver::Chrome::start(downloads.path()).await;
+    chrome.goto(&format!("{base}/sign-in")).await;
+    chrome.type_into("#email", AGENT).await;
+    chrome
+        .type_into("#password", crate::support::http::PASSWORD)
+        .await;
+    chrome.click("button[type=submit]").await;
+    chrome.wait_for("sent messages").await;
+
+    chrome.goto(&format!("{base}/account")).await;
+    chrome.click("#tokens-link").await;
+    chrome.wait_for("Create a token").await;
+    chrome.type_into("#token-name", "From Chromium").await;
+    chrome
+        .click("input[name=scope][value='messages:read']")
+        .await;
+    chrome.click("input[name=expiry][value='30']").await;
+    chrome.click("#create-token button[type=submit]").await;
+    let page = chrome.wait_for("id=\"new-token\"").await;
+    let value = element_text(&page, "new-token").expect("the value");
+    assert!(value.starts_with("sp_live_"), "{value}");
+    let (status, me) = api(&base, "/api/v1/me", &value).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["token"]["name"], "From Chromium");
+
+    chrome.click("main a[href='/account/tokens']").await;
+    let list = chrome.wait_for("id=\"token-list\"").await;
+    assert!(list.contains("From Chromium"));
+    assert!(!list.contains(&value), "shown only once");
+    chrome.quit().await;
+}
