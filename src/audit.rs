@@ -134,6 +134,10 @@ pub enum Action {
     TokenRevoked,
     /// A call to `/api/v1` with a valid token: which token, route, status.
     ApiCall,
+    /// An admin (or the command line) created a service account.
+    ServiceAccountCreated,
+    /// A service account was disabled (its tokens stop working).
+    ServiceAccountDisabled,
 }
 
 impl Action {
@@ -193,6 +197,8 @@ impl Action {
             Action::TokenCreated => "token.created",
             Action::TokenRevoked => "token.revoked",
             Action::ApiCall => "api.call",
+            Action::ServiceAccountCreated => "service_account.created",
+            Action::ServiceAccountDisabled => "service_account.disabled",
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::app::{self, App};
 use crate::audit::{self, Action, Actor, Event, Verification};
 use crate::config::{Config, LogFormat};
 use crate::staff::tokens::{NewApiToken, Scopes, TokenId};
-use crate::staff::{Role, StaffEmail};
+use crate::staff::{Role, ServiceName, StaffEmail};
 use crate::vault::{MasterKeyId, MessageId};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -101,12 +101,24 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Create a service account (an integration that only holds API
+    /// tokens and never signs in); prints its id
+    CreateServiceAccount {
+        /// Lower-case letters, digits and hyphens, e.g. helpdesk-sync
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = ["admin", "agent"], default_value = "agent")]
+        role: String,
+    },
     /// Create an API token for a staff account; writes it to FILE (mode
     /// 0600, which must not exist) and prints only its id
     CreateToken {
         /// The account the token acts for
-        #[arg(long)]
-        email: String,
+        #[arg(long, required_unless_present = "service", conflicts_with = "service")]
+        email: Option<String>,
+        /// The service account the token acts for, by name
+        #[arg(long, value_name = "NAME")]
+        service: Option<String>,
         /// Comma-separated: messages:send, messages:read, inbox:read, admin
         #[arg(long, value_name = "SCOPES")]
         scope: String,
@@ -381,14 +393,29 @@ async fn run_admin(command: AdminCommand, config: Config) -> Result<()> {
                 .await?;
             println!("password changed");
         }
+        AdminCommand::CreateServiceAccount { name, role } => {
+            let name = ServiceName::parse(&name)?;
+            let role: Role = role.parse()?;
+            let app = App::open(config).await?;
+            let id = app
+                .accounts
+                .create_service(Actor::Cli, None, &name, role)
+                .await?;
+            println!("{id}");
+        }
         AdminCommand::CreateToken {
             email,
+            service,
             scope,
             expires,
             name,
             out,
         } => {
-            let email = StaffEmail::parse(&email)?;
+            let email = match (email, service) {
+                (Some(email), _) => StaffEmail::parse(&email)?,
+                (None, Some(service)) => ServiceName::parse(&service)?.email(),
+                (None, None) => anyhow::bail!("name the account: --email or --service"),
+            };
             let scopes = Scopes::parse_list(&scope)?;
             let lifetime = expires
                 .map(|e| {

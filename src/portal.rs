@@ -7,7 +7,9 @@ pub mod auth;
 pub mod compose;
 pub mod inbox;
 pub mod sent;
+pub mod service_accounts;
 pub mod setup;
+pub mod tokens;
 
 use axum::Router;
 use axum::response::Redirect;
@@ -31,6 +33,8 @@ pub fn routes() -> Router<App> {
         .route("/account", get(account::page))
         .route("/account/alerts", post(account::set_alerts))
         .route("/account/recovery-codes", post(account::regenerate_codes))
+        .route("/account/tokens", get(tokens::page).post(tokens::create))
+        .route("/account/tokens/{id}/revoke", post(tokens::revoke))
         .route(
             "/account/totp",
             get(account::enrol_page).post(account::enrol),
@@ -59,6 +63,7 @@ pub fn routes() -> Router<App> {
         .route("/messages/{id}/resend", post(sent::resend))
         .route("/messages/{id}/unlock", post(sent::unlock))
         .merge(admin::routes())
+        .merge(service_accounts::routes())
         .merge(setup::routes())
 }
 

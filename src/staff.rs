@@ -9,7 +9,9 @@ pub mod sign_in;
 pub mod tokens;
 pub mod totp;
 
-pub use accounts::{AccountState, Accounts, Role, StaffAccount, StaffEmail, StaffId};
+pub use accounts::{
+    AccountKind, AccountState, Accounts, Role, ServiceName, StaffAccount, StaffEmail, StaffId,
+};
 pub use error::StaffError;
 pub use links::StaffLinks;
 pub use sign_in::SignIn;

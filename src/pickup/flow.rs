@@ -452,12 +452,10 @@ async fn check_hash(app: &App, stored: Option<String>, answer: &str) -> Result<b
 }
 
 /// Where alerts to the message's sender go: their address, if the account
-/// exists and is not disabled.
+/// exists, is not disabled and is not a service account.
 async fn sender_address(app: &App, d: &Delivery) -> Result<Option<String>, PageError> {
     let sender = app.accounts.state(d.sender).await?;
-    Ok(sender
-        .filter(|s| !s.account.disabled)
-        .map(|s| s.account.email.as_str().to_owned()))
+    Ok(sender.as_ref().and_then(|s| s.mail_to()).map(str::to_owned))
 }
 
 /// Queues a PII-free alert to the message's sender (loaded beforehand by

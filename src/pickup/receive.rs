@@ -180,13 +180,11 @@ pub async fn read_upload(
     Ok((multipart, outcome))
 }
 
-/// Where the sender of `d` is alerted, if they can be (a disabled
-/// account is not). Loaded before a transaction (B4).
+/// Where the sender of `d` is alerted, if they can be (a disabled or
+/// service account is not). Loaded before a transaction (B4).
 pub async fn sender_alert_to(app: &App, d: &Delivery) -> Result<Option<String>, PageError> {
     let sender = app.accounts.state(d.sender).await?;
-    Ok(sender
-        .filter(|s| !s.account.disabled)
-        .map(|s| s.account.email.as_str().to_owned()))
+    Ok(sender.as_ref().and_then(|s| s.mail_to()).map(str::to_owned))
 }
 
 /// In the transaction that commits what the customer sent in answer to

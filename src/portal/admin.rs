@@ -496,6 +496,7 @@ async fn render_staff(
             let id = s.account.id.to_string();
             let (status, status_class) = match pending.get(&id) {
                 _ if s.account.disabled => ("disabled", "disabled"),
+                _ if s.account.is_service() => ("service account", "service"),
                 Some(expires) if *expires > now => ("invited", "invited"),
                 Some(_) => ("invitation expired", "invitation_expired"),
                 None => ("active", "active"),
@@ -587,6 +588,12 @@ pub async fn invite(
     let Ok(email) = StaffEmail::parse(&form.email) else {
         return refuse("Enter your colleague's email address, like name@example.com.").await;
     };
+    if email.is_service_address() {
+        return refuse(
+            "Addresses at service.invalid belong to service accounts, which are never invited. Create one on the Service accounts page.",
+        )
+        .await;
+    }
     let Ok(role) = form.role.parse::<Role>() else {
         return refuse("Choose a role: agent or administrator.").await;
     };

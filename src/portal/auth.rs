@@ -163,7 +163,9 @@ async fn checked_session(
         account,
         totp_enabled,
         ..
-    }) = state.filter(|st| !st.account.disabled && st.session_epoch == s.epoch)
+    }) = state.filter(|st| {
+        !st.account.disabled && !st.account.is_service() && st.session_epoch == s.epoch
+    })
     else {
         session.flush().await?;
         return Ok(Err(to_sign_in("ended")));

@@ -128,6 +128,9 @@ pub async fn setup(
     // Mistakes in the form do not use up the link.
     let checked = match StaffEmail::parse(&form.email) {
         Err(_) => Err("Enter your email address, like name@example.com.".to_owned()),
+        Ok(email) if email.is_service_address() => {
+            Err("Enter your own email address; service.invalid is not one.".to_owned())
+        }
         Ok(email) => check_password(&form.password, &form.password_repeat, email.as_str())
             .map(|p| (email, p)),
     };

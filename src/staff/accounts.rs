@@ -1,5 +1,14 @@
 //! Staff accounts: admins manage staff and see everything, agents send and
 //! see their own messages. Every change is audited in its own transaction.
+//!
+//! Most accounts are people. A service account ([`AccountKind::Service`])
+//! is an integration that only holds API tokens: it has an unusable
+//! password hash, is refused by every password, reset, invitation and
+//! setup path, and is never emailed. Its address is
+//! `<name>@service.invalid`: `.invalid` is reserved (RFC 2606, RFC 6761)
+//! and never resolves, so no mail could reach it even by mistake, and the
+//! address stays unique under the same constraint as everyone else's. No
+//! person may have an address at that domain.
 
 use std::fmt;
 use std::str::FromStr;
@@ -44,7 +53,86 @@ impl FromStr for Role {
     }
 }
 
+/// A person, or an integration that only holds API tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountKind {
+    Person,
+    Service,
+}
+
+impl AccountKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountKind::Person => "person",
+            AccountKind::Service => "service",
+        }
+    }
+
+    pub fn is_service(self) -> bool {
+        self == AccountKind::Service
+    }
+}
+
+impl FromStr for AccountKind {
+    type Err = StaffError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "person" => Ok(AccountKind::Person),
+            "service" => Ok(AccountKind::Service),
+            _ => Err(StaffError::NotFound),
+        }
+    }
+}
+
+/// The domain of every service account's address (and of nobody else's).
+pub const SERVICE_DOMAIN: &str = "service.invalid";
+/// Longest service account name.
+pub const MAX_SERVICE_NAME_CHARS: usize = 40;
+
+/// A service account's name: 1 to 40 of `a-z`, `0-9` and `-`, starting
+/// with a letter or digit (`helpdesk-sync`). It is the local part of the
+/// account's address, so it is unique and safe in a URL or a shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceName(String);
+
+impl ServiceName {
+    pub fn parse(s: &str) -> Result<ServiceName, StaffError> {
+        let s = s.trim().to_lowercase();
+        let valid = !s.is_empty()
+            && s.len() <= MAX_SERVICE_NAME_CHARS
+            && !s.starts_with('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(ServiceName(s))
+        } else {
+            Err(StaffError::InvalidServiceName)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The account's (undeliverable) address.
+    pub fn email(&self) -> StaffEmail {
+        StaffEmail(format!("{}@{SERVICE_DOMAIN}", self.0))
+    }
+
+    /// The name of a service account's address.
+    pub fn of(email: &StaffEmail) -> Option<ServiceName> {
+        let local = email
+            .as_str()
+            .strip_suffix(SERVICE_DOMAIN)?
+            .strip_suffix('@')?;
+        ServiceName::parse(local).ok()
+    }
+}
+
 pub use crate::ids::StaffId;
+
+/// Service accounts listed at most (the admin page shows them all at once).
+const MAX_LISTED_SERVICES: i64 = 500;
 
 /// A staff member's sign-in address, normalised to lower case.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,6 +167,13 @@ impl StaffEmail {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this is a service account's address (which no person may have).
+    pub fn is_service_address(&self) -> bool {
+        self.0
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain == SERVICE_DOMAIN)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +182,13 @@ pub struct StaffAccount {
     pub email: StaffEmail,
     pub role: Role,
     pub disabled: bool,
+    pub kind: AccountKind,
+}
+
+impl StaffAccount {
+    pub fn is_service(&self) -> bool {
+        self.kind.is_service()
+    }
 }
 
 /// An account plus its session epoch and second-factor state.
@@ -95,6 +197,14 @@ pub struct AccountState {
     pub account: StaffAccount,
     pub session_epoch: i64,
     pub totp_enabled: bool,
+}
+
+impl AccountState {
+    /// Where an email to this account goes: nowhere when it is disabled or
+    /// a service account (whose address is undeliverable).
+    pub fn mail_to(&self) -> Option<&str> {
+        (!self.account.disabled && !self.account.is_service()).then(|| self.account.email.as_str())
+    }
 }
 
 impl TryFrom<StaffRow> for AccountState {
@@ -107,6 +217,7 @@ impl TryFrom<StaffRow> for AccountState {
                 email: StaffEmail(row.email),
                 role: row.role.parse()?,
                 disabled: row.disabled_at.is_some(),
+                kind: row.kind.parse()?,
             },
             session_epoch: row.session_epoch,
             totp_enabled: row.totp_enabled_at.is_some(),
@@ -162,6 +273,77 @@ impl Accounts {
         Ok(id)
     }
 
+    /// Creates a service account: no usable password (a hash of 256 random
+    /// bits nobody keeps), no email, no link; it acts only through the API
+    /// tokens an admin gives it.
+    pub async fn create_service(
+        &self,
+        actor: Actor,
+        ip: Option<std::net::IpAddr>,
+        name: &ServiceName,
+        role: Role,
+    ) -> Result<StaffId, StaffError> {
+        let hash = self.hasher.unusable_hash().await?;
+        let id = StaffId::generate();
+        let mut tx = self.db.begin().await?;
+        let inserted = staff::insert(
+            &mut tx,
+            &staff::NewStaff {
+                id: &id.to_string(),
+                email: name.email().as_str(),
+                role: role.as_str(),
+                password_hash: &hash,
+                now: self.clock.now(),
+                kind: AccountKind::Service.as_str(),
+            },
+        )
+        .await?;
+        if !inserted {
+            return Err(StaffError::EmailTaken);
+        }
+        let detail = serde_json::json!({ "staff_id": id.to_string(), "role": role.as_str() });
+        let event = Event::new(actor, Action::ServiceAccountCreated)
+            .ip(ip)
+            .detail(detail);
+        self.audit.record(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Disables a service account (its tokens stop working at once);
+    /// false if it already was. Not found unless `id` is a service account.
+    pub async fn disable_service(
+        &self,
+        actor: Actor,
+        ip: Option<std::net::IpAddr>,
+        id: StaffId,
+    ) -> Result<bool, StaffError> {
+        self.state(id)
+            .await?
+            .filter(|s| s.account.is_service())
+            .ok_or(StaffError::NotFound)?;
+        let mut tx = self.db.begin().await?;
+        let changed = staff::disable(&mut tx, &id.to_string(), self.clock.now()).await?;
+        if changed {
+            let detail = serde_json::json!({ "staff_id": id.to_string() });
+            let event = Event::new(actor, Action::ServiceAccountDisabled)
+                .ip(ip)
+                .detail(detail);
+            self.audit.record(&mut tx, &event).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// The service accounts (at most a few hundred), by name.
+    pub async fn services(&self) -> Result<Vec<AccountState>, StaffError> {
+        staff::services(&self.db, MAX_LISTED_SERVICES)
+            .await?
+            .into_iter()
+            .map(AccountState::try_from)
+            .collect()
+    }
+
     /// Inserts an account inside the caller's transaction; the caller
     /// audits. First-run setup and invitations use it so the account and
     /// its one-time link commit together. `password_hash` is hashed
@@ -173,6 +355,10 @@ impl Accounts {
         role: Role,
         password_hash: &str,
     ) -> Result<StaffId, StaffError> {
+        // That domain is the service accounts' own.
+        if email.is_service_address() {
+            return Err(StaffError::InvalidEmail);
+        }
         let id = StaffId::generate();
         let now = self.clock.now();
         let inserted = staff::insert(
@@ -183,6 +369,7 @@ impl Accounts {
                 role: role.as_str(),
                 password_hash,
                 now,
+                kind: AccountKind::Person.as_str(),
             },
         )
         .await?;
@@ -215,12 +402,18 @@ impl Accounts {
         password: SecretString,
     ) -> Result<(), StaffError> {
         let account = self.find(email).await?;
+        if account.is_service() {
+            return Err(StaffError::ServiceAccount);
+        }
         let hash = self
             .hasher
             .hash(NewPassword::parse(password, email.as_str())?)
             .await?;
         let mut tx = self.db.begin().await?;
-        staff::set_password(&mut tx, &account.id.to_string(), &hash, self.clock.now()).await?;
+        let now = self.clock.now();
+        if !staff::set_person_password(&mut tx, &account.id.to_string(), &hash, now).await? {
+            return Err(StaffError::ServiceAccount);
+        }
         let detail = serde_json::json!({ "staff_id": account.id.to_string() });
         self.audit
             .record(
@@ -296,13 +489,18 @@ impl Accounts {
 
     /// Sets a new password by id (invitation or first-run setup), ending
     /// any sessions. `hash` comes from [`Accounts::hash_new_password`].
+    /// A service account never gets one.
     pub async fn set_password(
         &self,
         tx: &mut Tx,
         id: StaffId,
         hash: &str,
     ) -> Result<(), StaffError> {
-        Ok(staff::set_password(tx, &id.to_string(), hash, self.clock.now()).await?)
+        if staff::set_person_password(tx, &id.to_string(), hash, self.clock.now()).await? {
+            Ok(())
+        } else {
+            Err(StaffError::ServiceAccount)
+        }
     }
 
     /// Whether `id` wants an email when a customer first opens a message.
@@ -324,6 +522,28 @@ impl Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_names_are_their_undeliverable_address() {
+        let name = ServiceName::parse(" Helpdesk-Sync2 ").expect("a name");
+        assert_eq!(name.as_str(), "helpdesk-sync2");
+        let email = name.email();
+        assert_eq!(email.as_str(), "helpdesk-sync2@service.invalid");
+        assert!(email.is_service_address());
+        assert_eq!(ServiceName::of(&email), Some(name));
+        let person = StaffEmail::parse("jane@example.com").expect("email");
+        assert!(!person.is_service_address());
+        assert_eq!(ServiceName::of(&person), None);
+        assert!(
+            !StaffEmail::parse("jane@sub.service.invalid")
+                .expect("email")
+                .is_service_address()
+        );
+        for bad in ["", "-x", "a b", "a_b", "a.b", "ä", &"a".repeat(41)] {
+            assert!(ServiceName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(ServiceName::parse(&"a".repeat(40)).is_ok());
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {

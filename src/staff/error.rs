@@ -17,6 +17,14 @@ pub enum StaffError {
     EmailTaken,
     #[error("no staff account has that email address")]
     NotFound,
+    /// A password, reset, invitation or sign-in for a service account,
+    /// which only ever holds API tokens.
+    #[error("a service account has no password; it acts only through its API tokens")]
+    ServiceAccount,
+    #[error(
+        "a service account's name is 1 to 40 lower-case letters, digits and hyphens, starting with a letter or digit"
+    )]
+    InvalidServiceName,
     /// Wrong address, wrong password, or a disabled account: one answer for
     /// all, so the sign-in form does not tell who has an account.
     #[error("the email address or password is not right")]

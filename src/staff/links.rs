@@ -172,6 +172,10 @@ impl StaffLinks {
         email: &StaffEmail,
         role: Role,
     ) -> Result<Invitation, StaffError> {
+        if email.is_service_address() {
+            // Service accounts are created as such, never invited.
+            return Err(StaffError::InvalidEmail);
+        }
         let hash = self.hasher.unusable_hash().await?;
         let token = LinkToken::generate();
         let now = self.clock.now();
@@ -272,7 +276,8 @@ impl StaffLinks {
     }
 
     /// The invited account, if the link is usable and the account still
-    /// exists and is not disabled.
+    /// exists, is not disabled and is a person (a service account never
+    /// takes a password, whatever link points at it).
     pub async fn invited_account(
         &self,
         token: &LinkToken,
@@ -286,7 +291,7 @@ impl StaffLinks {
         };
         let state = self.accounts.state(id).await?;
         Ok(state
-            .filter(|s| !s.account.disabled)
+            .filter(|s| !s.account.disabled && !s.account.is_service())
             .map(|s| (id, s.account.email)))
     }
 

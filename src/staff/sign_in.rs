@@ -16,7 +16,7 @@ use secrecy::SecretString;
 use tokio::sync::OnceCell;
 
 use super::StaffError;
-use super::accounts::{Role, StaffAccount, StaffEmail, StaffId};
+use super::accounts::{AccountKind, Role, StaffAccount, StaffEmail, StaffId};
 use super::password::{self, HashError};
 use crate::audit::{Action, Actor, AuditLog, Event};
 use crate::clock::SharedClock;
@@ -216,7 +216,11 @@ impl SignIn {
         let password_ok = lane.verify(password.clone(), stored.clone()).await?;
 
         match account {
-            Some((account, _)) if password_ok && !account.disabled => {
+            // A service account's hash is of a secret nobody keeps, so its
+            // password never matches; it is refused here all the same, after
+            // the same hash and with the same answer and counts as a wrong
+            // password, so the form does not tell it from a person.
+            Some((account, _)) if password_ok && !account.disabled && !account.is_service() => {
                 // Upgrade the stored hash while we hold the password.
                 let rehash = if password::needs_rehash(&stored) {
                     Some(lane.hash_unchecked(password).await?)
@@ -299,7 +303,9 @@ impl SignIn {
             tripped |= i == ACCOUNT && failures == t.free;
         }
         let tripped = tripped.then_some(account).flatten();
-        if let Some(account) = tripped.filter(|a| !a.disabled) {
+        // A service account is never emailed (its address is undeliverable).
+        let emailed = tripped.filter(|a| !a.disabled && !a.is_service());
+        if let Some(account) = emailed {
             self.outbox
                 .enqueue(&mut tx, account.email.as_str(), &Mail::SignInAlert, None)
                 .await?;
@@ -311,7 +317,7 @@ impl SignIn {
             let detail = serde_json::json!({
                 "staff_id": account.id.to_string(),
                 "failures": ACCOUNT_FREE_FAILURES,
-                "owner_emailed": !account.disabled,
+                "owner_emailed": emailed.is_some(),
             });
             self.audit
                 .record(
@@ -342,7 +348,11 @@ impl SignIn {
         let Some(row) = row else {
             return Ok(None);
         };
-        let (Some(id), Ok(role)) = (StaffId::parse(&row.id), row.role.parse::<Role>()) else {
+        let (Some(id), Ok(role), Ok(kind)) = (
+            StaffId::parse(&row.id),
+            row.role.parse::<Role>(),
+            row.kind.parse::<AccountKind>(),
+        ) else {
             return Ok(None);
         };
         let account = StaffAccount {
@@ -350,6 +360,7 @@ impl SignIn {
             email: email.clone(),
             role,
             disabled: row.disabled_at.is_some(),
+            kind,
         };
         Ok(Some((account, row.password_hash)))
     }

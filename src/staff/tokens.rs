@@ -56,6 +56,18 @@ impl Scope {
         Scope::Admin,
     ];
 
+    /// What the scope allows, in the portal's words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scope::MessagesSend => {
+                "Send messages and document requests; revoke, resend, extend and unlock them"
+            }
+            Scope::MessagesRead => "Read the status and events of messages (never their content)",
+            Scope::InboxRead => "List, claim and download incoming items",
+            Scope::Admin => "Everything an administrator may do",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::MessagesSend => "messages:send",
@@ -257,6 +269,17 @@ impl ApiTokens {
         actor: Actor,
         new: NewApiToken,
     ) -> Result<(TokenId, SecretString), TokenError> {
+        self.create_from(actor, None, new).await
+    }
+
+    /// [`ApiTokens::create`] by someone at a client address (the portal),
+    /// which the audit event keeps.
+    pub async fn create_from(
+        &self,
+        actor: Actor,
+        ip: Option<IpAddr>,
+        new: NewApiToken,
+    ) -> Result<(TokenId, SecretString), TokenError> {
         let name = new.name.trim();
         if name.is_empty()
             || name.chars().count() > MAX_NAME_CHARS
@@ -309,7 +332,9 @@ impl ApiTokens {
         self.audit
             .record(
                 &mut tx,
-                &Event::new(actor, Action::TokenCreated).detail(detail),
+                &Event::new(actor, Action::TokenCreated)
+                    .ip(ip)
+                    .detail(detail),
             )
             .await?;
         tx.commit().await?;
@@ -382,6 +407,17 @@ impl ApiTokens {
         id: TokenId,
         owner: Option<StaffId>,
     ) -> Result<bool, TokenError> {
+        self.revoke_from(actor, None, id, owner).await
+    }
+
+    /// [`ApiTokens::revoke`] by someone at a client address (the portal).
+    pub async fn revoke_from(
+        &self,
+        actor: Actor,
+        ip: Option<IpAddr>,
+        id: TokenId,
+        owner: Option<StaffId>,
+    ) -> Result<bool, TokenError> {
         let token = self.get(id).await?;
         if owner.is_some_and(|o| o != token.owner) {
             return Err(TokenError::NotFound);
@@ -393,7 +429,9 @@ impl ApiTokens {
             self.audit
                 .record(
                     &mut tx,
-                    &Event::new(actor, Action::TokenRevoked).detail(detail),
+                    &Event::new(actor, Action::TokenRevoked)
+                        .ip(ip)
+                        .detail(detail),
                 )
                 .await?;
         }

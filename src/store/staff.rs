@@ -1,7 +1,7 @@
-//! `staff_users`: staff accounts (address, role, password hash, session
-//! epoch, disabled and second-factor state).
+//! `staff_users`: staff accounts (address, role, kind, password hash,
+//! session epoch, disabled and second-factor state).
 
-use super::{Db, PageFrom, Tx, exec, page_clause, page_rows, row_by, value_by};
+use super::{Db, PageFrom, Tx, exec, page_clause, page_rows, row_by, rows_by, value_by};
 
 /// An account with what the session layer checks on every request.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -12,9 +12,11 @@ pub struct StaffRow {
     pub disabled_at: Option<i64>,
     pub session_epoch: i64,
     pub totp_enabled_at: Option<i64>,
+    /// `person` or `service`.
+    pub kind: String,
 }
 
-const COLUMNS: &str = "id, email, role, disabled_at, session_epoch, totp_enabled_at";
+const COLUMNS: &str = "id, email, role, disabled_at, session_epoch, totp_enabled_at, kind";
 
 pub struct NewStaff<'a> {
     pub id: &'a str,
@@ -22,13 +24,15 @@ pub struct NewStaff<'a> {
     pub role: &'a str,
     pub password_hash: &'a str,
     pub now: i64,
+    /// `person` or `service`.
+    pub kind: &'a str,
 }
 
 /// Inserts an account; false if the address is taken.
 pub async fn insert(tx: &mut Tx, new: &NewStaff<'_>) -> Result<bool, sqlx::Error> {
-    let sql =
-        "INSERT INTO staff_users (id, email, role, password_hash, created_at, password_changed_at)
-         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING";
+    let sql = "INSERT INTO staff_users
+             (id, email, role, password_hash, created_at, password_changed_at, kind)
+         VALUES ($1, $2, $3, $4, $5, $5, $6) ON CONFLICT (email) DO NOTHING";
     Ok(exec(
         &mut **tx,
         sqlx::query(sql)
@@ -36,7 +40,8 @@ pub async fn insert(tx: &mut Tx, new: &NewStaff<'_>) -> Result<bool, sqlx::Error
             .bind(new.email)
             .bind(new.role)
             .bind(new.password_hash)
-            .bind(new.now),
+            .bind(new.now)
+            .bind(new.kind),
     )
     .await?
         == 1)
@@ -76,27 +81,40 @@ pub async fn page(db: &Db, from: PageFrom<&str>, limit: i64) -> Result<Vec<Staff
     page_rows(db, &sql, limit, from.and_then(|(key, _)| key)).await
 }
 
+/// How many people have an account (service accounts are not counted).
 pub async fn count(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM staff_users")
+    sqlx::query_scalar("SELECT COUNT(*) FROM staff_users WHERE kind = 'person'")
         .fetch_one(db.pool())
         .await
 }
 
 /// [`count`] inside a transaction (a check that must hold at commit).
 pub async fn count_in(tx: &mut Tx) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM staff_users")
+    sqlx::query_scalar("SELECT COUNT(*) FROM staff_users WHERE kind = 'person'")
         .fetch_one(&mut **tx)
         .await
 }
 
-/// Sets a new password hash, ending every session of the account.
-pub async fn set_password(tx: &mut Tx, id: &str, hash: &str, now: i64) -> Result<(), sqlx::Error> {
+/// Up to `limit` service accounts, by address (which is their name).
+pub async fn services(db: &Db, limit: i64) -> Result<Vec<StaffRow>, sqlx::Error> {
+    let sql =
+        format!("SELECT {COLUMNS} FROM staff_users WHERE kind = 'service' ORDER BY email LIMIT $1");
+    rows_by(db.pool(), &sql, limit).await
+}
+
+/// Sets a new password hash, ending every session of the account; false
+/// (nothing changed) for a service account, which never has a password,
+/// or an unknown id.
+pub async fn set_person_password(
+    tx: &mut Tx,
+    id: &str,
+    hash: &str,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let sql = "UPDATE staff_users SET password_hash = $1, password_changed_at = $2,
              session_epoch = session_epoch + 1
-         WHERE id = $3";
-    exec(&mut **tx, sqlx::query(sql).bind(hash).bind(now).bind(id))
-        .await
-        .map(drop)
+         WHERE id = $3 AND kind = 'person'";
+    Ok(exec(&mut **tx, sqlx::query(sql).bind(hash).bind(now).bind(id)).await? == 1)
 }
 
 /// Disables an account, ending its sessions; false if it already was.
@@ -138,12 +156,13 @@ pub struct Credentials {
     pub role: String,
     pub disabled_at: Option<i64>,
     pub password_hash: String,
+    pub kind: String,
 }
 
 pub async fn credentials(db: &Db, email: &str) -> Result<Option<Credentials>, sqlx::Error> {
     row_by(
         db.pool(),
-        "SELECT id, role, disabled_at, password_hash FROM staff_users WHERE email = $1",
+        "SELECT id, role, disabled_at, password_hash, kind FROM staff_users WHERE email = $1",
         email,
     )
     .await

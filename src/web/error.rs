@@ -414,6 +414,8 @@ impl From<StaffError> for PageError {
             | StaffError::InvalidRole
             | StaffError::EmailTaken
             | StaffError::InvalidCredentials
+            | StaffError::ServiceAccount
+            | StaffError::InvalidServiceName
             | StaffError::WeakPassword(_) => PageError::BadRequest(e.to_string()),
             StaffError::Throttled { .. } => PageError::TooMany(e.to_string()),
             other => PageError::internal(other),

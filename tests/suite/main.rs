@@ -45,4 +45,5 @@ mod sign_in;
 mod slowloris;
 mod staff;
 mod support;
+mod tokens_page;
 mod verify_burst;
