@@ -8,6 +8,7 @@ pub mod compose;
 pub mod inbox;
 pub mod sent;
 pub mod setup;
+pub mod webhooks;
 
 use axum::Router;
 use axum::response::Redirect;
@@ -59,6 +60,7 @@ pub fn routes() -> Router<App> {
         .route("/messages/{id}/resend", post(sent::resend))
         .route("/messages/{id}/unlock", post(sent::unlock))
         .merge(admin::routes())
+        .merge(webhooks::routes())
         .merge(setup::routes())
 }
 
