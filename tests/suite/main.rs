@@ -46,3 +46,4 @@ mod slowloris;
 mod staff;
 mod support;
 mod verify_burst;
+mod webhooks;
