@@ -22,6 +22,7 @@ use crate::vault::{
     BlobStore, LocalBlobStore, S3BlobStore, S3Settings, Vault, VaultError, VaultSettings,
 };
 use crate::web::dev_mailbox::DevMailboxPages;
+use crate::webhooks::{WebhookError, Webhooks};
 
 /// Everything a running Sealpost needs, cheap to clone: one reference
 /// count, because axum clones the state for every request and middleware
@@ -53,6 +54,7 @@ pub struct AppParts {
     pub requests: Requests,
     pub idempotency: Idempotency,
     pub outbox: Outbox,
+    pub webhooks: Webhooks,
     pub clock: SharedClock,
     pub metrics: Metrics,
     /// The one bounded argon2 pool, in lanes: signed-in staff work
@@ -80,6 +82,8 @@ pub enum StartError {
     Sessions(sqlx::Error),
     #[error("{0}")]
     Mail(#[from] MailError),
+    #[error("{0}")]
+    Webhooks(#[from] WebhookError),
     #[error("cannot open the blob folder {path}: {source}")]
     Blobs {
         path: std::path::PathBuf,
@@ -201,6 +205,7 @@ impl App {
             clock.clone(),
             metrics.clone(),
         )?;
+        let webhooks = Webhooks::new(db.clone(), vault.clone(), audit.clone(), clock.clone())?;
         let sign_in = SignIn::new(
             vault.clone(),
             audit.clone(),
@@ -249,6 +254,7 @@ impl App {
             requests,
             idempotency,
             outbox,
+            webhooks,
             clock,
             metrics,
             hasher,

@@ -8,7 +8,8 @@
 //! Events carry ids only, never customer data.
 //!
 //! Events are written inside the caller's transaction ([`AuditLog::record`]),
-//! so an action and its audit event commit together or not at all.
+//! so an action and its audit event commit together or not at all. So are
+//! the webhook events some of them become ([`webhooks`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,6 +21,8 @@ use crate::paging::{Page, PageStart, rows_to_fetch};
 use crate::store::audit as store;
 use crate::store::{Db, Tx};
 use crate::vault::{MessageId, Vault};
+
+pub mod webhooks;
 
 /// Events verified per query.
 const VERIFY_BATCH: i64 = 1000;
@@ -138,6 +141,15 @@ pub enum Action {
     ServiceAccountCreated,
     /// A service account was disabled (its tokens stop working).
     ServiceAccountDisabled,
+    /// An admin registered a webhook endpoint (its id, events and whether
+    /// it may reach private addresses; never its secret).
+    WebhookCreated,
+    /// An admin disabled a webhook endpoint.
+    WebhookDisabled,
+    /// An admin deleted a webhook endpoint and its delivery log.
+    WebhookDeleted,
+    /// An admin queued a webhook delivery again.
+    WebhookRedelivered,
 }
 
 impl Action {
@@ -199,6 +211,10 @@ impl Action {
             Action::ApiCall => "api.call",
             Action::ServiceAccountCreated => "service_account.created",
             Action::ServiceAccountDisabled => "service_account.disabled",
+            Action::WebhookCreated => "webhook.created",
+            Action::WebhookDisabled => "webhook.disabled",
+            Action::WebhookDeleted => "webhook.deleted",
+            Action::WebhookRedelivered => "webhook.redelivered",
         }
     }
 }
@@ -388,6 +404,8 @@ impl AuditLog {
         };
         let hash = self.chain(&stored, &prev);
         store::append(tx, &stored, &prev, &hash).await?;
+        // In the audit log's order: the event id orders webhooks too.
+        webhooks::queue(tx, event, id, stored.at).await?;
         Ok(id)
     }
 

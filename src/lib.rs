@@ -31,3 +31,4 @@ pub mod text;
 pub mod tls;
 pub mod vault;
 pub mod web;
+pub mod webhooks;

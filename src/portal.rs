@@ -10,6 +10,7 @@ pub mod sent;
 pub mod service_accounts;
 pub mod setup;
 pub mod tokens;
+pub mod webhooks;
 
 use axum::Router;
 use axum::response::Redirect;
@@ -64,6 +65,7 @@ pub fn routes() -> Router<App> {
         .route("/messages/{id}/unlock", post(sent::unlock))
         .merge(admin::routes())
         .merge(service_accounts::routes())
+        .merge(webhooks::routes())
         .merge(setup::routes())
 }
 

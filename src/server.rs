@@ -117,6 +117,7 @@ pub async fn serve(app: App) -> std::io::Result<()> {
     let background = vec![
         tokio::spawn(sweep_forever(app.clone(), stop.clone())),
         crate::mail::spawn(app.outbox.clone(), stop.clone(), timeout),
+        crate::webhooks::spawn(app.webhooks.clone(), stop.clone(), timeout),
         tokio::spawn(delete_expired_sessions(app.clone(), stop.clone())),
         tokio::spawn(crate::deliveries::run_expiry(
             app.deliveries.clone(),

@@ -24,6 +24,7 @@ pub mod sign_in_throttle;
 pub mod staff;
 pub mod staff_links;
 pub mod totp;
+pub mod webhooks;
 
 pub use db::{Backend, Db, DbError, NativePool, Pool, PoolSettings, Tx, placeholders};
 

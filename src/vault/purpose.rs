@@ -104,6 +104,8 @@ purposes! {
     InboxAddress => "inbox-address",
     /// The first answer to an API call with an `Idempotency-Key`.
     IdempotentResponse => "idempotent-response",
+    /// A webhook endpoint's signing secret, shown once to the admin.
+    WebhookSecret => "webhook-secret",
 
     // The audit chain (`Vault::audit_mac`, under the audit key).
 

@@ -214,7 +214,7 @@ mod tests {
 
     /// For each of [`Purpose::ALL`], in order: its label and the hex of
     /// `keyed_hash(purpose, INPUT)` under the keys derived from [`ROOT`].
-    const PINNED: [(&str, &str); 32] = [
+    const PINNED: [(&str, &str); 33] = [
         (
             "recipient-address",
             "8ca22b73e40df76e804da55dd2a3adf9855325ec0c3204425783db8134706534",
@@ -340,6 +340,10 @@ mod tests {
             "11e5d465eaefb4b41639b90946853dffe2e1fc82bedd89fa50d409e79b8b4f80",
         ),
         (
+            "webhook-secret",
+            "43228c28fe5260317f5b1010292949de001ef857f56a5d640e1374f7c017440e",
+        ),
+        (
             "sealpost-audit-v1",
             "f2db913704f766469d9a9507e0a75532afb99184bafa9079892ce0485e6d451a",
         ),
@@ -358,7 +362,7 @@ mod tests {
 
     /// `PLAIN` sealed under the keys from [`ROOT`] with [`NONCE`], for each
     /// purpose sealed today. The same bytes must keep opening.
-    const PINNED_SEALED: [(Purpose, &str); 5] = [
+    const PINNED_SEALED: [(Purpose, &str); 6] = [
         (
             Purpose::DeliveryRecipient,
             "6465666768696a6b6c6d6e6f707172737475767778797a7b8ba9865dcaf3dacf3f51272c8f99364909003076596b76e8daf579f05c82c11fbf1d487cfa38",
@@ -378,6 +382,10 @@ mod tests {
         (
             Purpose::StaffTotpSeed,
             "6465666768696a6b6c6d6e6f707172737475767778797a7b8ba9865dcaf3dacf3f51272c8f99364909003076596bc1ccce8ce8db8a918254e32b2afdf43a",
+        ),
+        (
+            Purpose::WebhookSecret,
+            "6465666768696a6b6c6d6e6f707172737475767778797a7b8ba9865dcaf3dacf3f51272c8f99364909003076596bdb6e2f04355cb805a194f53f5d29c79c",
         ),
     ];
 

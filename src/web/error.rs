@@ -449,6 +449,18 @@ impl From<crate::staff::tokens::TokenError> for PageError {
     }
 }
 
+impl From<crate::webhooks::WebhookError> for PageError {
+    fn from(e: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::WebhookError as E;
+        match e {
+            E::NotFound => PageError::NotFound,
+            E::Invalid(m) => PageError::BadRequest(m),
+            E::Vault(v) => v.into(),
+            other => PageError::internal(other),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,7 +56,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["audit"],
     &["settings", "metrics"],
     &["deliveries", "incoming", "requests", "idempotency"],
-    &["mail"],
+    &["mail", "webhooks"],
     &["staff"],
     &["web"],
     &["app"],

@@ -47,3 +47,4 @@ mod staff;
 mod support;
 mod tokens_page;
 mod verify_burst;
+mod webhooks;
