@@ -342,7 +342,7 @@ impl utoipa::PartialSchema for MessageWithFiles {
                 ArrayBuilder::new()
                     .items(file)
                     .min_items(Some(1))
-                    .description(Some("The attachments, one part each")),
+                    .description(Some("The attachments, one file part each (with a `filename`)")),
             )
             .required("message")
             .required("file")
@@ -815,7 +815,13 @@ async fn receive(
             Some("file") => {
                 let name = match upload_name(field.headers()) {
                     UploadName::Name(raw) => Some(clean_file_name(&raw)).filter(|n| !n.is_empty()),
-                    UploadName::None => None,
+                    // A part without a file name is a plain form value (a
+                    // number, a word), not a file someone attached.
+                    UploadName::None => {
+                        return Err(invalid(
+                            "Each `file` part must be a file: give it a `filename` in its Content-Disposition.",
+                        ));
+                    }
                     UploadName::Unreadable => {
                         return Err(invalid("The name of a file part could not be read."));
                     }

@@ -205,7 +205,8 @@ async fn messages_and_requests_are_sent_through_the_api() {
         .collect();
     assert!(names.contains(&Some(FILE_NAME.to_owned())), "{names:?}");
 
-    // Multipart refusals: files before the message, no files at all.
+    // Multipart refusals: files before the message, no files at all, a
+    // file part that is no file.
     let form = reqwest::multipart::Form::new().part(
         "file",
         reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("x.txt"),
@@ -219,6 +220,18 @@ async fn messages_and_requests_are_sent_through_the_api() {
             .mime_str("application/json")
             .unwrap(),
     );
+    send_form(&base, &send, form)
+        .await
+        .assert_problem(400, "invalid-input");
+    // A `file` part without a file name is a form value, not a file.
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "message",
+            reqwest::multipart::Part::text(message().to_string())
+                .mime_str("application/json")
+                .unwrap(),
+        )
+        .part("file", reqwest::multipart::Part::text("6.99e16"));
     send_form(&base, &send, form)
         .await
         .assert_problem(400, "invalid-input");
