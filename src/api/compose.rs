@@ -342,7 +342,9 @@ impl utoipa::PartialSchema for MessageWithFiles {
                 ArrayBuilder::new()
                     .items(file)
                     .min_items(Some(1))
-                    .description(Some("The attachments, one file part each (with a `filename`)")),
+                    .description(Some(
+                        "The attachments, one file part each (with a `filename`)",
+                    )),
             )
             .required("message")
             .required("file")
