@@ -17,8 +17,6 @@ use crate::staff::tokens::Scope;
 use crate::text::format_time_rfc3339;
 use crate::web::{PageError, Problem};
 
-/// Largest page a list call returns.
-
 /// A message or document request as the API shows it.
 #[derive(Serialize, ToSchema)]
 pub struct MessageSummary {
