@@ -161,6 +161,46 @@ fn concurrent_appends_from_two_instances_keep_one_chain() {
     assert!(events.windows(2).all(|w| w[0].id + 1 == w[1].id));
 }
 
+/// Events recorded at the same moment share commits (group commit): each
+/// caller still gets its own event's id, every event lands once, and the
+/// chain stays one, with two instances appending in bursts at once.
+#[test]
+fn a_burst_of_concurrent_appends_shares_commits_and_keeps_one_chain() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let one = rt.block_on(env.app());
+    let two = rt.block_on(env.app());
+    let tasks: Vec<_> = (0..300u32)
+        .map(|i| {
+            let app = if i % 2 == 0 { one.clone() } else { two.clone() };
+            rt.spawn(async move { (i, app.audit.record_now(&event(i)).await.expect("record")) })
+        })
+        .collect();
+    let mut ids = std::collections::BTreeMap::new();
+    for t in tasks {
+        let (i, id) = rt.block_on(t).expect("task");
+        assert!(ids.insert(id, i).is_none(), "id {id} given twice");
+    }
+    assert_eq!(
+        rt.block_on(one.audit.verify()).expect("verify"),
+        Verification::Intact { events: 300 }
+    );
+    let now = crate::support::env::now();
+    let events = rt
+        .block_on(two.audit.events_between(now - 60, now + 60))
+        .expect("range");
+    assert_eq!(events.len(), 300);
+    for e in &events {
+        let n = ids.get(&e.id).expect("an id nobody was given");
+        assert_eq!(
+            e.detail.as_deref(),
+            Some(serde_json::json!({ "n": n }).to_string().as_str()),
+            "event {} is not the one its caller recorded",
+            e.id
+        );
+    }
+}
+
 #[test]
 fn command_line_key_operations_are_audited() {
     let rt = runtime();
