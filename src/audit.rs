@@ -458,14 +458,22 @@ impl AuditLog {
                 let take = waiting.len().min(GROUP_MAX);
                 waiting.drain(..take).collect()
             };
-            let result = self.commit_group(&group).await.map_err(Arc::new);
-            for (i, (_, answer)) in group.into_iter().enumerate() {
-                // A caller that stopped waiting still had its event recorded.
-                let _ = answer.send(match &result {
-                    Ok(ids) => ids.get(i).copied().ok_or(Arc::new(AuditError::Interrupted)),
-                    Err(e) => Err(e.clone()),
-                });
-            }
+            // The commit runs as a task of its own: the others in the group
+            // wait on it, so a caller that goes away (a client hanging up
+            // cancels its request) must not cancel it.
+            let log = self.clone();
+            let commit = tokio::spawn(async move {
+                let result = log.commit_group(&group).await.map_err(Arc::new);
+                for (i, (_, answer)) in group.into_iter().enumerate() {
+                    // A caller that stopped waiting still had its event recorded.
+                    let _ = answer.send(match &result {
+                        Ok(ids) => ids.get(i).copied().ok_or(Arc::new(AuditError::Interrupted)),
+                        Err(e) => Err(e.clone()),
+                    });
+                }
+            });
+            // A panicked commit dropped its answers: each caller sees Interrupted.
+            let _ = commit.await;
         }
     }
 

@@ -201,6 +201,47 @@ fn a_burst_of_concurrent_appends_shares_commits_and_keeps_one_chain() {
     }
 }
 
+/// A caller that goes away while its group commits (a client hanging up
+/// cancels its request) fails no one else's append and forks nothing.
+#[test]
+fn callers_cancelled_mid_burst_fail_no_other_append() {
+    let rt = runtime();
+    let env = rt.block_on(TestEnv::new());
+    let app = rt.block_on(env.app());
+    let tasks: Vec<_> = (0..200u32)
+        .map(|i| {
+            let app = app.clone();
+            rt.spawn(async move { app.audit.record_now(&event(i)).await })
+        })
+        .collect();
+    // Cancel every third caller at once, whichever of them is writing.
+    let (cancelled, kept): (Vec<_>, Vec<_>) =
+        tasks.into_iter().enumerate().partition(|(i, _)| i % 3 == 0);
+    for (_, t) in &cancelled {
+        t.abort();
+    }
+    let mut kept_ids = std::collections::BTreeSet::new();
+    for (i, t) in kept {
+        let id = rt
+            .block_on(t)
+            .expect("task")
+            .unwrap_or_else(|e| panic!("append {i} failed: {e:?}"));
+        assert!(kept_ids.insert(id), "id {id} given twice");
+    }
+    for (_, t) in cancelled {
+        let _ = rt.block_on(t);
+    }
+    let Verification::Intact { events } = rt.block_on(app.audit.verify()).expect("verify") else {
+        panic!("the chain broke");
+    };
+    // Every kept append landed; a cancelled one may or may not have.
+    assert_eq!(kept_ids.len(), 133);
+    assert!(
+        (133..=200).contains(&events) && kept_ids.iter().all(|&id| id <= events as i64),
+        "{events} events"
+    );
+}
+
 #[test]
 fn command_line_key_operations_are_audited() {
     let rt = runtime();
