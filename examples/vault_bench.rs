@@ -53,11 +53,9 @@ async fn main() -> Result<()> {
                 Ok(draft)
             })
             .await??;
+            let sealed = app.vault.seal(draft, &MessageMeta::default())?;
             let mut tx = app.db.begin().await?;
-            let id = app
-                .vault
-                .commit(&mut tx, draft, &MessageMeta::default())
-                .await?;
+            let id = app.vault.commit(&mut tx, sealed).await?;
             tx.commit().await?;
             println!("{id}");
         }

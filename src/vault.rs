@@ -52,7 +52,7 @@ use zeroize::Zeroizing;
 use crate::clock::SharedClock;
 use crate::store::{Db, Tx, keys, messages};
 pub use blobs::{BlobKey, BlobStore, LocalBlobStore};
-pub use draft::Draft;
+pub use draft::{Draft, SealedDraft};
 pub use error::VaultError;
 pub use export::ExportReport;
 pub use keyring::{KeyFileError, Keyring, MasterKeyId};

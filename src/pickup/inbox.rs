@@ -416,8 +416,9 @@ pub async fn upload(
                 recipient_address: Some(address.expose_secret().to_owned()),
                 ..MessageMeta::default()
             };
+            let sealed = app.vault.seal(got.draft, &meta)?;
             let mut tx = app.db.begin().await?;
-            app.vault.commit(&mut tx, got.draft, &meta).await?;
+            app.vault.commit(&mut tx, sealed).await?;
             app.incoming
                 .insert(
                     &mut tx,

@@ -189,13 +189,14 @@ async fn commit(
         recipient_address: Some(address.expose_secret().to_owned()),
         ..MessageMeta::default()
     };
+    let sealed = app.vault.seal(draft, &meta)?;
     let mut tx = app.db.begin().await?;
     if !app.deliveries.take_reply(&mut tx, d.message_id).await? {
         return Err(PageError::BadRequest(
             "This message does not accept more replies. Nothing was sent.".to_owned(),
         ));
     }
-    app.vault.commit(&mut tx, draft, &meta).await?;
+    app.vault.commit(&mut tx, sealed).await?;
     let alert = alert_to.map(|to| {
         let mail = Mail::IncomingAlert {
             incoming_id: reply_id,

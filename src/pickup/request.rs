@@ -214,6 +214,7 @@ async fn commit(
         items: labels,
         ..MessageMeta::default()
     };
+    let sealed = app.vault.seal(draft, &meta)?;
     let mut tx = app.db.begin().await?;
     if !app
         .requests
@@ -222,7 +223,7 @@ async fn commit(
     {
         return Err(already_sent());
     }
-    app.vault.commit(&mut tx, draft, &meta).await?;
+    app.vault.commit(&mut tx, sealed).await?;
     let alert = alert_to.map(|to| {
         let mail = Mail::SubmissionAlert {
             incoming_id: submission,

@@ -57,6 +57,33 @@ pub async fn insert_key(
     .map(drop)
 }
 
+/// [`insert_key`] on condition that every active master key is one of
+/// `known` (those the caller's key file holds): one statement instead of
+/// reading the active keys first. False (nothing written) otherwise.
+pub async fn insert_key_if_known(
+    tx: &mut Tx,
+    message_id: &str,
+    master_key_id: &str,
+    wrapped_identity: &[u8],
+    known: &[&str],
+) -> Result<bool, sqlx::Error> {
+    let sql = format!(
+        "INSERT INTO message_keys (message_id, master_key_id, wrapped_identity)
+         SELECT $1, $2, $3
+         WHERE NOT EXISTS (SELECT 1 FROM master_keys
+                           WHERE retired_at IS NULL AND id NOT IN ({}))",
+        super::placeholders(4, known.len())
+    );
+    let mut query = sqlx::query(&sql)
+        .bind(message_id)
+        .bind(master_key_id)
+        .bind(wrapped_identity);
+    for id in known {
+        query = query.bind(*id);
+    }
+    Ok(exec(&mut **tx, query).await? == 1)
+}
+
 /// A part's row, as stored and as read back.
 #[derive(Debug, sqlx::FromRow)]
 pub struct PartRow {

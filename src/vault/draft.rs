@@ -10,6 +10,7 @@ use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::blobs::{self, BlobKey};
+use super::keyring::MasterKeyId;
 use super::{
     IO_BUF, MessageId, MessageMeta, PartInfo, PartKind, PartMeta, Vault, VaultError, envelope,
     pipeline, to_i64,
@@ -20,6 +21,32 @@ struct SealedPart {
     info: PartInfo,
     blob: BlobKey,
     sealed_meta: Vec<u8>,
+}
+
+/// A draft whose identity is wrapped and whose metadata is sealed: the
+/// public-key work of [`Vault::commit`], done by [`Vault::seal`] before the
+/// write transaction so that transaction holds the write lock only for its
+/// rows.
+pub struct SealedDraft {
+    draft: Draft,
+    master: MasterKeyId,
+    wrapped: Vec<u8>,
+    sealed_meta: Vec<u8>,
+    recipient_index: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SealedDraft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SealedDraft")
+            .field("draft", &self.draft)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SealedDraft {
+    pub fn id(&self) -> MessageId {
+        self.draft.id
+    }
 }
 
 impl Vault {
@@ -35,30 +62,42 @@ impl Vault {
         }
     }
 
-    /// Makes a draft visible: wraps its identity to the newest master key and
-    /// inserts the message, key and part rows in the caller's transaction.
-    /// The message exists once (and only if) that transaction commits; if it
-    /// rolls back, the blobs are orphans for [`Vault::sweep`].
-    pub async fn commit(
-        &self,
-        tx: &mut Tx,
-        mut draft: Draft,
-        meta: &MessageMeta,
-    ) -> Result<MessageId, VaultError> {
-        let ring = self.current_keyring(tx).await?;
+    /// Wraps a draft's identity to the newest master key loaded and seals
+    /// its metadata, without touching the database.
+    pub fn seal(&self, draft: Draft, meta: &MessageMeta) -> Result<SealedDraft, VaultError> {
+        let ring = self.keyring();
         let master = ring.newest();
-        let identity_text = draft.identity.to_string();
-        let wrapped = envelope::seal_small(
-            &[&master.recipient],
-            identity_text.expose_secret().as_bytes(),
-        )?;
-        let recipient = draft.identity.to_public();
+        let wrapped = wrap_identity(&draft, &master.recipient)?;
         let meta_json = Zeroizing::new(serde_json::to_vec(meta).map_err(io::Error::other)?);
-        let sealed_meta = envelope::seal_small(&[&recipient], &meta_json)?;
-        let index = meta
+        let sealed_meta = envelope::seal_small(&[&draft.identity.to_public()], &meta_json)?;
+        let recipient_index = meta
             .recipient_address
             .as_deref()
             .map(|a| self.recipient_index(a));
+        Ok(SealedDraft {
+            master: master.id.clone(),
+            draft,
+            wrapped,
+            sealed_meta,
+            recipient_index,
+        })
+    }
+
+    /// Makes a sealed draft visible: inserts the message, key and part rows
+    /// in the caller's transaction, its identity wrapped to the newest
+    /// master key (wrapped again here only if a rotation added a key since
+    /// [`Vault::seal`]). The message exists once (and only if) that
+    /// transaction commits; if it rolls back, the blobs are orphans for
+    /// [`Vault::sweep`].
+    pub async fn commit(&self, tx: &mut Tx, sealed: SealedDraft) -> Result<MessageId, VaultError> {
+        let SealedDraft {
+            mut draft,
+            master,
+            wrapped,
+            sealed_meta,
+            recipient_index,
+        } = sealed;
+        let recipient = draft.identity.to_public();
         let escrow = self
             .inner
             .escrow
@@ -73,7 +112,7 @@ impl Vault {
                 id: &id,
                 recipient: &recipient.to_string(),
                 escrow_recipients: &escrow,
-                recipient_index: index.as_deref(),
+                recipient_index: recipient_index.as_deref(),
                 sealed_meta: &sealed_meta,
                 part_count: i64::try_from(draft.parts.len()).unwrap_or(i64::MAX),
                 plain_size: to_i64(draft.plain_total),
@@ -81,7 +120,18 @@ impl Vault {
             },
         )
         .await?;
-        messages::insert_key(tx, &id, master.id.as_str(), &wrapped).await?;
+        // Wrapped to the newest key, unless a rotation (of another process)
+        // added one since `seal`: then the key file is read again.
+        let ring = self.keyring();
+        let known: Vec<&str> = ring.keys().iter().map(|k| k.id.as_str()).collect();
+        let done = ring.newest().id == master
+            && messages::insert_key_if_known(tx, &id, master.as_str(), &wrapped, &known).await?;
+        if !done {
+            let ring = self.current_keyring(tx).await?;
+            let newest = ring.newest();
+            let wrapped = wrap_identity(&draft, &newest.recipient)?;
+            messages::insert_key(tx, &id, newest.id.as_str(), &wrapped).await?;
+        }
         for part in &draft.parts {
             let row = messages::PartRow {
                 id: Uuid::new_v4().to_string(),
@@ -98,6 +148,11 @@ impl Vault {
         draft.parts.clear();
         Ok(draft.id)
     }
+}
+
+fn wrap_identity(draft: &Draft, master: &x25519::Recipient) -> Result<Vec<u8>, VaultError> {
+    let identity_text = draft.identity.to_string();
+    envelope::seal_small(&[master], identity_text.expose_secret().as_bytes())
 }
 
 /// A message being sealed. Parts are durable blobs as soon as

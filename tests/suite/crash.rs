@@ -119,11 +119,12 @@ fn child(stage: &str) {
         pause(stage);
     }
     rt.block_on(async {
+        let sealed = app
+            .vault
+            .seal(draft, &MessageMeta::default())
+            .expect("seal");
         let mut tx = app.db.begin().await.expect("begin");
-        app.vault
-            .commit(&mut tx, draft, &MessageMeta::default())
-            .await
-            .expect("commit");
+        app.vault.commit(&mut tx, sealed).await.expect("commit");
         tx.commit().await.expect("commit tx");
     });
     pause("after-commit");

@@ -28,12 +28,9 @@ pub async fn send(
             .seal_part(PartKind::Attachment, &meta, *data)
             .expect("seal attachment");
     }
+    let sealed = app.vault.seal(draft, meta).expect("seal");
     let mut tx = app.db.begin().await.expect("begin");
-    let id = app
-        .vault
-        .commit(&mut tx, draft, meta)
-        .await
-        .expect("commit");
+    let id = app.vault.commit(&mut tx, sealed).await.expect("commit");
     tx.commit().await.expect("commit tx");
     id
 }
