@@ -151,9 +151,11 @@ async fn seed_one(
     };
     let id = draft.id();
     let expires_at = app.clock.now() + 7 * 24 * 3600;
+    let sealed = app.vault.seal(draft, &meta)?;
     let mut tx = app.db.begin().await?;
-    app.vault.commit(&mut tx, draft, &meta).await?;
-    app.deliveries
+    app.vault.commit(&mut tx, sealed).await?;
+    let url = app
+        .deliveries
         .insert(
             &mut tx,
             &NewDelivery {
@@ -168,10 +170,10 @@ async fn seed_one(
                 conversation_id: None,
                 is_request: false,
             },
+            &address,
+            public_url,
         )
         .await?;
-    app.deliveries.set_recipient(&mut tx, id, &address).await?;
-    let url = app.deliveries.issue_link(&mut tx, id, public_url).await?;
     tx.commit().await?;
     Ok(url.expose_secret().to_owned())
 }

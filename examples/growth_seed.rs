@@ -417,9 +417,11 @@ async fn make_templates(
             reference: None,
         };
         let id = draft.id();
+        let sealed = app.vault.seal(draft, &meta)?;
         let mut tx = app.db.begin().await?;
-        app.vault.commit(&mut tx, draft, &meta).await?;
-        app.deliveries
+        app.vault.commit(&mut tx, sealed).await?;
+        let url = app
+            .deliveries
             .insert(
                 &mut tx,
                 &NewDelivery {
@@ -438,12 +440,9 @@ async fn make_templates(
                     conversation_id: None,
                     is_request: false,
                 },
+                &address,
+                "http://template",
             )
-            .await?;
-        app.deliveries.set_recipient(&mut tx, id, &address).await?;
-        let url = app
-            .deliveries
-            .issue_link(&mut tx, id, "http://template")
             .await?;
         app.outbox
             .enqueue(

@@ -72,9 +72,11 @@ async fn main() -> Result<()> {
             ..MessageMeta::default()
         };
         let id = draft.id();
+        let sealed = app.vault.seal(draft, &meta)?;
         let mut tx = app.db.begin().await?;
-        app.vault.commit(&mut tx, draft, &meta).await?;
-        app.deliveries
+        app.vault.commit(&mut tx, sealed).await?;
+        let url = app
+            .deliveries
             .insert(
                 &mut tx,
                 &NewDelivery {
@@ -89,10 +91,10 @@ async fn main() -> Result<()> {
                     conversation_id: None,
                     is_request: false,
                 },
+                &address,
+                public_url,
             )
             .await?;
-        app.deliveries.set_recipient(&mut tx, id, &address).await?;
-        let url = app.deliveries.issue_link(&mut tx, id, public_url).await?;
         // The notification, queued with the message as compose does.
         app.outbox
             .enqueue(

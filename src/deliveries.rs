@@ -279,13 +279,25 @@ impl Deliveries {
         }
     }
 
-    /// Records a new delivery in the transaction that commits the message.
-    pub async fn insert(&self, tx: &mut Tx, new: &NewDelivery) -> Result<(), DeliveryError> {
+    /// Records a new delivery in the transaction that commits the message,
+    /// with its recipient address (sealed) and a fresh pickup link, whose
+    /// URL it returns. One statement: a send holds the write lock for it.
+    pub async fn insert(
+        &self,
+        tx: &mut Tx,
+        new: &NewDelivery,
+        recipient: &str,
+        public_url: &str,
+    ) -> Result<SecretString, DeliveryError> {
         let now = self.clock.now();
         let methods = Method::join(&new.methods);
         let message_id = new.message_id.to_string();
         let sender_id = new.sender.to_string();
         let conversation_id = new.conversation_id.unwrap_or(new.message_id).to_string();
+        let sealed_recipient = self
+            .vault
+            .seal_secret(Purpose::DeliveryRecipient, recipient.as_bytes())?;
+        let (url, link_hash) = self.new_link(public_url);
         rows::insert(
             tx,
             &rows::NewRow {
@@ -301,10 +313,12 @@ impl Deliveries {
                 allow_reply: new.allow_reply,
                 conversation_id: &conversation_id,
                 is_request: new.is_request,
+                sealed_recipient: &sealed_recipient,
+                link_hash: &link_hash,
             },
         )
         .await?;
-        Ok(())
+        Ok(url)
     }
 
     /// Counts one answer from the customer in the transaction that stores
@@ -519,18 +533,25 @@ impl Deliveries {
         id: MessageId,
         public_url: &str,
     ) -> Result<SecretString, DeliveryError> {
+        let (url, hash) = self.new_link(public_url);
+        rows::set_link_hash(tx, &id.to_string(), &hash).await?;
+        Ok(url)
+    }
+
+    /// A fresh pickup link: its URL, and the keyed hash to store.
+    fn new_link(&self, public_url: &str) -> (SecretString, Vec<u8>) {
         use base64::Engine;
         use rand::RngExt;
         let secret = zeroize::Zeroizing::new(rand::rng().random::<[u8; 32]>());
         let token = zeroize::Zeroizing::new(
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret[..]),
         );
-        rows::set_link_hash(tx, &id.to_string(), &self.link_hash(&token)).await?;
-        Ok(SecretString::from(format!(
+        let url = SecretString::from(format!(
             "{}/p/{}",
             public_url.trim_end_matches('/'),
             token.as_str()
-        )))
+        ));
+        (url, self.link_hash(&token))
     }
 
     /// The stored form of a link token.
@@ -552,21 +573,6 @@ impl Deliveries {
             .await?
             .map(Delivery::try_from)
             .transpose()
-    }
-
-    /// Stores the recipient address sealed, for sending codes and alerts
-    /// without opening the message.
-    pub async fn set_recipient(
-        &self,
-        tx: &mut Tx,
-        id: MessageId,
-        address: &str,
-    ) -> Result<(), DeliveryError> {
-        let sealed = self
-            .vault
-            .seal_secret(Purpose::DeliveryRecipient, address.as_bytes())?;
-        rows::set_sealed_recipient(tx, &id.to_string(), &sealed).await?;
-        Ok(())
     }
 
     /// The recipient address of a loaded delivery.

@@ -438,9 +438,12 @@ pub async fn commit(
     let known_fact_hash = hash(checked.known_fact.clone()).await?;
     let id = draft.id();
     let sent = Sent { id, generated };
+    let sealed = app.vault.seal(draft, &checked.meta)?;
+    let address = checked.meta.recipient_address.clone().unwrap_or_default();
     let mut tx = app.db.begin().await?;
-    app.vault.commit(&mut tx, draft, &checked.meta).await?;
-    app.deliveries
+    app.vault.commit(&mut tx, sealed).await?;
+    let url = app
+        .deliveries
         .insert(
             &mut tx,
             &NewDelivery {
@@ -455,17 +458,9 @@ pub async fn commit(
                 conversation_id: checked.conversation,
                 is_request: asked.is_some(),
             },
+            &address,
+            &app.config.public_url,
         )
-        .await
-        .map_err(PageError::internal)?;
-    let address = checked.meta.recipient_address.clone().unwrap_or_default();
-    app.deliveries
-        .set_recipient(&mut tx, id, &address)
-        .await
-        .map_err(PageError::internal)?;
-    let url = app
-        .deliveries
-        .issue_link(&mut tx, id, &app.config.public_url)
         .await
         .map_err(PageError::internal)?;
     let url = url.expose_secret().to_owned();
@@ -489,7 +484,7 @@ pub async fn commit(
     };
     // The notification commits with the message: never one without the other.
     app.outbox
-        .enqueue(&mut tx, &address, &mail, Some(id))
+        .enqueue_for_new(&mut tx, &address, &mail, id)
         .await?;
     let methods: Vec<&str> = checked.methods.iter().map(|m| m.as_str()).collect();
     let mut detail = serde_json::json!({

@@ -110,13 +110,38 @@ impl Outbox {
         mail: &Mail,
         message: Option<MessageId>,
     ) -> Result<i64, MailError> {
+        if let Some(id) = message {
+            self.refuse_if_shredded(tx, id).await?;
+        }
+        self.insert(tx, to, mail, message).await
+    }
+
+    /// [`Outbox::enqueue`] for the pickup mail of a message created in the
+    /// same transaction: no shred can have touched a message not yet
+    /// committed, so the check (a statement under the write lock of every
+    /// send) is left out.
+    #[tracing::instrument(skip_all, fields(kind = mail.kind(), message_id = %message))]
+    pub async fn enqueue_for_new(
+        &self,
+        tx: &mut Tx,
+        to: &str,
+        mail: &Mail,
+        message: MessageId,
+    ) -> Result<i64, MailError> {
+        self.insert(tx, to, mail, Some(message)).await
+    }
+
+    async fn insert(
+        &self,
+        tx: &mut Tx,
+        to: &str,
+        mail: &Mail,
+        message: Option<MessageId>,
+    ) -> Result<i64, MailError> {
         let to = to.trim();
         // Refused now, where the caller can tell the user, not at send time.
         to.parse::<lettre::Address>()
             .map_err(|_| MailError::InvalidAddress)?;
-        if let Some(id) = message {
-            self.refuse_if_shredded(tx, id).await?;
-        }
         let plain = Zeroizing::new(
             serde_json::to_vec(&PayloadRef { to, mail })
                 .map_err(|e| MailError::Build(e.to_string()))?,

@@ -55,13 +55,15 @@ pub struct NewRow<'a> {
     pub allow_reply: bool,
     pub conversation_id: &'a str,
     pub is_request: bool,
+    pub sealed_recipient: &'a [u8],
+    pub link_hash: &'a [u8],
 }
 
 pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
     let sql = "INSERT INTO deliveries (message_id, sender_id, created_at, expires_at, verification,
              access_code_hash, known_fact_hash, shred_after_pickup, status, status_at,
-             allow_reply, conversation_id, is_request)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3, $10, $11, $12)";
+             allow_reply, conversation_id, is_request, sealed_recipient, link_hash)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $3, $10, $11, $12, $13, $14)";
     exec(
         &mut **tx,
         sqlx::query(sql)
@@ -76,7 +78,9 @@ pub async fn insert(tx: &mut Tx, new: &NewRow<'_>) -> Result<(), sqlx::Error> {
             .bind(new.status)
             .bind(i64::from(new.allow_reply))
             .bind(new.conversation_id)
-            .bind(i64::from(new.is_request)),
+            .bind(i64::from(new.is_request))
+            .bind(new.sealed_recipient)
+            .bind(new.link_hash),
     )
     .await
     .map(drop)
@@ -316,13 +320,6 @@ pub async fn next_generation(
 pub async fn set_link_hash(tx: &mut Tx, id: &str, hash: &[u8]) -> Result<(), sqlx::Error> {
     let sql = "UPDATE deliveries SET link_hash = $1, link_consumed_at = NULL WHERE message_id = $2";
     exec(&mut **tx, sqlx::query(sql).bind(hash).bind(id))
-        .await
-        .map(drop)
-}
-
-pub async fn set_sealed_recipient(tx: &mut Tx, id: &str, sealed: &[u8]) -> Result<(), sqlx::Error> {
-    let sql = "UPDATE deliveries SET sealed_recipient = $1 WHERE message_id = $2";
-    exec(&mut **tx, sqlx::query(sql).bind(sealed).bind(id))
         .await
         .map(drop)
 }

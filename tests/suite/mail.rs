@@ -89,8 +89,9 @@ async fn send_message(app: &App, sender: StaffId, url: &str) -> MessageId {
         reference: Some(CANARY_REFERENCE.to_owned()),
     };
     let expires_at = app.clock.now() + 48 * 3600;
+    let sealed = app.vault.seal(draft, &meta).unwrap();
     let mut tx = app.db.begin().await.unwrap();
-    let id = app.vault.commit(&mut tx, draft, &meta).await.unwrap();
+    let id = app.vault.commit(&mut tx, sealed).await.unwrap();
     app.deliveries
         .insert(
             &mut tx,
@@ -106,6 +107,8 @@ async fn send_message(app: &App, sender: StaffId, url: &str) -> MessageId {
                 conversation_id: None,
                 is_request: false,
             },
+            RECIPIENT,
+            &app.config.public_url,
         )
         .await
         .unwrap();
