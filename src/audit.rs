@@ -20,7 +20,7 @@ use hmac::Mac;
 use crate::clock::SharedClock;
 use crate::paging::{Page, PageStart, rows_to_fetch};
 use crate::store::audit as store;
-use crate::store::{Db, Tx};
+use crate::store::{Backend, Db, Tx};
 use crate::vault::{MessageId, Vault};
 
 pub mod webhooks;
@@ -355,6 +355,18 @@ fn day_start(day: &str) -> Result<i64, DayRangeError> {
 
 pub use crate::store::audit::StoredEvent;
 
+fn stored_event(event: &Event, id: i64, at: i64) -> StoredEvent {
+    StoredEvent {
+        id,
+        at,
+        actor: event.actor.to_string(),
+        action: event.action.as_str().to_owned(),
+        message_id: event.message_id.map(|m| m.to_string()),
+        ip: event.ip.map(|ip| ip.to_string()),
+        detail: event.detail.as_ref().map(|d| d.to_string()),
+    }
+}
+
 /// The outcome of [`AuditLog::verify`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verification {
@@ -386,6 +398,9 @@ type Answer = tokio::sync::oneshot::Sender<Result<i64, Arc<AuditError>>>;
 struct Group {
     waiting: std::sync::Mutex<Vec<(Event, Answer)>>,
     writer: tokio::sync::Mutex<()>,
+    /// SQLite: the chain's head as this process last appended it, so the
+    /// next append is one statement that checks it (see [`AuditLog::record`]).
+    head: std::sync::Mutex<Option<(i64, Vec<u8>)>>,
 }
 
 impl fmt::Debug for AuditLog {
@@ -415,25 +430,51 @@ impl AuditLog {
     /// another transaction has locked, or the two deadlock on PostgreSQL
     /// (that one waits for this lock to append its own event).
     pub async fn record(&self, tx: &mut Tx, event: &Event) -> Result<i64, AuditError> {
+        let at = self.clock.now();
+        // SQLite: append after the head this process knows, on condition
+        // that it still is the head (another process, or a rolled-back
+        // append of this one, may have moved it); otherwise read it.
+        let known = match self.db().backend() {
+            Backend::Sqlite => self.head().clone(),
+            Backend::Postgres => None,
+        };
+        if let Some((head_id, prev)) = known {
+            let stored = stored_event(event, head_id + 1, at);
+            let hash = self.chain(&stored, &prev);
+            if store::append_after_head(tx, &stored, &prev, &hash).await? {
+                return self.appended(tx, event, stored, hash).await;
+            }
+        }
         let head = store::lock_head(tx, self.db().backend()).await?;
         let (id, prev) = match head {
             Some(head) => (head.id + 1, head.hash),
             None => (1, GENESIS.to_vec()),
         };
-        let stored = StoredEvent {
-            id,
-            at: self.clock.now(),
-            actor: event.actor.to_string(),
-            action: event.action.as_str().to_owned(),
-            message_id: event.message_id.map(|m| m.to_string()),
-            ip: event.ip.map(|ip| ip.to_string()),
-            detail: event.detail.as_ref().map(|d| d.to_string()),
-        };
+        let stored = stored_event(event, id, at);
         let hash = self.chain(&stored, &prev);
         store::append(tx, &stored, &prev, &hash).await?;
+        self.appended(tx, event, stored, hash).await
+    }
+
+    async fn appended(
+        &self,
+        tx: &mut Tx,
+        event: &Event,
+        stored: StoredEvent,
+        hash: [u8; 32],
+    ) -> Result<i64, AuditError> {
+        *self.head() = Some((stored.id, hash.to_vec()));
         // In the audit log's order: the event id orders webhooks too.
-        webhooks::queue(tx, event, id, stored.at).await?;
-        Ok(id)
+        webhooks::queue(tx, event, stored.id, stored.at).await?;
+        Ok(stored.id)
+    }
+
+    fn head(&self) -> std::sync::MutexGuard<'_, Option<(i64, Vec<u8>)>> {
+        // A cached value checked at each use: nothing a panic could break.
+        self.group
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Appends `event` and returns once it is committed. Events recorded

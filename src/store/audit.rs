@@ -71,6 +71,37 @@ pub async fn append(
     .map(drop)
 }
 
+/// [`append`]s `event` if the chain's head is the event before it, with
+/// `prev_hash`: one statement instead of reading the head first. False
+/// (nothing written) if the head is another.
+pub async fn append_after_head(
+    tx: &mut Tx,
+    event: &StoredEvent,
+    prev_hash: &[u8],
+    hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    let sql =
+        "INSERT INTO audit_log (id, at, actor, action, message_id, ip, detail, prev_hash, hash)
+         SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
+         WHERE (SELECT MAX(id) FROM audit_log) = $1 - 1
+           AND (SELECT hash FROM audit_log WHERE id = $1 - 1) = $8";
+    let inserted = exec(
+        &mut **tx,
+        sqlx::query(sql)
+            .bind(event.id)
+            .bind(event.at)
+            .bind(&event.actor)
+            .bind(&event.action)
+            .bind(&event.message_id)
+            .bind(&event.ip)
+            .bind(&event.detail)
+            .bind(prev_hash)
+            .bind(hash),
+    )
+    .await?;
+    Ok(inserted == 1)
+}
+
 /// Up to `limit` events from id `first` on, in order, with their hashes.
 pub async fn chain_from(db: &Db, first: i64, limit: i64) -> Result<Vec<ChainedEvent>, sqlx::Error> {
     sqlx::query_as(&format!(
