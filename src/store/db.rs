@@ -15,20 +15,36 @@ use sqlx::{Connection, Executor};
 
 pub type Pool = sqlx::AnyPool;
 
-/// A write transaction. On SQLite it also holds this process's write gate
-/// (see [`Db::begin`]) until it commits, rolls back or is dropped.
+mod group;
+
+/// A write transaction. On SQLite it is a savepoint in this process's
+/// shared write transaction, holding the write gate until it commits,
+/// rolls back or is dropped (see [`group`]).
 pub struct Tx {
-    inner: sqlx::Transaction<'static, sqlx::Any>,
-    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    inner: TxInner,
+}
+
+enum TxInner {
+    /// PostgreSQL: a transaction of its own.
+    Own(sqlx::Transaction<'static, sqlx::Any>),
+    /// SQLite: committed with the others of its group.
+    Member(group::Member),
 }
 
 impl Tx {
+    /// Returns once the changes are committed (durably).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.inner.commit().await
+        match self.inner {
+            TxInner::Own(tx) => tx.commit().await,
+            TxInner::Member(member) => member.commit().await,
+        }
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.inner.rollback().await
+        match self.inner {
+            TxInner::Own(tx) => tx.rollback().await,
+            TxInner::Member(member) => member.rollback().await,
+        }
     }
 }
 
@@ -36,13 +52,19 @@ impl std::ops::Deref for Tx {
     type Target = sqlx::AnyConnection;
 
     fn deref(&self) -> &sqlx::AnyConnection {
-        &self.inner
+        match &self.inner {
+            TxInner::Own(tx) => tx,
+            TxInner::Member(member) => member.conn(),
+        }
     }
 }
 
 impl std::ops::DerefMut for Tx {
     fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.inner
+        match &mut self.inner {
+            TxInner::Own(tx) => tx,
+            TxInner::Member(member) => member.conn_mut(),
+        }
     }
 }
 
@@ -110,11 +132,9 @@ pub struct Db {
     pool: Pool,
     backend: Backend,
     native: NativePool,
-    /// SQLite only: write transactions of this process queue here, in
-    /// order, instead of in SQLite's busy handler, which sleeps up to
-    /// 100 ms between tries whatever the lock's holder is doing (measured:
-    /// most of an API send's time under 32 concurrent sends went to it).
-    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: this process's writer connection and the gate its
+    /// write transactions queue at (see [`group`]).
+    write_gate: Option<std::sync::Arc<group::Gate>>,
 }
 
 /// A small driver-specific pool next to the `Any` one, for libraries that
@@ -186,12 +206,17 @@ impl Db {
                     .connect_lazy_with(sqlx::postgres::PgConnectOptions::from_str(&url)?),
             ),
         };
+        // A connection of its own, outside the pool: the shared write
+        // transaction stays open on it between writers.
+        let write_gate = match backend {
+            Backend::Sqlite => Some(group::Gate::new(pool.acquire().await?.detach())),
+            Backend::Postgres => None,
+        };
         Ok(Db {
             pool,
             backend,
             native,
-            write_gate: (backend == Backend::Sqlite)
-                .then(|| std::sync::Arc::new(tokio::sync::Mutex::new(()))),
+            write_gate,
         })
     }
 
@@ -228,26 +253,18 @@ impl Db {
         self.backend
     }
 
-    /// Starts a write transaction. On SQLite it first takes this process's
-    /// write gate, then the write lock itself (`BEGIN IMMEDIATE`): a
+    /// Starts a write transaction. On SQLite it waits for this process's
+    /// write gate (at most SQLite's busy timeout, then the same error as a
+    /// pool with no connection to give) and opens a savepoint in the shared
+    /// write transaction, which holds the write lock (`BEGIN IMMEDIATE`: a
     /// deferred transaction that reads first and writes later fails with
-    /// SQLITE_BUSY, not waiting, when another writer commits in between.
-    /// A writer that waits longer than SQLite's busy timeout for the gate
-    /// gets the same error as a pool that has no connection to give.
+    /// SQLITE_BUSY, not waiting, when another process commits in between).
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        let gate = match &self.write_gate {
-            Some(gate) => Some(
-                tokio::time::timeout(SQLITE_BUSY, gate.clone().lock_owned())
-                    .await
-                    .map_err(|_| sqlx::Error::PoolTimedOut)?,
-            ),
-            None => None,
+        let inner = match &self.write_gate {
+            Some(gate) => TxInner::Member(gate.begin(SQLITE_BUSY).await?),
+            None => TxInner::Own(self.pool.begin().await?),
         };
-        let inner = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
-        };
-        Ok(Tx { inner, _gate: gate })
+        Ok(Tx { inner })
     }
 
     /// Cheap liveness check for readiness probes.
@@ -257,6 +274,9 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        if let Some(gate) = &self.write_gate {
+            gate.flush().await;
+        }
         self.pool.close().await;
         match &self.native {
             NativePool::Sqlite(p) => p.close().await,

@@ -48,3 +48,4 @@ mod support;
 mod tokens_page;
 mod verify_burst;
 mod webhooks;
+mod write_groups;
