@@ -1,7 +1,7 @@
 //! `audit_log`: the append-only, hash-chained event log. Appends are
 //! serialised (each event's hash covers the one before it).
 
-use super::{Backend, Db, PageFrom, Tx, exec, page_clause, page_rows, rows_by};
+use super::{Backend, Db, PageFrom, Query, Tx, exec, page_clause, page_rows, rows_by};
 
 /// A stored event, as read back (and as exported).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
@@ -56,16 +56,7 @@ pub async fn append(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
     exec(
         &mut **tx,
-        sqlx::query(sql)
-            .bind(event.id)
-            .bind(event.at)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(&event.message_id)
-            .bind(&event.ip)
-            .bind(&event.detail)
-            .bind(prev_hash)
-            .bind(hash),
+        bind_chained(sqlx::query(sql), event, prev_hash, hash),
     )
     .await
     .map(drop)
@@ -85,21 +76,27 @@ pub async fn append_after_head(
          SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9
          WHERE (SELECT MAX(id) FROM audit_log) = $1 - 1
            AND (SELECT hash FROM audit_log WHERE id = $1 - 1) = $8";
-    let inserted = exec(
-        &mut **tx,
-        sqlx::query(sql)
-            .bind(event.id)
-            .bind(event.at)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(&event.message_id)
-            .bind(&event.ip)
-            .bind(&event.detail)
-            .bind(prev_hash)
-            .bind(hash),
-    )
-    .await?;
-    Ok(inserted == 1)
+    let query = bind_chained(sqlx::query(sql), event, prev_hash, hash);
+    Ok(exec(&mut **tx, query).await? == 1)
+}
+
+/// Binds `$1`…`$9`: the event's columns, then its chain hashes.
+fn bind_chained<'q>(
+    query: Query<'q>,
+    event: &'q StoredEvent,
+    prev_hash: &'q [u8],
+    hash: &'q [u8],
+) -> Query<'q> {
+    query
+        .bind(event.id)
+        .bind(event.at)
+        .bind(&event.actor)
+        .bind(&event.action)
+        .bind(&event.message_id)
+        .bind(&event.ip)
+        .bind(&event.detail)
+        .bind(prev_hash)
+        .bind(hash)
 }
 
 /// Up to `limit` events from id `first` on, in order, with their hashes.
