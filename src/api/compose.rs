@@ -793,7 +793,17 @@ async fn receive(
         budget.count()?;
         match field.name() {
             Some("message") if fields.is_none() => {
-                let text = budget.text(field, MAX_BODY_CHARS * 4 + 64 * 1024).await?;
+                // Longer than any valid `message` (the text's `maxLength`):
+                // invalid input, as for a JSON body that long.
+                let text = budget
+                    .text(field, MAX_BODY_CHARS * 4 + 64 * 1024)
+                    .await
+                    .map_err(|e| match e {
+                        PageError::TooLarge(_) => invalid(
+                            "The `message` part is too long; attach long documents as files.",
+                        ),
+                        e => ApiError(e),
+                    })?;
                 let message: NewMessage = parse_json(text.as_bytes())?;
                 let f = message_fields(settings, &message)?;
                 if let Some(key) = &key {
